@@ -1,0 +1,32 @@
+"""wdmask: decide, per parameter, whether weight decay applies; apply it in Optax and PyTorch.
+
+The data path is one direction: describe -> decide -> apply.
+
+Example:
+  >>> import wdmask
+  >>> inv = [wdmask.ParamInfo(("bn", "scale"), (8,), layer="norm.batch", role="scale")]
+  >>> wdmask.decide(inv, wdmask.presets.standard)[("bn", "scale")].multiplier
+  0.0
+"""
+
+from wdmask import presets as presets
+from wdmask._config import dumps as dumps
+from wdmask._config import load as load
+from wdmask._config import loads as loads
+from wdmask._engine import Explanation as Explanation
+from wdmask._engine import UnmatchedRuleWarning as UnmatchedRuleWarning
+from wdmask._engine import decide as decide
+from wdmask._engine import explain as explain
+from wdmask._rules import Rule as Rule
+from wdmask._rules import Rules as Rules
+from wdmask._types import Decision as Decision
+from wdmask._types import MaskError as MaskError
+from wdmask._types import ParamInfo as ParamInfo
+from wdmask._types import RuleError as RuleError
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "Decision", "Explanation", "MaskError", "ParamInfo", "Rule", "RuleError", "Rules", "UnmatchedRuleWarning",
+    "decide", "dumps", "explain", "load", "loads", "presets",
+)

@@ -1,0 +1,366 @@
+"""``Rule`` and ``Rules``: conditions plus an action, ordered, the last match wins.
+
+This module is the only place that matches a rule against a ``ParamInfo``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import math
+import operator
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, overload
+
+from wdmask._types import DECLARATIONS, LAYER_KINDS, LAYER_PATTERNS, ROLES, ParamInfo, RuleError
+
+Patterns = str | Sequence[str]
+
+CONDITIONS: tuple[str, ...] = ("path", "regex", "layer", "role", "ndim", "feeds_norm", "module_type", "declared")
+ACTIONS: tuple[str, ...] = ("decay", "multiplier")
+EXTRAS: tuple[str, ...] = ("why", "optional")
+FIELDS: tuple[str, ...] = CONDITIONS + ACTIONS + EXTRAS
+
+_NDIM = re.compile(r"\s*(<=|>=|==|!=|<|>)?\s*(\d+)\s*")
+_OPS: dict[str, Callable[[int, int], bool]] = {
+    "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt,
+}
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _segment_regex(segment: str) -> str:
+    """One dotted segment of a glob via ``fnmatch``: ``*`` and ``?`` never cross a dot."""
+    body = fnmatch.translate(segment).removeprefix("(?s:").removesuffix(")\\Z")
+    return re.sub(r"(?<!\\)\.", "[^.]", body)
+
+
+def glob_to_regex(pattern: str) -> str:
+    """Translate a dotted-path glob to a regex (``*`` within a segment, ``**`` any number of segments).
+
+    Example:
+      >>> bool(re.fullmatch(glob_to_regex("**.bias"), "layer1.0.bn1.bias"))
+      True
+      >>> bool(re.fullmatch(glob_to_regex("layer1.*.bias"), "layer1.0.bn1.bias"))
+      False
+    """
+    segments = pattern.split(".")
+    out = ""
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == "**":
+            if i > 0 and segments[i - 1] == "**":
+                continue
+            if last:
+                out = out[: -len(r"\.")] + r"(?:\.[^.]+)*" if out else ".*"
+            else:
+                out += r"(?:[^.]+\.)*"
+        else:
+            out += _segment_regex(seg) + ("" if last else r"\.")
+    return out
+
+
+def _as_tuple(value: Patterns) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """Conditions (all optional, AND-ed) and an action (``decay`` or ``multiplier``).
+
+    Conditions:
+      path: glob on the dotted path (``*`` within a segment, ``**`` across segments).
+      regex: regular expression the whole dotted path must match.
+      layer: layer kind pattern(s): ``conv``, ``linear``, ``embedding``, ``norm`` (any norm),
+        ``norm.batch`` … ``norm.rms``, ``other``; globs such as ``norm.*`` allowed.
+      role: role(s): ``kernel``, ``bias``, ``scale``, ``embedding``, ``other``.
+      ndim: per-layer rank, an int or a comparison such as ``"<=1"``.
+      feeds_norm: the owning layer's output goes straight into a norm (unknown never matches).
+      module_type: glob(s) on the owning module's qualified class name.
+      declared: what the model declares, e.g. ``"no_decay"``.
+
+    Action: ``decay`` (bool) or ``multiplier`` (finite float >= 0; 0 means no decay).
+    ``why`` is free text shown in explanations; ``optional=True`` silences the
+    "matches nothing" report for this rule (presets use it).
+
+    Example:
+      >>> Rule(layer="norm", decay=False).multiplier_value
+      0.0
+    """
+
+    path: Patterns | None = None
+    regex: str | None = None
+    layer: Patterns | None = None
+    role: Patterns | None = None
+    ndim: int | str | None = None
+    feeds_norm: bool | None = None
+    module_type: Patterns | None = None
+    declared: str | None = None
+    decay: bool | None = None
+    multiplier: float | None = None
+    why: str = ""
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("path", "layer", "role", "module_type"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        if isinstance(self.multiplier, int) and not isinstance(self.multiplier, bool):
+            object.__setattr__(self, "multiplier", float(self.multiplier))
+        _validate(self, f"Rule({self.text})")
+        object.__setattr__(self, "_match", _compile(self))
+
+    @property
+    def text(self) -> str:
+        """The rule as ``key=value`` pairs, e.g. ``layer='norm', decay=False``."""
+        return ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
+
+    @property
+    def multiplier_value(self) -> float:
+        """The decay multiplier this rule assigns."""
+        if self.multiplier is not None:
+            return float(self.multiplier)
+        return 1.0 if self.decay else 0.0
+
+    def matches(self, info: ParamInfo) -> bool:
+        """Whether every condition holds for ``info``."""
+        return self._match(info)  # type: ignore[attr-defined,no-any-return]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields that are set (lists for multi-valued conditions)."""
+        out: dict[str, Any] = {}
+        for f in FIELDS:
+            value = getattr(self, f)
+            if value is None or (f == "why" and value == "") or (f == "optional" and value is False):
+                continue
+            out[f] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "rule") -> Rule:
+        """Build a rule from a plain dict; unknown keys raise ``RuleError`` naming ``where``."""
+        if not isinstance(data, Mapping):
+            raise RuleError(f"{where}: must be a table/dict of conditions and an action, got {type(data).__name__} "
+                            f"{data!r}")
+        for key in data:
+            if key not in FIELDS:
+                raise RuleError(f"{where} {dict(data)!r}: unknown key {key!r}; valid: {', '.join(FIELDS)}."
+                                f"{_did_you_mean(str(key), FIELDS)}")
+        try:
+            return cls(**data)
+        except RuleError as e:
+            raise RuleError(str(e).replace(f"Rule({_text(data)})", f"{where} {{{_text(data)}}}", 1)) from None
+
+    def __repr__(self) -> str:
+        return f"Rule({self.text})"
+
+
+def _text(data: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={(list(v) if isinstance(v, tuple) else v)!r}" for k, v in data.items()
+                     if v is not None and not (k == "why" and v == "") and not (k == "optional" and v is False))
+
+
+def _validate(rule: Rule, where: str) -> None:
+    def fail(field: str, msg: str) -> RuleError:
+        return RuleError(f"{where} `{field}`: {msg}")
+
+    if all(getattr(rule, f) is None for f in CONDITIONS + ACTIONS):
+        raise RuleError(f"{where}: empty rule; give conditions ({', '.join(CONDITIONS)}) and an action "
+                        "(decay=True/False or multiplier=float)")
+    if rule.decay is not None and rule.multiplier is not None:
+        raise fail("decay", "give either `decay` or `multiplier`, not both")
+    if rule.decay is None and rule.multiplier is None:
+        raise RuleError(f"{where}: no action; add decay=True/False or multiplier=<float >= 0>")
+    if rule.decay is not None and not isinstance(rule.decay, bool):
+        raise fail("decay", f"must be true or false, got {rule.decay!r}")
+    if rule.multiplier is not None:
+        m = rule.multiplier
+        if isinstance(m, bool) or not isinstance(m, float) or not math.isfinite(m) or m < 0:
+            raise fail("multiplier", f"must be a finite number >= 0, got {m!r}")
+    for field in ("path", "layer", "role", "module_type"):
+        value = getattr(rule, field)
+        if value is None:
+            continue
+        values = _as_tuple(value)
+        if not values or not all(isinstance(v, str) and v for v in values):
+            raise fail(field, f"must be a non-empty string or list of non-empty strings, got {value!r}")
+    if rule.path is not None:
+        for p in _as_tuple(rule.path):
+            if "" in p.split("."):
+                raise fail("path", f"{p!r} has an empty segment; write segments separated by single dots")
+            try:
+                re.compile(glob_to_regex(p))
+            except re.error as e:
+                raise fail("path", f"bad glob {p!r}: {e}") from None
+    if rule.regex is not None:
+        if not isinstance(rule.regex, str) or not rule.regex:
+            raise fail("regex", f"must be a non-empty string, got {rule.regex!r}")
+        try:
+            re.compile(rule.regex)
+        except re.error as e:
+            raise fail("regex", f"bad regular expression {rule.regex!r}: {e}") from None
+    if rule.layer is not None:
+        for kind in _as_tuple(rule.layer):
+            if kind not in LAYER_PATTERNS and not fnmatch.filter(LAYER_KINDS, kind):
+                raise fail("layer", f"unknown kind {kind!r}; valid: {', '.join(LAYER_PATTERNS)}."
+                                    f"{_did_you_mean(kind, LAYER_PATTERNS)}")
+    if rule.role is not None:
+        for role in _as_tuple(rule.role):
+            if role not in ROLES:
+                raise fail("role", f"unknown role {role!r}; valid: {', '.join(ROLES)}.{_did_you_mean(role, ROLES)}")
+    if rule.ndim is not None:
+        nd = rule.ndim
+        if isinstance(nd, bool) or not isinstance(nd, (int, str)) or (isinstance(nd, int) and nd < 0) or (
+            isinstance(nd, str) and not _NDIM.fullmatch(nd)
+        ):
+            raise fail("ndim", f"must be an int >= 0 or a comparison such as '<=1', '>=2', '==2', got {nd!r}")
+    if rule.feeds_norm is not None and not isinstance(rule.feeds_norm, bool):
+        raise fail("feeds_norm", f"must be true or false, got {rule.feeds_norm!r}")
+    if rule.declared is not None and rule.declared not in DECLARATIONS[1:]:
+        raise fail("declared", f"unknown declaration {rule.declared!r}; valid: {', '.join(DECLARATIONS[1:])}")
+    if not isinstance(rule.why, str):
+        raise fail("why", f"must be a string, got {rule.why!r}")
+    if not isinstance(rule.optional, bool):
+        raise fail("optional", f"must be true or false, got {rule.optional!r}")
+
+
+def _compile(rule: Rule) -> Callable[[ParamInfo], bool]:
+    """One predicate per set condition, AND-ed; compiled once per rule."""
+    checks: list[Callable[[ParamInfo], bool]] = []
+    if rule.path is not None:
+        path_rx = re.compile("|".join(f"(?:{glob_to_regex(p)})" for p in _as_tuple(rule.path)))
+        checks.append(lambda i: path_rx.fullmatch(i.dotted) is not None)
+    if rule.regex is not None:
+        rx = re.compile(rule.regex)
+        checks.append(lambda i: rx.fullmatch(i.dotted) is not None)
+    if rule.layer is not None:
+        kinds = frozenset(k for pat in _as_tuple(rule.layer)
+                          for k in fnmatch.filter(LAYER_KINDS, "norm.*" if pat == "norm" else pat))
+        checks.append(lambda i: i.layer in kinds)
+    if rule.role is not None:
+        roles = frozenset(_as_tuple(rule.role))
+        checks.append(lambda i: i.role in roles)
+    if rule.ndim is not None:
+        if isinstance(rule.ndim, int):
+            op, n = operator.eq, rule.ndim
+        else:
+            m = _NDIM.fullmatch(rule.ndim)
+            assert m is not None
+            op, n = _OPS[m.group(1) or "=="], int(m.group(2))
+        checks.append(lambda i: op(i.ndim, n))
+    if rule.feeds_norm is not None:
+        want = rule.feeds_norm
+        checks.append(lambda i: i.feeds_norm is want)
+    if rule.module_type is not None:
+        types = _as_tuple(rule.module_type)
+        checks.append(lambda i: any(fnmatch.fnmatchcase(i.module_type, t) for t in types))
+    if rule.declared is not None:
+        declared = rule.declared
+        checks.append(lambda i: i.declared == declared)
+    return lambda info: all(check(info) for check in checks)
+
+
+RuleLike = Rule | Mapping[str, Any]
+
+
+class Rules(Sequence[Rule]):
+    """An immutable, ordered rule set; the last matching rule wins, unmatched leaves get ``default``.
+
+    Example:
+      >>> rules = Rules([{"layer": "norm", "decay": False}]) + [Rule(role="bias", decay=False)]
+      >>> len(rules), rules.default
+      (2, 1.0)
+      >>> Rules.from_dict(rules.to_dict()) == rules
+      True
+    """
+
+    __slots__ = ("_default", "_rules", "name")
+
+    def __init__(self, rules: Iterable[RuleLike] = (), *, default: float = 1.0, name: str = "") -> None:
+        if isinstance(rules, (str, bytes, Mapping)) or not isinstance(rules, Iterable):
+            raise RuleError(f"`rules` must be a list of rules (Rule or dict), got {type(rules).__name__} {rules!r}")
+        items: list[Rule] = []
+        for i, r in enumerate(rules):
+            if isinstance(r, Rule):
+                items.append(r)
+            elif isinstance(r, Mapping):
+                items.append(Rule.from_dict(r, where=f"rules[{i}]"))
+            else:
+                raise RuleError(f"rules[{i}]: must be a Rule or a dict, got {type(r).__name__} {r!r}")
+        if isinstance(default, bool) or not isinstance(default, (int, float)) or not math.isfinite(default) or (
+            default < 0
+        ):
+            raise RuleError(f"`default` multiplier must be a finite number >= 0, got {default!r}")
+        self._rules: tuple[Rule, ...] = tuple(items)
+        self._default = float(default)
+        self.name = name
+
+    @property
+    def default(self) -> float:
+        """Multiplier for leaves no rule matches (1.0: decay)."""
+        return self._default
+
+    @overload
+    def __getitem__(self, i: int) -> Rule: ...
+    @overload
+    def __getitem__(self, i: slice) -> Rules: ...
+    def __getitem__(self, i: int | slice) -> Rule | Rules:
+        if isinstance(i, slice):
+            return Rules(self._rules[i], default=self._default)
+        return self._rules[i]
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self._rules)
+
+    def __add__(self, other: Iterable[RuleLike] | Rule) -> Rules:
+        if isinstance(other, (Rule, Mapping)):
+            other = [other]
+        if isinstance(other, (str, bytes)) or not isinstance(other, Iterable):
+            raise RuleError(f"can only add Rules, a Rule, a dict or a list of them to Rules, got "
+                            f"{type(other).__name__}")
+        extra = other if isinstance(other, Rules) else Rules(other)
+        return Rules((*self._rules, *extra), default=self._default)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rules) and self._rules == other._rules and self._default == other._default
+
+    def __hash__(self) -> int:
+        return hash((self._rules, self._default))
+
+    def __repr__(self) -> str:
+        label = f"{self.name}: " if self.name else ""
+        body = ", ".join(f"{{{r.text}}}" for r in self._rules)
+        default = "" if self._default == 1.0 else f", default={self._default}"
+        return f"Rules({label}[{body}]{default})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"rules": [...]}`` (plus ``"default"`` when it is not 1.0): JSON/TOML/YAML-ready."""
+        out: dict[str, Any] = {"rules": [r.to_dict() for r in self._rules]}
+        if self._default != 1.0:
+            out["default"] = self._default
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Rules:
+        """Inverse of ``to_dict``; also accepts a bare list of rule dicts."""
+        if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+            return cls(data)
+        if not isinstance(data, Mapping):
+            raise RuleError(f"rules data must be a dict with a `rules` list or a list of rule dicts, got "
+                            f"{type(data).__name__}")
+        for key in data:
+            if key not in ("rules", "default"):
+                raise RuleError(f"rules data: unknown top-level key {key!r}; valid: rules, default."
+                                f"{_did_you_mean(str(key), ('rules', 'default'))}")
+        if "rules" not in data:
+            raise RuleError("rules data: missing the `rules` list (e.g. [[rules]] tables in TOML)")
+        return cls(data["rules"], default=data.get("default", 1.0))

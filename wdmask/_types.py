@@ -1,0 +1,104 @@
+"""Vocabulary shared by the rule engine and both adapters: ``ParamInfo``, ``Decision``, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+Path = tuple[str, ...]
+
+#: Layer kinds a ``ParamInfo`` may carry; rules may also say ``norm`` (any norm).
+LAYER_KINDS: tuple[str, ...] = (
+    "conv",
+    "linear",
+    "embedding",
+    "norm.batch",
+    "norm.layer",
+    "norm.group",
+    "norm.instance",
+    "norm.rms",
+    "other",
+)
+#: Kind patterns rules accept besides the kinds themselves.
+LAYER_PATTERNS: tuple[str, ...] = (*LAYER_KINDS[:3], "norm", "norm.*", *LAYER_KINDS[3:])
+#: Roles of a parameter within its layer.
+ROLES: tuple[str, ...] = ("kernel", "bias", "scale", "embedding", "other")
+#: How the layer kind was learned, most trusted first.
+SOURCES: tuple[str, ...] = ("type", "name", "shape")
+#: What a model may declare about a parameter (timm ``no_weight_decay()``, ``_no_weight_decay``).
+DECLARATIONS: tuple[str, ...] = ("", "no_decay")
+
+
+class RuleError(ValueError):
+    """A rule, a rule set or a rules file is invalid, or (``strict=True``) matches nothing."""
+
+
+class MaskError(ValueError):
+    """A mask or a decay transform was applied to a tree it was not built for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamInfo:
+    """What the rule engine knows about one trainable leaf.
+
+    Example:
+      >>> info = ParamInfo(("layer1", "bn1", "scale"), (64,), layer="norm.batch", role="scale")
+      >>> str(info), info.ndim
+      ('layer1.bn1.scale', 1)
+    """
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    layer: str = "other"
+    role: str = "other"
+    stacked: int = 0
+    feeds_norm: bool | None = None
+    module_type: str = ""
+    source: str = "shape"
+    declared: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, tuple) or not all(isinstance(p, str) for p in self.path):
+            raise TypeError(f"ParamInfo.path must be a tuple of str, got {self.path!r}")
+        if self.layer not in LAYER_KINDS:
+            raise ValueError(f"ParamInfo({self.dotted}).layer {self.layer!r}; valid: {', '.join(LAYER_KINDS)}")
+        if self.role not in ROLES:
+            raise ValueError(f"ParamInfo({self.dotted}).role {self.role!r}; valid: {', '.join(ROLES)}")
+        if not 0 <= self.stacked <= len(self.shape):
+            raise ValueError(f"ParamInfo({self.dotted}).stacked={self.stacked} with shape {self.shape}")
+
+    @property
+    def dotted(self) -> str:
+        """The path joined with dots, e.g. ``"layer1.0.bn1.weight"``."""
+        return ".".join(self.path)
+
+    @property
+    def ndim(self) -> int:
+        """Per-layer rank: ``len(shape) - stacked`` (a scanned LayerNorm scale ``(L, d)`` is 1-D)."""
+        return len(self.shape) - self.stacked
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the leaf is floating point (integer and bool leaves are never decayed)."""
+        return any(t in self.dtype for t in ("float", "complex"))
+
+    def __str__(self) -> str:
+        return self.dotted
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The engine's verdict for one leaf.
+
+    ``multiplier`` scales the weight decay (0 = none); ``rule`` is the index of the winning rule,
+    ``None`` for the rule set's default; ``reason`` says why in words.
+    """
+
+    multiplier: float
+    rule: int | None
+    reason: str
+
+    @property
+    def decay(self) -> bool:
+        """Whether any weight decay applies."""
+        return self.multiplier != 0.0
