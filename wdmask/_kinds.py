@@ -1,0 +1,86 @@
+"""Name heuristics shared by both adapters: layer kind from a class or auto-name, role from a leaf name.
+
+Adapters call these only when they lack an exact class (``source="name"``); the exact-class
+tables stay in each adapter because they name each framework's classes.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Checked in order: the first pattern found in the lower-cased name wins.
+_KIND_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("rmsnorm", "norm.rms"),
+    ("batchnorm", "norm.batch"),
+    ("groupnorm", "norm.group"),
+    ("instancenorm", "norm.instance"),
+    ("layernorm", "norm.layer"),
+    ("convtranspose", "conv"),
+    ("conv", "conv"),
+    ("densegeneral", "linear"),
+    ("dense", "linear"),
+    ("linear", "linear"),
+    ("embed", "embedding"),
+)
+_AUTO_NAME = re.compile(r"(?P<cls>[A-Za-z][A-Za-z0-9]*?)_(?P<n>\d+)")
+
+SCALE_NAMES = frozenset({"scale", "weight", "gamma", "g", "gain"})
+SHIFT_NAMES = frozenset({"bias", "beta", "b", "shift", "offset"})
+KERNEL_NAMES = frozenset({"kernel", "weight", "w"})
+EMBEDDING_NAMES = frozenset({"embedding", "weight"})
+
+
+def kind_from_name(name: str) -> str | None:
+    """Layer kind suggested by a class name or Flax auto-name, or ``None``.
+
+    Example:
+      >>> kind_from_name("BatchNorm_0"), kind_from_name("LayerNorm2d"), kind_from_name("Dense_12")
+      ('norm.batch', 'norm.layer', 'linear')
+      >>> kind_from_name("bn1") is None
+      True
+    """
+    m = _AUTO_NAME.fullmatch(name)
+    lowered = (m.group("cls") if m else name).lower()
+    for needle, kind in _KIND_PATTERNS:
+        if needle in lowered:
+            return kind
+    if lowered.endswith("norm") or lowered.endswith("norm2d"):
+        return "norm.layer"
+    return None
+
+
+def is_auto_name(name: str) -> bool:
+    """Whether ``name`` looks like a Flax auto-name ``ClassName_N``.
+
+    Example:
+      >>> is_auto_name("Conv_3"), is_auto_name("conv1")
+      (True, False)
+    """
+    return _AUTO_NAME.fullmatch(name) is not None and name[0].isupper()
+
+
+def role_from_name(kind: str, leaf: str) -> str:
+    """Role of a leaf called ``leaf`` in a layer of kind ``kind``.
+
+    Example:
+      >>> role_from_name("norm.batch", "weight"), role_from_name("conv", "weight"), role_from_name("other", "bias")
+      ('scale', 'kernel', 'bias')
+    """
+    name = leaf.lower()
+    if kind.startswith("norm."):
+        if name in SCALE_NAMES:
+            return "scale"
+        if name in SHIFT_NAMES:
+            return "bias"
+        return "other"
+    if kind == "embedding" and name in EMBEDDING_NAMES:
+        return "embedding"
+    if kind in ("conv", "linear") and name in KERNEL_NAMES:
+        return "kernel"
+    if name == "bias" or name.endswith("_bias"):
+        return "bias"
+    if name == "kernel":
+        return "kernel"
+    if name == "embedding":
+        return "embedding"
+    return "other"
