@@ -58,7 +58,10 @@ def dumps(rules: Rules, format: str = "json") -> str:  # noqa: A002
 
         return str(yaml.safe_dump(data, sort_keys=False))
     if format == "toml":
-        lines = [f"default = {data['default']!r}\n"] if "default" in data else []
+        lines = [f"default = {data['default']!r}"] if "default" in data else []
+        if not data["rules"]:
+            return "\n".join([*lines, "rules = []", ""])
+        lines += [""] if lines else []
         for rule in data["rules"]:
             lines.append("[[rules]]")
             lines += [f"{k} = {json.dumps(v)}" for k, v in rule.items()]

@@ -49,7 +49,7 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
     rules = as_rules(rules)
     ordered = list(enumerate(rules))[::-1]
     unseen = {i for i, r in enumerate(rules) if not r.optional}
-    default = Decision(rules.default, None, "default: no rule matched" if rules.default else "default: no decay")
+    default = Decision(rules.default, None, "default (no rule matched)")
     out: dict[Path, Decision] = {}
     for info in inventory:
         if not isinstance(info, ParamInfo):
@@ -125,8 +125,10 @@ class Explanation(Sequence[Row]):
         from rich.table import Table
 
         table = Table(title=self.title or None, caption=self.summary())
-        for col in ("path", "layer", "role", "shape", "decay", "rule", "reason"):
-            table.add_column(col, overflow="fold")
+        table.add_column("path", overflow="fold", min_width=12)
+        for col in ("layer", "role", "shape", "decay", "rule"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("reason", overflow="fold", min_width=18)
         for r in self.rows:
             mult = "no" if r.multiplier == 0 else ("yes" if r.multiplier == 1 else f"x{r.multiplier:g}")
             table.add_row(r.path, r.layer, r.role, "x".join(map(str, r.shape)) or "()", mult,

@@ -187,7 +187,7 @@ def _validate(rule: Rule, where: str) -> None:
         value = getattr(rule, field)
         if value is None:
             continue
-        values = _as_tuple(value)
+        values = _as_tuple(value) if isinstance(value, (str, tuple)) else ()
         if not values or not all(isinstance(v, str) and v for v in values):
             raise fail(field, f"must be a non-empty string or list of non-empty strings, got {value!r}")
     if rule.path is not None:
@@ -297,9 +297,12 @@ class Rules(Sequence[Rule]):
             default < 0
         ):
             raise RuleError(f"`default` multiplier must be a finite number >= 0, got {default!r}")
-        self._rules: tuple[Rule, ...] = tuple(items)
-        self._default = float(default)
-        self.name = name
+        object.__setattr__(self, "_rules", tuple(items))
+        object.__setattr__(self, "_default", float(default))
+        object.__setattr__(self, "name", name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Rules is immutable; build a new one (e.g. rules + [rule]) instead of setting {name!r}")
 
     @property
     def default(self) -> float:
