@@ -17,6 +17,9 @@ from wdmask._engine import Explanation as Explanation
 from wdmask._engine import UnmatchedRuleWarning as UnmatchedRuleWarning
 from wdmask._engine import decide as decide
 from wdmask._engine import explain as explain
+from wdmask._jax._apply import decay as decay
+from wdmask._jax._apply import mask as mask
+from wdmask._jax._describe import describe as describe
 from wdmask._rules import Rule as Rule
 from wdmask._rules import Rules as Rules
 from wdmask._types import Decision as Decision
@@ -28,5 +31,5 @@ __version__ = "0.1.0"
 
 __all__ = (
     "Decision", "Explanation", "MaskError", "ParamInfo", "Rule", "RuleError", "Rules", "UnmatchedRuleWarning",
-    "decide", "dumps", "explain", "load", "loads", "presets",
+    "decay", "decide", "describe", "dumps", "explain", "load", "loads", "mask", "presets",
 )

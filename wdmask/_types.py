@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 Path = tuple[str, ...]
 
@@ -67,7 +68,7 @@ class ParamInfo:
         if not 0 <= self.stacked <= len(self.shape):
             raise ValueError(f"ParamInfo({self.dotted}).stacked={self.stacked} with shape {self.shape}")
 
-    @property
+    @functools.cached_property
     def dotted(self) -> str:
         """The path joined with dots, e.g. ``"layer1.0.bn1.weight"``."""
         return ".".join(self.path)
