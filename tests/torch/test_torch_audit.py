@@ -1,0 +1,77 @@
+"""audit(): an existing optimizer's per-parameter weight decay vs the rules."""
+
+import pytest
+import torch
+import torch_models as tm
+from torch import nn
+from torch_models import substring_groups
+
+import wdmask
+import wdmask_torch
+
+
+def test_plain_sgd_decays_bn_and_biases() -> None:
+    model = tm.resnet("basic")
+    report = wdmask_torch.audit(torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-4), model)
+    assert not report.ok and report.reference == 1e-4
+    flagged = [r.path for r in report.mismatches]
+    assert flagged == [n for n, p in model.named_parameters() if "bn" in n or "downsample.1" in n or n == "fc.bias"]
+    assert all(r.reason.startswith("decayed; rules: ") for r in report.mismatches)
+    assert not report.missing and not report.duplicates and not report.foreign
+    text = str(report)
+    assert "audit FAILED vs rules 'standard': 13 mismatched of 20 parameters" in text
+    assert "layer2.0.downsample.1.weight" in text and "norm scale/shift" in text
+    with pytest.raises(AssertionError, match="13 mismatched"):
+        report.assert_ok()
+
+
+def test_groups_optimizer_is_ok_with_any_weight_decay() -> None:
+    model = tm.TinyTransformer()
+    for opt in (torch.optim.AdamW(wdmask_torch.groups(model), lr=1e-3),  # inherits AdamW's 1e-2
+                torch.optim.SGD(wdmask_torch.groups(model, weight_decay=3e-4), lr=0.1)):
+        report = wdmask_torch.audit(opt, model)
+        report.assert_ok()
+        assert report.ok and str(report).startswith("audit ok vs rules 'standard': 26 parameters agree")
+    assert wdmask_torch.audit(opt, model).reference == 3e-4
+
+
+def test_multiplier_ratios_are_checked() -> None:
+    model = tm.resnet("basic")
+    rules = wdmask.presets.torchvision_rules(0.0, bias_multiplier=0.5)
+    opt = torch.optim.SGD(wdmask_torch.groups(model, rules, weight_decay=1e-3), lr=0.1)
+    assert wdmask_torch.audit(opt, model, rules).ok
+    opt.param_groups[1]["weight_decay"] = 1e-3  # biases now get x1 instead of x0.5
+    report = wdmask_torch.audit(opt, model, rules)
+    assert {r.path for r in report.mismatches} == {n for n in dict(model.named_parameters()) if n.endswith("bias")}
+    assert "weight_decay 0.001 != 0.0005" in report.mismatches[0].reason
+
+
+def test_substring_grouping_misses_the_downsample_bn() -> None:
+    model = tm.resnet("basic")
+    report = wdmask_torch.audit(torch.optim.SGD(substring_groups(model, 1e-4), lr=0.1), model)
+    assert [r.path for r in report.mismatches] == ["layer2.0.downsample.1.weight"]
+
+
+def test_missing_duplicate_and_foreign_parameters() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+    other = nn.Linear(2, 2)
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        opt = torch.optim.SGD([{"params": [model[0].weight, model[0].weight, other.weight]},
+                               {"params": [model[1].weight, model[1].bias], "weight_decay": 0.0}],
+                              lr=0.1, weight_decay=1e-4)
+    report = wdmask_torch.audit(opt, model)
+    assert [r.path for r in report.missing] == ["0.bias"]
+    assert [(r.path, r.count) for r in report.duplicates] == [("0.weight", 2)]
+    assert report.foreign == ("param_groups[0]['params'][2] (2, 2)",)
+    assert "1 missing, 1 duplicated, 1 foreign" in str(report)
+
+
+def test_no_decay_anywhere_and_bad_input() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+    report = wdmask_torch.audit(torch.optim.Adam(model.parameters()), model)
+    assert report.reference is None and [r.path for r in report.mismatches] == ["0.weight"]
+    assert report.mismatches[0].reason.startswith("not decayed")
+    with pytest.raises(TypeError, match=r"`optimizer` must be a torch\.optim\.Optimizer, got list"):
+        wdmask_torch.audit([], model)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`model` must be a torch\.nn\.Module"):
+        wdmask_torch.audit(torch.optim.Adam(model.parameters()), {"a": 1})  # type: ignore[arg-type]

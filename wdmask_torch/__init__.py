@@ -1,0 +1,20 @@
+"""wdmask_torch: apply wdmask rules to PyTorch optimizers (param groups, audit, rule inference).
+
+Example:
+  >>> import torch, wdmask_torch
+  >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+  >>> opt = torch.optim.SGD(wdmask_torch.groups(net), lr=0.1, weight_decay=1e-4)
+  >>> [g["param_names"] for g in opt.param_groups]
+  [['0.bias', '1.weight', '1.bias'], ['0.weight']]
+"""
+
+from wdmask_torch._apply import groups as groups
+from wdmask_torch._audit import AuditReport as AuditReport
+from wdmask_torch._audit import AuditRow as AuditRow
+from wdmask_torch._audit import audit as audit
+from wdmask_torch._describe import describe as describe
+from wdmask_torch._describe import register_norm as register_norm
+from wdmask_torch._describe import unwrap as unwrap
+from wdmask_torch._infer import infer_rules as infer_rules
+
+__all__ = ("AuditReport", "AuditRow", "audit", "describe", "groups", "infer_rules", "register_norm", "unwrap")

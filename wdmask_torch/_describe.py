@@ -1,0 +1,286 @@
+"""``describe``: a torch ``nn.Module`` -> one ``ParamInfo`` per trainable parameter.
+
+Layer kinds come from the owning module's class (``isinstance``, subclasses included), then from a
+registry users extend with ``register_norm``, then from the class name (``_kinds``) for custom norms
+that own only 1-D parameters (``source="name"``). Paths are ``named_parameters()`` names with the
+wrapper tokens of ``torch.compile``, DDP/DataParallel and FSDP removed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+from wdmask._kinds import kind_from_name, role_from_name
+from wdmask._types import LAYER_KINDS, SOURCES, ParamInfo
+
+__all__ = ["describe", "module_kind", "register_norm", "unwrap"]
+
+#: Name tokens wrappers insert into ``named_parameters()`` names; removed from paths.
+WRAPPER_TOKENS: tuple[str, ...] = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
+
+NOT_A_MODULE_MSG = ("`model` must be a torch.nn.Module, got {type}. Pass the model itself "
+                    "(e.g. `wdmask_torch.{fn}(model)`), not `model.parameters()` or a state_dict.")
+
+# Exact classes, checked in order with isinstance (subclasses included). _InstanceNorm before _NormBase.
+_TYPE_KINDS: tuple[tuple[type, str], ...] = (
+    (_ConvNd, "conv"),  # Conv1-3d, ConvTranspose1-3d, LazyConv*
+    (nn.Linear, "linear"),  # incl. LazyLinear and MultiheadAttention.out_proj
+    (nn.Bilinear, "linear"),
+    (nn.Embedding, "embedding"),
+    (nn.EmbeddingBag, "embedding"),
+    (_InstanceNorm, "norm.instance"),
+    (_BatchNorm, "norm.batch"),  # BatchNorm1-3d, SyncBatchNorm, LazyBatchNorm*
+    (_NormBase, "norm.batch"),
+    (nn.LayerNorm, "norm.layer"),
+    (nn.GroupNorm, "norm.group"),
+    (nn.RMSNorm, "norm.rms"),
+)
+_MHA_ROLES: dict[str, str] = {
+    "in_proj_weight": "kernel", "q_proj_weight": "kernel", "k_proj_weight": "kernel", "v_proj_weight": "kernel",
+    "in_proj_bias": "bias", "bias_k": "bias", "bias_v": "bias",
+}
+_REGISTRY: dict[type, str] = {}
+
+
+def register_norm(cls: type[nn.Module], kind: str = "norm.layer") -> type[nn.Module]:
+    """Declare that modules of class ``cls`` (and its subclasses) are norm layers of ``kind``.
+
+    Their ``weight``/``scale``/``gamma`` parameters get role ``scale`` and ``bias``/``beta`` role
+    ``bias``. Usable as a class decorator.
+
+    Args:
+      cls: A ``nn.Module`` subclass.
+      kind: One of ``norm.batch``, ``norm.layer``, ``norm.group``, ``norm.instance``, ``norm.rms``.
+    Returns:
+      ``cls`` unchanged.
+    Raises:
+      TypeError: ``cls`` is not an ``nn.Module`` subclass.
+      ValueError: ``kind`` is not a norm kind.
+    Examples:
+      >>> class ScaleOnly(nn.Module):
+      ...     def __init__(self):
+      ...         super().__init__()
+      ...         self.g = nn.Parameter(torch.ones(4))
+      >>> _ = register_norm(ScaleOnly, "norm.rms")
+      >>> [(i.dotted, i.layer, i.role) for i in describe(nn.Sequential(ScaleOnly()))]
+      [('0.g', 'norm.rms', 'scale')]
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_norm: `cls` must be an nn.Module subclass, got {cls!r}")
+    norms = [k for k in LAYER_KINDS if k.startswith("norm.")]
+    if kind not in norms:
+        raise ValueError(f"register_norm: `kind` {kind!r} is not a norm kind; valid: {', '.join(norms)}")
+    _REGISTRY[cls] = kind
+    return cls
+
+
+def qualified_name(cls: type) -> str:
+    """``module.QualName`` of a class, shortened to a public package path when it is exported there.
+
+    Example:
+      >>> qualified_name(nn.BatchNorm2d), qualified_name(nn.MultiheadAttention)
+      ('torch.nn.BatchNorm2d', 'torch.nn.MultiheadAttention')
+    """
+    module = cls.__module__
+    parts = module.split(".")
+    for i in range(1, len(parts)):
+        prefix = ".".join(parts[:i])
+        if any(p.startswith("_") for p in parts[:i]) or prefix not in sys.modules:
+            continue
+        if getattr(sys.modules[prefix], cls.__name__, None) is cls and "." not in cls.__qualname__:
+            return f"{prefix}.{cls.__name__}"
+    return f"{module}.{cls.__qualname__}"
+
+
+def module_kind(module: nn.Module) -> tuple[str, str] | None:
+    """``(kind, source)`` of a module that owns parameters, or ``None`` when unknown.
+
+    Registered classes first, then torch classes by ``isinstance``, then custom norm classes
+    by name (a class named like ``LayerNorm2d``/``FooNorm`` owning only parameters of rank <= 1).
+
+    Example:
+      >>> module_kind(nn.SyncBatchNorm(4)), module_kind(nn.ReLU())
+      (('norm.batch', 'type'), None)
+    """
+    for cls in type(module).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls], "type"
+    for cls, kind in _TYPE_KINDS:
+        if isinstance(module, cls):
+            return kind, "type"
+    by_name = kind_from_name(type(module).__name__)
+    if by_name is not None and by_name.startswith("norm."):
+        own = list(module.parameters(recurse=False))
+        if own and all(_rank(p) <= 1 for p in own):
+            return by_name, "name"
+    return None
+
+
+def _rank(p: torch.Tensor) -> int:
+    return 99 if isinstance(p, nn.parameter.UninitializedParameter) else p.dim()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Strip ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel`` / FSDP1 root wrappers.
+
+    Example:
+      >>> net = nn.Linear(2, 2)
+      >>> unwrap(nn.DataParallel(net)) is net
+      True
+    """
+    while True:
+        inner = _wrapped(model)
+        if inner is None:
+            return model
+        model = inner
+
+
+def _wrapped(model: nn.Module) -> nn.Module | None:
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return model.module  # type: ignore[no-any-return]
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+        return model._orig_mod  # type: ignore[no-any-return]
+    fsdp = sys.modules.get("torch.distributed.fsdp.fully_sharded_data_parallel")
+    if fsdp is not None and isinstance(model, fsdp.FullyShardedDataParallel):
+        return model.module
+    return None
+
+
+def canonical_path(name: str) -> tuple[str, ...]:
+    """A ``named_parameters()`` name as a path, wrapper tokens removed (never a plain ``module``).
+
+    Example:
+      >>> canonical_path("0._orig_mod.layer1._fsdp_wrapped_module.weight")
+      ('0', 'layer1', 'weight')
+    """
+    return tuple(t for t in name.split(".") if t not in WRAPPER_TOKENS)
+
+
+def check_model(model: Any, fn: str) -> nn.Module:
+    """The unwrapped model, or a ``TypeError`` that says what to pass."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(NOT_A_MODULE_MSG.format(type=type(model).__name__, fn=fn))
+    return unwrap(model)
+
+
+def _declared(model: nn.Module) -> tuple[set[str], list[str]]:
+    """Names (exact) and glob patterns a timm-style ``model.no_weight_decay()`` returns."""
+    fn = getattr(model, "no_weight_decay", None)
+    if not callable(fn):
+        return set(), []
+    names = [str(n) for n in fn()]
+    return set(names), [n for n in names if any(c in n for c in "*?[")]
+
+
+def _owner_info(module: nn.Module, leaf: str) -> tuple[str, str, str, str]:
+    """``(layer, role, module_type, source)`` of parameter ``leaf`` owned by ``module``."""
+    module_type = qualified_name(type(module))
+    if isinstance(module, nn.MultiheadAttention) and leaf in _MHA_ROLES:
+        return "linear", _MHA_ROLES[leaf], module_type, "type"
+    found = module_kind(module)
+    if found is None:
+        return "other", role_from_name("other", leaf), module_type, "shape"
+    kind, source = found
+    return kind, role_from_name(kind, leaf), module_type, source
+
+
+def _best(candidates: list[tuple[str, str, str, str]]) -> tuple[str, str, str, str]:
+    """A tied parameter's owner: a known kind first, most trusted source, a norm, then the first owner."""
+    def key(c: tuple[str, str, str, str]) -> tuple[bool, int, bool]:
+        return c[0] == "other", SOURCES.index(c[3]), not c[0].startswith("norm.")
+
+    return min(candidates, key=key)
+
+
+def iter_params(model: nn.Module, *, include_frozen: bool,
+                feeds: dict[nn.Module, bool | None] | None = None,
+                ) -> Iterator[tuple[str, nn.Parameter, ParamInfo]]:
+    """``(name, tensor, info)`` for each parameter of the unwrapped ``model`` in ``named_parameters()`` order."""
+    owners: dict[int, list[tuple[nn.Module, str]]] = {}
+    for _, module in model.named_modules(remove_duplicate=False):
+        for leaf, p in module._parameters.items():
+            if p is not None:
+                owners.setdefault(id(p), []).append((module, leaf))
+    exact, patterns = _declared(model)
+    for name, p in model.named_parameters():
+        if not (p.requires_grad or include_frozen):
+            continue
+        path = canonical_path(name)
+        dotted = ".".join(path)
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            raise ValueError(
+                f"parameter {dotted!r} of lazy module {type(_owner(owners, p)).__name__} is not initialized yet; "
+                "run one forward pass first (e.g. `model(example_input)`), or pass `example_inputs=` so describe "
+                "runs it")
+        layer, role, module_type, source = _best([_owner_info(m, leaf) for m, leaf in owners[id(p)]])
+        feeds_norm = None
+        if feeds is not None and layer in ("conv", "linear"):
+            for m, _ in owners[id(p)]:
+                if m in feeds:
+                    feeds_norm = feeds[m]
+                    break
+        declared = "no_decay" if (
+            dotted in exact or getattr(p, "_no_weight_decay", False) is True
+            or any(fnmatch.fnmatchcase(dotted, pat) for pat in patterns)
+        ) else ""
+        info = ParamInfo(path, tuple(p.shape), str(p.dtype).removeprefix("torch."), layer=layer, role=role,
+                         feeds_norm=feeds_norm, module_type=module_type, source=source, declared=declared)
+        yield name, p, info
+
+
+def _owner(owners: dict[int, list[tuple[nn.Module, str]]], p: torch.Tensor) -> nn.Module:
+    return owners[id(p)][0][0]
+
+
+def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = False,
+              fn: str = "describe") -> list[tuple[str, nn.Parameter, ParamInfo]]:
+    """``describe`` plus each parameter's original name and tensor (for building groups)."""
+    from wdmask_torch._feeds_norm import detect_feeds_norm
+
+    inner = check_model(model, fn)
+    feeds = None
+    if example_inputs is not None:
+        producers = [m for m in inner.modules() if _is_producer(m)]
+        norms = [m for m in inner.modules() if (k := module_kind(m)) is not None and k[0].startswith("norm.")]
+        feeds = detect_feeds_norm(inner, example_inputs, producers=producers, norms=norms)
+    return list(iter_params(inner, include_frozen=include_frozen, feeds=feeds))
+
+
+def _is_producer(module: nn.Module) -> bool:
+    if isinstance(module, nn.MultiheadAttention):
+        return False
+    found = module_kind(module)
+    return found is not None and found[0] in ("conv", "linear")
+
+
+def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bool = False) -> list[ParamInfo]:
+    """Describe every trainable parameter of a torch model for the rule engine.
+
+    Args:
+      model: An ``nn.Module``, possibly wrapped by ``torch.compile``, ``DataParallel``,
+        ``DistributedDataParallel`` or FSDP.
+      example_inputs: Optional inputs for one forward pass that detects ``feeds_norm`` (a
+        tuple is unpacked into positional arguments, a dict into keyword arguments, anything
+        else is the single argument). ``None``: nothing runs and ``feeds_norm`` is ``None``.
+      include_frozen: Also describe parameters with ``requires_grad=False``.
+    Returns:
+      One ``ParamInfo`` per parameter in ``named_parameters()`` order; tied parameters once.
+    Raises:
+      TypeError: ``model`` is not an ``nn.Module``.
+      ValueError: a lazy module has not been initialized (run one forward pass first).
+    Examples:
+      >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8))
+      >>> [(i.dotted, i.layer, i.role, i.feeds_norm) for i in describe(net, torch.zeros(1, 3, 8, 8))]
+      [('0.weight', 'conv', 'kernel', True), ('1.weight', 'norm.batch', 'scale', None), ('1.bias', 'norm.batch', 'bias', None)]
+    """  # noqa: E501
+    return [info for _, _, info in inventory(model, example_inputs, include_frozen=include_frozen)]

@@ -1,0 +1,198 @@
+"""``feeds_norm`` in torch: does a conv/linear's output go straight into a norm layer?
+
+One forward pass on example inputs. Forward hooks tag each conv/linear output with a record of
+that call; a ``TorchFunctionMode`` passes a tag on only through view-like ops (``view``,
+``reshape``, ``permute``, ...); a norm's forward pre-hook marks the record as *reached* when
+its input is tagged; any other use of a tagged tensor (``relu``, ``add``, indexing, being
+returned from the model, an in-place change seen through ``_version``) marks it *escaped*. A
+module feeds a norm when every call's output reached a norm and none escaped; a module that
+never ran is unknown (``None``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+from torch.utils.weak import WeakIdKeyDictionary
+
+#: Ops whose output is a view/reshape of their first argument: a tag passes through them.
+VIEW_OPS = frozenset({
+    "view", "view_as", "reshape", "reshape_as", "permute", "transpose", "t", "T", "mT", "flatten",
+    "unflatten", "squeeze", "unsqueeze", "contiguous", "movedim", "moveaxis", "swapaxes", "swapdims",
+})
+#: Metadata queries: neither a use nor a view.
+NEUTRAL_OPS = frozenset({
+    "shape", "size", "dim", "ndim", "ndimension", "numel", "nelement", "dtype", "device", "is_contiguous",
+    "stride", "_version", "requires_grad", "layout", "is_floating_point", "is_complex", "element_size",
+    "storage_offset", "data_ptr", "__len__", "is_cuda", "is_cpu", "is_meta", "names", "grad_fn", "is_leaf",
+    "is_sparse", "is_quantized", "is_nested", "itemsize",
+})
+
+
+@dataclasses.dataclass
+class _Call:
+    """One call of a producer module: did its output reach a norm, did it escape elsewhere."""
+
+    module: nn.Module
+    reached: bool = False
+    escaped: bool = False
+
+
+def _op_name(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__name__", "")
+    if name == "__get__":  # a property such as Tensor.shape / Tensor.mT
+        name = getattr(getattr(func, "__self__", None), "__name__", name)
+    return str(name)
+
+
+class _Tracker(TorchFunctionMode):
+    """Propagates tags through view-like ops; marks any other use of a tagged tensor as an escape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> (call, _version at tagging)
+        self.calls: list[_Call] = []
+        self.in_norm = 0
+
+    def tag(self, tensor: Any, call: _Call) -> None:
+        if isinstance(tensor, torch.Tensor):
+            self.tags[tensor] = (call, tensor._version)
+
+    def lookup(self, tensor: Any) -> tuple[_Call, bool] | None:
+        """``(call, fresh)`` of a tagged tensor; ``fresh`` is False after an in-place change."""
+        if not isinstance(tensor, torch.Tensor) or tensor not in self.tags:
+            return None
+        call, version = self.tags[tensor]
+        return call, tensor._version == version
+
+    def escape_all(self, values: Any) -> None:
+        for leaf in pytree.tree_leaves(values):
+            found = self.lookup(leaf)
+            if found is not None:
+                found[0].escaped = True
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if self.in_norm:
+            return func(*args, **kwargs)
+        name = _op_name(func)
+        if name in NEUTRAL_OPS:
+            return func(*args, **kwargs)
+        source = self.lookup(args[0]) if args else None
+        others = (args[1:], kwargs)
+        result = func(*args, **kwargs)
+        if source is not None and name in VIEW_OPS and source[1] and not any(
+            self.lookup(leaf) for leaf in pytree.tree_leaves(others)
+        ):
+            self.tag(result, source[0])
+            return result
+        self.escape_all((args, kwargs))
+        return result
+
+
+def _split(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(example_inputs, tuple):
+        return example_inputs, {}
+    if isinstance(example_inputs, dict):
+        return (), dict(example_inputs)
+    return (example_inputs,), {}
+
+
+@contextlib.contextmanager
+def _eager(model: nn.Module) -> Iterator[None]:
+    """Run nested ``torch.compile``d submodules eagerly (no compilation for one probing pass)."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if eval_frame is not None and any(isinstance(m, eval_frame.OptimizedModule) for m in model.modules()):
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    else:
+        yield
+
+
+def detect_feeds_norm(model: nn.Module, example_inputs: Any, *, producers: Sequence[nn.Module],
+                      norms: Sequence[nn.Module]) -> dict[nn.Module, bool | None]:
+    """Run ``model`` once on ``example_inputs`` and say, per producer module, whether it feeds a norm.
+
+    The model runs in ``eval()`` under ``torch.no_grad()`` and a forked RNG; training flags are
+    restored and every hook is removed afterwards, also when the forward pass raises.
+
+    Args:
+      model: The unwrapped module to run.
+      example_inputs: A tuple (positional arguments), a dict (keyword arguments) or one argument.
+      producers: Conv/linear modules whose outputs are followed.
+      norms: Norm modules whose inputs count as reached.
+    Returns:
+      ``{producer: True | False | None}``; ``None`` for a producer that never ran.
+    Examples:
+      >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.LayerNorm(4))
+      >>> list(detect_feeds_norm(net, torch.zeros(2, 4), producers=[net[0]], norms=[net[2]]).values())
+      [False]
+    """
+    tracker = _Tracker()
+    producer_set = list(dict.fromkeys(producers))
+    mha = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+
+    def on_output(module: nn.Module, _args: Any, output: Any) -> None:
+        call = _Call(module)
+        tracker.calls.append(call)
+        tracker.tag(output, call)
+
+    def on_mha(module: nn.MultiheadAttention, _args: Any, output: Any) -> None:  # never calls out_proj.forward
+        call = _Call(module.out_proj)
+        tracker.calls.append(call)
+        tracker.tag(output[0] if isinstance(output, tuple) else output, call)
+
+    def before_norm(_module: nn.Module, args: Any, kwargs: Any) -> None:
+        if not tracker.in_norm:
+            first, rest = (args[0], (args[1:], kwargs)) if args else (next(iter(kwargs.values()), None), ((), {}))
+            found = tracker.lookup(first)
+            if found is not None:
+                if found[1]:
+                    found[0].reached = True
+                else:
+                    found[0].escaped = True
+            tracker.escape_all(rest)
+        tracker.in_norm += 1
+
+    def after_norm(*_: Any) -> None:
+        tracker.in_norm -= 1
+
+    handles = []
+    flags = {m: m.training for m in model.modules()}
+    args, kwargs = _split(example_inputs)
+    try:
+        for m in producer_set:
+            handles.append(m.register_forward_hook(on_output))
+        for m in mha:
+            handles.append(m.register_forward_hook(on_mha))
+        for m in dict.fromkeys(norms):
+            handles.append(m.register_forward_pre_hook(before_norm, with_kwargs=True))
+            handles.append(m.register_forward_hook(after_norm, always_call=True))
+        model.eval()
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), _eager(model), tracker:
+            try:
+                output = model(*args, **kwargs)
+            except Exception as e:
+                e.add_note("wdmask_torch: raised while running the model on `example_inputs` to detect feeds_norm")
+                raise
+            tracker.escape_all(output)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in flags.items():
+            m.training = training
+    result: dict[nn.Module, bool | None] = {m: None for m in producer_set}
+    for call in tracker.calls:
+        if call.module not in result:
+            continue
+        ok = call.reached and not call.escaped
+        result[call.module] = ok if result[call.module] is None else bool(result[call.module]) and ok
+    return result
