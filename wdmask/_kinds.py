@@ -28,6 +28,15 @@ SCALE_NAMES = frozenset({"scale", "weight", "gamma", "g", "gain"})
 SHIFT_NAMES = frozenset({"bias", "beta", "b", "shift", "offset"})
 KERNEL_NAMES = frozenset({"kernel", "weight", "w"})
 EMBEDDING_NAMES = frozenset({"embedding", "weight"})
+# Learned multipliers that are not a norm's gamma: layer scale (ConvNeXt, timm ls1/ls2, CaiT gamma_1),
+# residual/skip gains, ResMLP Affine alpha, weight-standardization gains (ScaledStdConv2d.gain).
+_GAIN = re.compile(r"gamma(_\d+)?|layer_?scale(_\w+)?|ls\d?|gain|\w+_gain|alpha|res(idual)?_scale|skip_?gain")
+# Absolute/relative position parameters and attention bias tables.
+_POSITION = re.compile(r"(absolute_)?pos(ition)?(al)?_?(embed|embedding|embeddings|emb)|\w*relative_position\w*|"
+                       r"rel_pos\w*|attention_biases|\w*_bias_table")
+# Learned tokens prepended to a sequence.
+_TOKEN = re.compile(r"(cls|class|dist|distill|reg|register|mask|query)_?tokens?")
+_POSITION_OWNER = re.compile(r"(\w+_)?pos(ition)?(al)?_?(embed|embedding|embeddings|emb)|wpe|embed_positions")
 
 
 def kind_from_name(name: str) -> str | None:
@@ -59,14 +68,24 @@ def is_auto_name(name: str) -> bool:
     return _AUTO_NAME.fullmatch(name) is not None and name[0].isupper()
 
 
-def role_from_name(kind: str, leaf: str) -> str:
-    """Role of a leaf called ``leaf`` in a layer of kind ``kind``.
+def role_from_name(kind: str, leaf: str, owner: str = "") -> str:
+    """Role of a leaf called ``leaf`` in a layer of kind ``kind`` whose attribute name is ``owner``.
 
     Example:
       >>> role_from_name("norm.batch", "weight"), role_from_name("conv", "weight"), role_from_name("other", "bias")
       ('scale', 'kernel', 'bias')
+      >>> role_from_name("other", "pos_embed"), role_from_name("other", "cls_token"), role_from_name("other", "gamma")
+      ('position', 'token', 'gain')
+      >>> role_from_name("embedding", "weight", owner="position_embeddings"), role_from_name("conv", "gain")
+      ('position', 'gain')
     """
     name = leaf.lower()
+    if _TOKEN.fullmatch(name):
+        return "token"
+    if _POSITION.fullmatch(name) or (kind == "embedding" and _POSITION_OWNER.fullmatch(owner.lower())):
+        return "position"
+    if not kind.startswith("norm.") and _GAIN.fullmatch(name):
+        return "gain"
     if kind.startswith("norm."):
         if name in SCALE_NAMES:
             return "scale"

@@ -21,8 +21,10 @@ LAYER_KINDS: tuple[str, ...] = (
 )
 #: Kind patterns rules accept besides the kinds themselves.
 LAYER_PATTERNS: tuple[str, ...] = (*LAYER_KINDS[:3], "norm", "norm.*", *LAYER_KINDS[3:])
-#: Roles of a parameter within its layer.
-ROLES: tuple[str, ...] = ("kernel", "bias", "scale", "embedding", "other")
+#: Roles of a parameter within its layer: ``gain`` is a learned multiplier that is not a norm's
+#: gamma (layer scale, residual gain, affine alpha), ``position`` a position embedding or
+#: attention bias table, ``token`` a learned token (cls, distillation, register, mask).
+ROLES: tuple[str, ...] = ("kernel", "bias", "scale", "embedding", "gain", "position", "token", "other")
 #: How the layer kind was learned, most trusted first.
 SOURCES: tuple[str, ...] = ("type", "name", "shape")
 #: What a model may declare about a parameter (timm ``no_weight_decay()``, ``_no_weight_decay``).

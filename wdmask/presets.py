@@ -7,7 +7,7 @@ function does, quirks included, so a migrated training script keeps its behaviou
 Example:
   >>> from wdmask import presets
   >>> [r.to_dict()["decay"] for r in presets.standard], presets.names[:3]
-  ([False, False], ('standard', 'standard_scale_invariant', 'all'))
+  ([False, False, False], ('standard', 'standard_scale_invariant', 'all'))
 """
 
 from __future__ import annotations
@@ -21,16 +21,19 @@ __all__ = [
 
 _NORM = Rule(layer="norm", decay=False, why="norm scale/shift: decay drives them to 0", optional=True)
 _BIAS = Rule(role="bias", decay=False, why="biases: decay is pointless", optional=True)
+_GAINS = Rule(role=["gain", "position", "token"], decay=False,
+              why="layer scales/gains, position tables, learned tokens: decay pulls them to 0", optional=True)
 
-#: No decay for every norm parameter (BatchNorm/LayerNorm/GroupNorm/InstanceNorm/RMSNorm scale and shift) and
-#: every bias; everything else (conv/linear kernels, embeddings) is decayed.
-standard = Rules([_NORM, _BIAS], name="standard")
+#: No decay for every norm parameter (BatchNorm/LayerNorm/GroupNorm/InstanceNorm/RMSNorm scale and shift),
+#: every bias, and the norm-like parameters real models add (layer scales and residual gains, position
+#: embeddings and bias tables, cls/distillation/register tokens); kernels and token embeddings are decayed.
+standard = Rules([_NORM, _BIAS, _GAINS], name="standard")
 
 #: ``standard`` plus no decay for conv/linear weights whose output goes straight into a norm: the
 #: output is invariant to their scale, so decay only raises the effective learning rate
 #: (Zhang et al. 2018). Needs a graph: describe with ``example_inputs=`` (torch) or ``sample=`` (Flax).
 standard_scale_invariant = Rules(
-    [_NORM, _BIAS, Rule(feeds_norm=True, decay=False, why="feeds a norm: scale-invariant", optional=True)],
+    [_NORM, _BIAS, _GAINS, Rule(feeds_norm=True, decay=False, why="feeds a norm: scale-invariant", optional=True)],
     name="standard_scale_invariant",
 )
 
