@@ -1,0 +1,19 @@
+"""``wdmask demo`` (``run_demo``): prints the decision table and parity steps; float64 differences ~1e-16."""
+
+import io
+
+import pytest
+from rich.console import Console
+
+from wdmask._demo import run_demo
+
+
+@pytest.mark.slow
+def test_run_demo() -> None:
+    console = Console(file=io.StringIO(), width=160, record=True)
+    diffs = run_demo(console, steps=2)
+    text = console.export_text()
+    assert len(diffs) == 2 and max(diffs) <= 1e-12
+    assert "layer1.0.downsample" not in text or "layer1_0" in text
+    assert "38 paired parameters, 0 decisions differ" in text
+    assert "layer2.0.downsample.1.weight" in text and "layer2_0.downsample_1.scale" in text

@@ -1,0 +1,186 @@
+"""Twin ResNets: inventories pair in call order, the weight port round-trips exactly, forwards agree."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from _parity_utils import ARCHS, BNCounter, nhwc, twins
+from flax import linen as nn
+from flax import nnx
+
+import wdmask
+import wdmask_torch
+from wdmask import ParamInfo, models, presets
+from wdmask._jax._describe import describe
+from wdmask._pair import PairError, compare, flax_inventory, pair
+from wdmask_torch._port import from_flax, to_flax
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_linen_inventory_pairs_in_call_order(arch: str) -> None:
+    tw = twins(arch)
+    pairs = pair(wdmask_torch.describe(tw.torch_model), flax_inventory(tw.flax_model, sample=tw.sample))
+    names = {t.dotted: f.dotted for t, f in pairs}
+    assert names["conv1.weight"] == "conv1.kernel"
+    assert names["bn1.weight"] == "bn1.scale"
+    assert names["layer2.0.downsample.0.weight"] == "layer2_0.downsample_0.kernel"
+    assert names["layer2.0.downsample.1.bias"] == "layer2_0.downsample_1.bias"
+    assert names["fc.weight"] == "fc.kernel"
+    # every torch name is the linen name with the index dots written "_" and weight -> kernel/scale
+    for t, f in pairs:
+        leaf = {"kernel": "weight", "scale": "weight"}.get(f.path[-1], f.path[-1])
+        assert t.dotted == ".".join(f.path[:-1]).replace("_", ".") + "." + leaf
+
+
+def test_sorted_keys_do_not_pair() -> None:
+    tw = twins("resnet18")
+    with pytest.raises(PairError, match=r"torch leaf #0 `conv1.weight` .* with Flax `bn1.scale` .*kinds differ"):
+        pair(wdmask_torch.describe(tw.torch_model), describe(tw.flax_model, tw.sample))
+
+
+def test_block_10_follows_call_order() -> None:
+    widths = [3 + i for i in range(13)]
+    t = torch.nn.Sequential(*[torch.nn.Linear(a, b) for a, b in itertools.pairwise(widths)])
+    f = nn.Sequential([nn.Dense(b) for b in widths[1:]])
+    sample = jnp.zeros((1, 3))
+    pairs = pair(wdmask_torch.describe(t), flax_inventory(f, sample=sample))
+    assert [(a.dotted, b.dotted) for a, b in pairs][20:22] == [("10.weight", "layers_10.kernel"),
+                                                              ("10.bias", "layers_10.bias")]
+    # a params pytree alone: auto-names in natural order (layers_2 before layers_10)
+    params = jax.eval_shape(f.init, jax.random.key(0), sample)["params"]
+    assert len(pair(wdmask_torch.describe(t), flax_inventory(params))) == 24
+
+
+@pytest.mark.parametrize(("torch_inv", "flax_inv", "match"), [
+    ([ParamInfo(("fc", "weight"), (2, 4), layer="linear", role="kernel")],
+     [ParamInfo(("fc", "kernel"), (2, 4), layer="linear", role="kernel")],
+     r"`fc.weight` .* shapes differ: torch \(2, 4\) is \(4, 2\) in Flax after the linear layout change"),
+    ([ParamInfo(("c", "weight"), (8, 3, 3, 3), layer="conv", role="kernel")],
+     [ParamInfo(("c", "kernel"), (3, 3, 3, 8), layer="linear", role="kernel")],
+     r"`c.weight` .* layer kinds differ \(conv vs linear\)"),
+    ([ParamInfo(("bn", "weight"), (4,), layer="norm.batch", role="scale")],
+     [ParamInfo(("bn", "scale"), (4,), layer="norm.batch", role="scale"),
+      ParamInfo(("bn", "bias"), (4,), layer="norm.batch", role="bias")],
+     r"Flax leaf #1 `bn.bias` \(norm.batch bias, shape \(4,\)\) has no torch twin"),
+])
+def test_pair_errors(torch_inv: list[ParamInfo], flax_inv: list[ParamInfo], match: str) -> None:
+    with pytest.raises(PairError, match=match):
+        pair(torch_inv, flax_inv)
+    assert issubclass(PairError, ValueError)
+
+
+def _state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items() if "num_batches" not in k}
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_port_round_trips_exactly(arch: str) -> None:
+    tw = twins(arch)
+    with torch.no_grad():  # non-trivial running stats
+        for _ in range(2):
+            tw.torch_model(torch.randn(4, 3, 16, 16, dtype=torch.float64))
+    variables = to_flax(tw.torch_model, tw.variables, flax_model=tw.flax_model, sample=tw.sample)
+    make_torch = ARCHS[arch][0]
+    torch.manual_seed(123)
+    other = make_torch(num_classes=10, small_input=True, **ARCHS[arch][2]).double()
+    from_flax(other, variables, flax_model=tw.flax_model, sample=tw.sample)
+    want, got = _state(tw.torch_model), _state(other)
+    assert want.keys() == got.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    # without the Flax model: leaves are ordered by their owner names (layer1_0.conv1 ~ layer1.0.conv1)
+    by_name = to_flax(tw.torch_model, tw.variables)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), by_name, variables))
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_linen_forward_agrees(train: bool) -> None:
+    tw = twins("resnet18")
+    m = tw.torch_model
+    with torch.no_grad():
+        m.train()
+        m(torch.randn(4, 3, 16, 16, dtype=torch.float64))
+    variables = to_flax(m, tw.variables, flax_model=tw.flax_model, sample=tw.sample)
+    counter = BNCounter(m)
+    x = np.random.default_rng(1).standard_normal((8, 3, 16, 16))
+    m.train(train)
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    got, new = jax.jit(lambda v, x: tw.flax_model.apply(v, x, use_running_average=not train,
+                                                        mutable=["batch_stats"]))(variables, jnp.asarray(nhwc(x)))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-12)
+    after = to_flax(m, variables, flax_model=tw.flax_model, sample=tw.sample)["batch_stats"]
+    for name, mod in m.named_modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            got_mean = _get(new["batch_stats"], _flax_path(name))["mean"]
+            np.testing.assert_allclose(np.asarray(got_mean), _get(after, _flax_path(name))["mean"], atol=1e-12)
+            if train:  # torch's running_var uses the unbiased batch variance: undo it
+                n, kept = counter.n[name], 0.9 * np.asarray(_get(variables["batch_stats"], _flax_path(name))["var"])
+                var = kept + (np.asarray(_get(new["batch_stats"], _flax_path(name))["var"]) - kept) * n / (n - 1)
+                np.testing.assert_allclose(var, mod.running_var.numpy(), atol=1e-12)
+
+
+def _flax_path(torch_name: str) -> tuple[str, ...]:
+    """``layer1.0.downsample.1`` -> ``("layer1_0", "downsample_1")``."""
+    parts = torch_name.split(".")
+    out: list[str] = []
+    for p in parts:
+        if p.isdigit():
+            out[-1] = f"{out[-1]}_{p}"
+        else:
+            out.append(p)
+    return tuple(out)
+
+
+def _get(tree, path):  # type: ignore[no-untyped-def]
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_nnx_port_and_forward(train: bool) -> None:
+    tw = twins("resnet18")
+    m = tw.torch_model
+    with torch.no_grad():
+        m(torch.randn(4, 3, 16, 16, dtype=torch.float64))
+    net = nnx.eval_shape(lambda: models.nnx_resnet18(width=8, layers=(1, 1, 1, 1), small_input=True,
+                                                     param_dtype=jnp.float64))  # every leaf comes from torch
+    to_flax(m, net, sample=tw.sample)
+    pairs = pair(wdmask_torch.describe(m), flax_inventory(net, sample=tw.sample))
+    assert pairs[-2][1].dotted == "fc.kernel" and pairs[3][1].dotted == "layer1.0.conv1.kernel"
+    x = np.random.default_rng(2).standard_normal((8, 3, 16, 16))
+    m.train(train)
+    net.train() if train else net.eval()
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    got = nnx.jit(lambda net, x: net(x))(net, jnp.asarray(nhwc(x)))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(net.layer1[0].bn1.mean[...]), m.layer1[0].bn1.running_mean.numpy(),
+                               atol=1e-12)
+    other = wdmask_torch.models.resnet18(width=8, layers=(1, 1, 1, 1), small_input=True).double()
+    from_flax(other, net)  # NNX names are torch's: ordered by name without a sample
+    np.testing.assert_array_equal(other.fc.weight.detach().numpy(), np.asarray(net.fc.kernel[...]).T)
+
+
+@pytest.mark.parametrize("preset", presets.names)
+def test_compare_is_empty_under_every_preset(preset: str) -> None:
+    tw = twins("resnet18")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compare(tw.torch_model, tw.flax_model, presets.by_name(preset), sample=tw.sample,
+                       example_inputs=tw.example) == []
+
+
+def test_compare_reports_a_difference() -> None:
+    tw = twins("resnet18")
+    rules = wdmask.Rules([*presets.standard, wdmask.Rule(path="layer1.0.conv1.weight", decay=False)])  # torch names only
+    diffs = compare(tw.torch_model, tw.flax_model, rules, sample=tw.sample)
+    assert [str(d) for d in diffs] == [f"torch layer1.0.conv1.weight: no decay (rule {len(presets.standard)}) != "
+                                       "flax layer1_0.conv1.kernel: decay (default)"]

@@ -1,0 +1,66 @@
+"""Optimizer parity: torch (``wdmask_torch.groups``) and optax (``wdmask.decay``) train twin ResNets identically.
+
+Float64 on both sides, BatchNorm in training mode, the same batches, 10 steps; after every step every
+parameter and every BatchNorm running stat agrees to ``1e-12`` (running_var with the n/(n-1) factor).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _parity_utils import OPTIMIZERS, Trainer, assert_parity, batches, twins
+
+from wdmask import Rule, Rules, presets
+
+STEPS = 10
+#: name -> (rules, described with example inputs / sample so ``feeds_norm`` is known).
+RULES = {
+    "standard": (presets.standard, False),
+    "scale_invariant": (presets.standard_scale_invariant, True),
+    # three distinct non-zero multipliers: 1 (conv kernels), 0.5 (fc kernel), 0.1 (BN scales); biases 0
+    "multiplier": (Rules([*presets.standard, Rule(layer="linear", role="kernel", multiplier=0.5),
+                          Rule(layer="norm", role="scale", multiplier=0.1)]), False),
+}
+#: measured max |Δ| after 10 steps, filled by the tests (printed with ``-s``).
+MEASURED: dict[str, float] = {}
+
+
+def run(arch: str, opt: str, rules_name: str, dtype: str, tol: float) -> float:
+    rules, scale_invariant = RULES[rules_name]
+    trainer = Trainer(twins(arch, dtype), opt, rules, rules, scale_invariant=scale_invariant)
+    assert_parity(trainer.diff(), 0.0, step=0)  # the port is exact
+    worst = 0.0
+    for step, (x, y) in enumerate(batches(STEPS, dtype), start=1):
+        trainer.step(x, y)
+        diffs = trainer.diff()
+        assert_parity(diffs, tol, step)
+        worst = max(diffs.values())
+    MEASURED[f"{arch}/{opt}/{rules_name}/{dtype}"] = worst
+    print(f"{arch} {opt} {rules_name} {dtype}: max |Δ| after {STEPS} steps = {worst:.3g}")
+    return worst
+
+
+# Default run: every optimizer under ``standard``, two per other rule set; the rest with ``-m slow``.
+_DEFAULT = {("standard", o) for o in OPTIMIZERS} | {("scale_invariant", "momentum"), ("scale_invariant", "adamw"),
+                                                    ("multiplier", "sgd"), ("multiplier", "adam_l2")}
+CASES = [pytest.param(o, r, id=f"{o}-{r}", marks=() if (r, o) in _DEFAULT else pytest.mark.slow)
+         for r in RULES for o in OPTIMIZERS]
+
+
+@pytest.mark.parametrize(("opt", "rules"), CASES)
+def test_resnet18_float64(opt: str, rules: str) -> None:
+    run("resnet18", opt, rules, "float64", 1e-12)
+
+
+@pytest.mark.parametrize("opt", [pytest.param(o, marks=() if o in ("momentum", "adamw") else pytest.mark.slow)
+                                 for o in OPTIMIZERS])
+def test_resnet18_float32(opt: str) -> None:
+    worst = run("resnet18", opt, "standard", "float32", 1e-4)
+    assert np.isfinite(worst)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rules", ["standard", "multiplier"])
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+def test_resnet50_float64(opt: str, rules: str) -> None:
+    run("resnet50", opt, rules, "float64", 1e-12)

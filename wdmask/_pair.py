@@ -1,0 +1,320 @@
+r"""Cross-framework pairing: ``pair`` two inventories (torch, Flax); ``compare`` their decisions.
+
+Framework-neutral at import time: jax/flax and torch are imported inside the functions that need them.
+
+Pairing is positional over layers in **call order** (torch: ``named_parameters()``, i.e. registration
+order; Flax: the order modules are called). Within one layer the leaves are matched by role (the
+weight/kernel/scale first, then the bias, then the rest), so ``bn.weight, bn.bias`` pairs with
+Flax's sorted ``bn.bias, bn.scale``. Each pair must agree on layer kind, role and shape modulo
+layout: conv ``OIHW`` vs ``HWIO``, linear ``(out, in)`` vs ``(in, out)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from wdmask._engine import UnmatchedRuleWarning, decide
+from wdmask._rules import RuleLike, Rules
+from wdmask._types import Decision, ParamInfo, Path
+
+__all__ = ["Difference", "PairError", "compare", "flax_axes", "flax_inventory", "pair"]
+
+ORDER_HINT = ("both inventories must list the same layers in the same call order; describe the Flax side with "
+              "the model (linen: and `sample=`) so it follows call order, not sorted pytree keys")
+_ROLE_RANK = {"kernel": 0, "scale": 0, "embedding": 0, "bias": 1}
+# Leaf names when the role is unknown (a params-only Flax inventory: ``bn1.scale`` has role ``other``).
+_NAME_RANK = {"kernel": 0, "weight": 0, "scale": 0, "gamma": 0, "embedding": 0, "bias": 1, "beta": 1}
+
+
+def _rank(info: ParamInfo) -> int:
+    rank = _ROLE_RANK.get(info.role)
+    return rank if rank is not None else _NAME_RANK.get(info.path[-1] if info.path else "", 2)
+
+
+class PairError(ValueError):
+    """Two inventories cannot be paired: different layer count, order, kinds, roles or shapes."""
+
+
+def flax_axes(info: ParamInfo) -> tuple[int, ...] | None:
+    """Axis permutation taking a torch leaf to the Flax layout (``None``: same layout).
+
+    Conv kernels ``(O, I, *k)`` -> ``(*k, I, O)``; linear kernels ``(out, in)`` -> ``(in, out)``.
+
+    Example:
+      >>> flax_axes(ParamInfo(("conv", "weight"), (8, 3, 3, 3), layer="conv", role="kernel"))
+      (2, 3, 1, 0)
+      >>> flax_axes(ParamInfo(("fc", "weight"), (10, 64), layer="linear", role="kernel")), flax_axes(
+      ...     ParamInfo(("fc", "bias"), (10,), layer="linear", role="bias"))
+      ((1, 0), None)
+    """
+    n = len(info.shape)
+    if info.role == "kernel" and info.layer == "conv" and n >= 3:
+        return (*range(2, n), 1, 0)
+    if info.role == "kernel" and info.layer == "linear" and n == 2:
+        return (1, 0)
+    return None
+
+
+def flax_shape(info: ParamInfo) -> tuple[int, ...]:
+    """The shape the Flax twin of the torch leaf ``info`` has."""
+    axes = flax_axes(info)
+    return info.shape if axes is None else tuple(info.shape[a] for a in axes)
+
+
+def _known(info: ParamInfo) -> bool:
+    """Whether the layer kind is known (a params-only Flax inventory leaves explicit names unknown)."""
+    return not (info.layer == "other" and info.source == "shape")
+
+
+def _by_layer(inventory: Sequence[ParamInfo]) -> list[ParamInfo]:
+    """Leaves grouped by owner (consecutive runs of ``path[:-1]``), within a layer weight first, then bias."""
+    out: list[ParamInfo] = []
+    run: list[ParamInfo] = []
+    for info in inventory:
+        if run and run[-1].path[:-1] != info.path[:-1]:
+            out += sorted(run, key=_rank)
+            run = []
+        run.append(info)
+    return out + sorted(run, key=_rank)
+
+
+def _what(info: ParamInfo) -> str:
+    return f"`{info.dotted}` ({info.layer} {info.role}, shape {info.shape})"
+
+
+def pair(torch_inventory: Sequence[ParamInfo], flax_inventory: Sequence[ParamInfo]) -> list[
+        tuple[ParamInfo, ParamInfo]]:
+    """Pair torch and Flax leaves in layer (call) order, checking kind, role and shape modulo layout.
+
+    Args:
+      torch_inventory: ``wdmask_torch.describe(model)``.
+      flax_inventory: the Flax inventory **in call order** (``flax_inventory(model, sample=...)``).
+    Returns:
+      ``(torch_info, flax_info)`` pairs, in torch order.
+    Raises:
+      PairError: names the first leaf that cannot be paired and why.
+    Examples:
+      >>> t = [ParamInfo(("bn", "weight"), (4,), layer="norm.batch", role="scale"),
+      ...      ParamInfo(("bn", "bias"), (4,), layer="norm.batch", role="bias"),
+      ...      ParamInfo(("fc", "weight"), (2, 4), layer="linear", role="kernel")]
+      >>> f = [ParamInfo(("bn", "bias"), (4,), layer="norm.batch", role="bias"),
+      ...      ParamInfo(("bn", "scale"), (4,), layer="norm.batch", role="scale"),
+      ...      ParamInfo(("fc", "kernel"), (4, 2), layer="linear", role="kernel")]
+      >>> [(str(a), str(b)) for a, b in pair(t, f)]
+      [('bn.weight', 'bn.scale'), ('bn.bias', 'bn.bias'), ('fc.weight', 'fc.kernel')]
+      >>> pair(t, f[:2])
+      Traceback (most recent call last):
+      ...
+      wdmask._pair.PairError: torch leaf #2 `fc.weight` (linear kernel, shape (2, 4)) has no Flax twin: ...
+    """
+    ts, fs = _by_layer(list(torch_inventory)), _by_layer(list(flax_inventory))
+    out = []
+    for i, (t, f) in enumerate(zip(ts, fs, strict=False)):
+        why = ""
+        if _known(f) and t.layer != f.layer:
+            why = f"layer kinds differ ({t.layer} vs {f.layer})"
+        elif (t.role != f.role and f.role != "other") or _rank(t) != _rank(f):
+            why = f"roles differ ({t.role} vs {f.role} `{f.path[-1]}`)"
+        elif f.shape != flax_shape(t):
+            layout = "" if flax_axes(t) is None else f" after the {t.layer} layout change"
+            why = f"shapes differ: torch {t.shape} is {flax_shape(t)} in Flax{layout}, Flax has {f.shape}"
+        if why:
+            raise PairError(f"cannot pair torch leaf #{i} {_what(t)} with Flax {_what(f)}: {why}; {ORDER_HINT}")
+        out.append((t, f))
+    if len(ts) != len(fs):
+        n = len(out)
+        if len(ts) > n:
+            raise PairError(f"torch leaf #{n} {_what(ts[n])} has no Flax twin: the Flax inventory has {len(fs)} "
+                            f"leaves, torch {len(ts)}; {ORDER_HINT}")
+        raise PairError(f"Flax leaf #{n} {_what(fs[n])} has no torch twin: the torch inventory has {len(ts)} "
+                        f"leaves, Flax {len(fs)}; {ORDER_HINT}")
+    return out
+
+
+# --------------------------------------------------------------------------- ordering the Flax side
+
+
+def natural_key(path: Path) -> tuple[tuple[Any, ...], ...]:
+    """Sort key reading digit runs as numbers: ``Block_2`` before ``Block_10``.
+
+    Example:
+      >>> sorted([("Block_10",), ("Block_2",)], key=natural_key)
+      [('Block_2',), ('Block_10',)]
+    """
+    return tuple(tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", seg)) for seg in path)
+
+
+def _module_key(path: Path) -> str:
+    """``layer1.0.downsample.0`` (torch, NNX) and ``layer1_0.downsample_0`` (linen) -> ``layer1_0_downsample_0``."""
+    return "_".join(path)
+
+
+def order_by_modules(inventory: Sequence[ParamInfo], modules: Sequence[Path]) -> list[ParamInfo]:
+    """Sort leaves by the position of their owner (longest path prefix) in ``modules``; unknown owners last.
+
+    Example:
+      >>> inv = [ParamInfo(("bn1", "scale"), (4,)), ParamInfo(("conv1", "kernel"), (3, 3, 3, 4))]
+      >>> [str(i) for i in order_by_modules(inv, [(), ("conv1",), ("bn1",)])]
+      ['conv1.kernel', 'bn1.scale']
+    """
+    rank = {m: i for i, m in enumerate(modules)}
+
+    def key(info: ParamInfo) -> tuple[int, tuple[Any, ...]]:
+        for n in range(len(info.path) - 1, -1, -1):
+            if n and info.path[:n] in rank:
+                return rank[info.path[:n]], ()
+        return len(rank), natural_key(info.path)
+
+    return sorted(inventory, key=key)
+
+
+def order_like(flax_inventory: Sequence[ParamInfo], torch_inventory: Sequence[ParamInfo]) -> list[ParamInfo] | None:
+    """Order Flax leaves as their torch twins by owner name (``layer1.0.conv1`` ~ ``layer1_0.conv1``), or ``None``."""
+    rank: dict[str, int] = {}
+    for info in torch_inventory:
+        rank.setdefault(_module_key(info.path[:-1]), len(rank))
+    keys = [_module_key(info.path[:-1]) for info in flax_inventory]
+    if not all(k in rank for k in keys):
+        return None
+    order = sorted(range(len(keys)), key=lambda i: rank[keys[i]])
+    return [flax_inventory[i] for i in order]
+
+
+def _nnx_call_order(model: Any, sample: Any) -> list[Path]:
+    """NNX module paths in first-call order, from one abstract forward pass on a copy of ``model``."""
+    import jax
+    from flax import nnx
+
+    from wdmask._jax._describe import as_args
+
+    graphdef, state = nnx.split(model)
+    order: dict[Path, None] = {}
+
+    def forward(state: Any, *args: Any) -> Any:
+        copy = nnx.merge(graphdef, state)
+        paths = {id(m): tuple(str(p) for p in path) for path, m in nnx.iter_modules(copy)}
+        classes = {type(m) for _, m in nnx.iter_modules(copy)}
+        saved = {cls: cls.__dict__.get("__call__") for cls in classes}
+        try:
+            for cls in classes:
+                inner = cls.__call__
+
+                def recorded(self: Any, *a: Any, _inner: Any = inner, **k: Any) -> Any:
+                    if id(self) in paths:
+                        order.setdefault(paths[id(self)], None)
+                    return _inner(self, *a, **k)
+
+                cls.__call__ = recorded  # type: ignore[method-assign]
+            return copy(*args)
+        finally:
+            for cls, orig in saved.items():
+                if orig is None:
+                    del cls.__call__
+                else:
+                    cls.__call__ = orig  # type: ignore[method-assign]
+
+    jax.eval_shape(forward, state, *as_args(sample))
+    return list(order)
+
+
+def flax_inventory(flax_model_or_params: Any, *, sample: Any = None,
+                   reference: Sequence[ParamInfo] | None = None) -> list[ParamInfo]:
+    """The Flax inventory in call order, ready for ``pair``.
+
+    * linen module + ``sample``: exact classes, ``feeds_norm``, call order from ``nn.intercept_methods``;
+    * NNX module: exact classes; with ``sample``, call order from one abstract forward pass;
+      without, the order of ``reference``'s owner names, else natural key order;
+    * params pytree / variables: auto-name kinds; ordered like ``reference`` (the torch inventory) when
+      every owner name has a torch twin (``layer1_0.conv1`` ~ ``layer1.0.conv1``), else natural key order
+      (``Block_2`` before ``Block_10``: creation order for auto-named compact modules).
+    """
+    from flax import linen as nn
+    from flax import nnx
+
+    from wdmask._jax._describe import describe, linen_call_order
+
+    obj = flax_model_or_params
+    if isinstance(obj, nn.Module):
+        inventory = describe(obj, sample)
+        return order_by_modules(inventory, linen_call_order(obj, sample))
+    inventory = describe(obj)
+    if isinstance(obj, nnx.Module) and sample is not None:
+        return order_by_modules(inventory, _nnx_call_order(obj, sample))
+    named = order_like(inventory, reference) if reference is not None else None
+    return named if named is not None else sorted(inventory, key=lambda i: natural_key(i.path))
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _verdict(d: Decision) -> str:
+    what = "no decay" if d.multiplier == 0 else ("decay" if d.multiplier == 1 else f"decay x{d.multiplier:g}")
+    return f"{what} ({'default' if d.rule is None else f'rule {d.rule}'})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """A paired leaf whose weight-decay multiplier differs between torch and Flax."""
+
+    torch: ParamInfo
+    flax: ParamInfo
+    torch_decision: Decision
+    flax_decision: Decision
+
+    def __str__(self) -> str:
+        return (f"torch {self.torch.dotted}: {_verdict(self.torch_decision)} != "
+                f"flax {self.flax.dotted}: {_verdict(self.flax_decision)}")
+
+
+def _decide_quietly(inventory: Sequence[ParamInfo], rules: Rules) -> tuple[dict[Path, Decision], list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnmatchedRuleWarning)
+        decisions = decide(inventory, rules)
+    return decisions, [str(w.message) for w in caught if issubclass(w.category, UnmatchedRuleWarning)]
+
+
+def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable[RuleLike], *,
+            sample: Any = None, example_inputs: Any = None) -> list[Difference]:
+    """Every paired parameter whose weight-decay decision differs between the torch and the Flax model.
+
+    The migration check after porting a model: describe both sides (``example_inputs`` / ``sample``
+    make ``feeds_norm`` known), decide with the same ``rules``, ``pair``, and list the disagreements.
+    Rules should use layer/role conditions: ``path`` globs see each framework's own names
+    (``fc.weight`` vs ``fc.kernel``). A rule that matches nothing on *both* sides warns once.
+
+    Args:
+      torch_model: a ``torch.nn.Module``.
+      flax_model_or_params: a linen module (with ``sample``), an NNX module, or a params pytree.
+      rules: the rule set to check.
+      sample: example inputs of the Flax model (NHWC for the bundled ResNets).
+      example_inputs: example inputs of the torch model.
+    Returns:
+      A list of ``Difference`` (empty: both frameworks decay the same parameters by the same amount).
+    Raises:
+      PairError: the models do not have the same layers in the same order.
+    Examples:
+      >>> import jax.numpy as jnp, torch, wdmask
+      >>> from flax import linen as nn
+      >>> t = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+      >>> f = nn.Sequential([nn.Dense(4), nn.LayerNorm()])
+      >>> compare(t, f, wdmask.presets.standard, sample=jnp.zeros((1, 3)))
+      []
+      >>> [str(d) for d in compare(t, f, [wdmask.Rule(path="0.weight", decay=False)], sample=jnp.zeros((1, 3)))]
+      ['torch 0.weight: no decay (rule 0) != flax layers_0.kernel: decay (default)']
+    """
+    import wdmask_torch
+
+    rules = rules if isinstance(rules, Rules) else Rules(rules)
+    torch_inv = wdmask_torch.describe(torch_model, example_inputs)
+    flax_inv = flax_inventory(flax_model_or_params, sample=sample, reference=torch_inv)
+    pairs = pair(torch_inv, flax_inv)
+    t_dec, t_warn = _decide_quietly(torch_inv, rules)
+    f_dec, f_warn = _decide_quietly(flax_inv, rules)
+    if t_warn and f_warn:
+        warnings.warn(t_warn[0], UnmatchedRuleWarning, stacklevel=2)
+    return [Difference(t, f, t_dec[t.path], f_dec[f.path]) for t, f in pairs
+            if t_dec[t.path].multiplier != f_dec[f.path].multiplier]
