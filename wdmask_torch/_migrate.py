@@ -1,0 +1,594 @@
+r"""``to_optax``: a ``torch.optim`` optimizer (and its LR scheduler) as the Optax transform with identical updates.
+
+Each torch param group becomes one exact Optax chain (its own ``lr``, betas, eps, momentum and
+``weight_decay``); the chains are combined with ``optax.multi_transform`` keyed ``"group0"``,
+``"group1"``, ... by a labels pytree naming, for every Flax leaf, the torch group of its twin.
+The twins come from ``wdmask.pair`` (layer call order, kind, role, shape modulo layout).
+
+Where optax has the exact torch math the chain uses the optax built-ins:
+
+========  ==============================================================================
+SGD       ``add_decayed_weights(λ)``, ``trace(μ, nesterov)``, ``scale_by_learning_rate(η)``
+Adam      ``add_decayed_weights(λ)`` (coupled L2, *before* the moments), ``scale_by_adam(eps_root=0)``, lr
+AdamW     ``scale_by_adam``, ``add_decayed_weights(λ)`` (decoupled, *after*), ``scale_by_learning_rate(η)``
+RMSprop   L2, ``scale_by_rms``/``scale_by_stddev(eps_in_sqrt=False)``, ``trace(μ)``, lr (lr *after* the trace)
+========  ==============================================================================
+
+and a small custom transform where optax's math differs from torch's: SGD with ``dampening``
+(``trace_dampened``), Adam/AdamW ``amsgrad`` (``scale_by_torch_amsgrad``), Adagrad
+(``scale_by_torch_adagrad``), RAdam (``scale_by_torch_radam``), NAdam (``scale_by_torch_nadam``).
+torch's decoupled step ``θ ← θ(1 − ηλ) − η u`` equals ``θ − η(u + λθ)``, i.e. ``add_decayed_weights(λ)``
+after the preconditioner and before ``scale_by_learning_rate(η)``.
+
+jax and optax are imported inside the functions: ``import wdmask_torch`` loads neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import torch
+
+__all__ = [
+    "group_chains", "scale_by_torch_adagrad", "scale_by_torch_amsgrad", "scale_by_torch_nadam",
+    "scale_by_torch_radam", "to_optax", "trace_dampened",
+]
+
+GradientTransformation = Any  # optax.GradientTransformation (optax is imported lazily)
+PyTree = Any
+ScalarOrSchedule = Any
+
+SUPPORTED = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "RAdam", "NAdam")
+FROZEN = "frozen"
+NOT_AN_OPTIMIZER_MSG = ("`optimizer` must be a torch.optim.Optimizer ({supported}), got {what}; to convert a "
+                        "scheduler pass it as `scheduler=` next to its optimizer")
+
+
+# --------------------------------------------------------------------------- custom transforms
+
+
+class TraceDampenedState(NamedTuple):
+    """State of ``trace_dampened``."""
+
+    count: Any  # int32 scalar: updates so far
+    trace: PyTree
+
+
+def trace_dampened(momentum: float, dampening: float, nesterov: bool = False) -> GradientTransformation:
+    r"""torch's SGD momentum buffer with ``dampening`` (``optax.trace`` has none).
+
+    .. math::
+      b_1 = g_1, \qquad b_t = \mu b_{t-1} + (1 - d)\, g_t \;(t > 1), \qquad
+      u_t = g_t + \mu b_t \text{ (nesterov) else } b_t
+
+    The first step copies the gradient undamped, as torch does; with ``d = 0`` this is ``optax.trace``.
+
+    Args:
+      momentum: :math:`\mu`.
+      dampening: :math:`d`.
+      nesterov: return :math:`g_t + \mu b_t`.
+    Returns:
+      An ``optax.GradientTransformation``.
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = trace_dampened(0.9, 0.5)
+      >>> g = {"w": jnp.ones(1)}
+      >>> u1, s = tx.update(g, tx.init(g)); u2, s = tx.update(g, s)
+      >>> round(float(u1["w"][0]), 4), round(float(u2["w"][0]), 4)
+      (1.0, 1.4)
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def init_fn(params: PyTree) -> TraceDampenedState:
+        return TraceDampenedState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
+
+    def update_fn(updates: PyTree, state: TraceDampenedState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        first = state.count == 0
+        trace = jax.tree.map(lambda g, b: jnp.where(first, g, momentum * b + (1 - dampening) * g),
+                             updates, state.trace)
+        out = jax.tree.map(lambda g, b: g + momentum * b, updates, trace) if nesterov else trace
+        return out, TraceDampenedState(optax.safe_increment(state.count), trace)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class TorchAmsgradState(NamedTuple):
+    """State of ``scale_by_torch_amsgrad``."""
+
+    count: Any
+    mu: PyTree
+    nu: PyTree
+    nu_max: PyTree
+
+
+def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+    r"""torch's Adam/AdamW ``amsgrad=True`` preconditioner.
+
+    .. math::
+      m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+      \hat v_t = \max(\hat v_{t-1}, v_t), \quad
+      u_t = \frac{m_t / (1-\beta_1^t)}{\sqrt{\hat v_t} / \sqrt{1-\beta_2^t} + \epsilon}
+
+    torch keeps the maximum of the *raw* second moment and divides by the *current* bias
+    correction; ``optax.scale_by_amsgrad`` keeps the maximum of the bias-corrected one (or,
+    with ``bias_correction_nu=False``, never divides by :math:`\sqrt{1-\beta_2^t}`), so
+    neither matches torch.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_torch_amsgrad()
+      >>> g = {"w": jnp.array([2.0])}
+      >>> u, _ = tx.update(g, tx.init(g))  # m̂ = 2, √v̂ = 2
+      >>> round(float(u["w"][0]), 4)
+      1.0
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def init_fn(params: PyTree) -> TorchAmsgradState:
+        zeros = optax.tree.zeros_like(params)
+        return TorchAmsgradState(jnp.zeros([], jnp.int32), zeros, zeros, zeros)
+
+    def update_fn(updates: PyTree, state: TorchAmsgradState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        count = optax.safe_increment(state.count)
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
+        bc1, bc2 = 1 - b1**count, 1 - b2**count
+        out = jax.tree.map(lambda m, v: (m / bc1.astype(m.dtype)) / (jnp.sqrt(v) / jnp.sqrt(bc2).astype(v.dtype) + eps),
+                           mu, nu_max)
+        return out, TorchAmsgradState(count, mu, nu, nu_max)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class TorchAdagradState(NamedTuple):
+    """State of ``scale_by_torch_adagrad``."""
+
+    count: Any
+    sum: PyTree
+
+
+def scale_by_torch_adagrad(lr_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                           eps: float = 1e-10) -> GradientTransformation:
+    r"""torch's Adagrad preconditioner, including ``lr_decay``.
+
+    .. math::
+      s_t = s_{t-1} + g_t^2, \quad s_0 = \text{initial\_accumulator\_value}, \quad
+      u_t = \frac{g_t}{(\sqrt{s_t} + \epsilon)\,(1 + (t-1)\,\text{lr\_decay})}
+
+    ``optax.scale_by_rss`` computes :math:`g / \sqrt{s_t + \epsilon}` (eps inside the root, no
+    ``lr_decay``), hence this transform. Follow it with ``scale_by_learning_rate(η)``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_torch_adagrad(lr_decay=1.0, eps=0.0)
+      >>> g = {"w": jnp.array([3.0])}
+      >>> u1, s = tx.update(g, tx.init(g)); u2, _ = tx.update(g, s)
+      >>> round(float(u1["w"][0]), 4), round(float(u2["w"][0]), 4)  # 3/3, then 3/√18/2
+      (1.0, 0.3536)
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def init_fn(params: PyTree) -> TorchAdagradState:
+        return TorchAdagradState(jnp.zeros([], jnp.int32), optax.tree.full_like(params, initial_accumulator_value))
+
+    def update_fn(updates: PyTree, state: TorchAdagradState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        count = optax.safe_increment(state.count)
+        acc = jax.tree.map(lambda s, g: s + g * g, state.sum, updates)
+        decay = 1 + (count - 1) * lr_decay
+        out = jax.tree.map(lambda g, s: g / (jnp.sqrt(s) + eps) / jnp.asarray(decay, g.dtype), updates, acc)
+        return out, TorchAdagradState(count, acc)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class TorchAdamState(NamedTuple):
+    """State of ``scale_by_torch_radam``."""
+
+    count: Any
+    mu: PyTree
+    nu: PyTree
+
+
+def scale_by_torch_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+    r"""torch's RAdam preconditioner (Liu et al. 2019).
+
+    .. math::
+      \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \rho_\infty = \frac{2}{1-\beta_2} - 1, \quad
+      \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1-\beta_2^t}, \quad
+      r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}
+
+    .. math::
+      u_t = \hat m_t \, r_t \, \frac{\sqrt{1-\beta_2^t}}{\sqrt{v_t} + \epsilon} \text{ if } \rho_t > 5
+      \text{ else } \hat m_t
+
+    torch adds :math:`\epsilon` to :math:`\sqrt{v_t}` (raw second moment); ``optax.scale_by_radam``
+    adds it to :math:`\sqrt{\hat v_t}` (bias-corrected), hence this transform.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_torch_radam()
+      >>> g = {"w": jnp.array([2.0])}
+      >>> u, _ = tx.update(g, tx.init(g))  # rho_1 = 1 <= 5: the bias-corrected momentum
+      >>> round(float(u["w"][0]), 4)
+      2.0
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    rho_inf = 2 / (1 - b2) - 1
+
+    def init_fn(params: PyTree) -> TorchAdamState:
+        zeros = optax.tree.zeros_like(params)
+        return TorchAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def update_fn(updates: PyTree, state: TorchAdamState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        count = optax.safe_increment(state.count)
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        t = count.astype(jnp.result_type(float))
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        rho = rho_inf - 2 * t * b2**t / bc2
+        rect = jnp.sqrt(jnp.maximum((rho - 4) * (rho - 2), 0.0) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+        rectify = rho > 5.0
+
+        def one(m: Any, v: Any) -> Any:
+            m_hat = m / bc1.astype(m.dtype)
+            adaptive = m_hat * (jnp.sqrt(bc2).astype(v.dtype) / (jnp.sqrt(v) + eps)) * rect.astype(v.dtype)
+            return jnp.where(rectify, adaptive, m_hat)
+
+        return jax.tree.map(one, mu, nu), TorchAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class TorchNadamState(NamedTuple):
+    """State of ``scale_by_torch_nadam``."""
+
+    count: Any
+    mu_product: Any
+    mu: PyTree
+    nu: PyTree
+
+
+def scale_by_torch_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, momentum_decay: float = 4e-3, *,
+                         mu_product_dtype: Any = None) -> GradientTransformation:
+    r"""torch's NAdam preconditioner (Dozat 2016) with its momentum-decay schedule.
+
+    .. math::
+      \mu_t = \beta_1 \bigl(1 - \tfrac12\, 0.96^{t\psi}\bigr), \quad \Pi_t = \prod_{i \le t} \mu_i, \quad
+      d_t = \sqrt{v_t / (1-\beta_2^t)} + \epsilon
+
+    .. math::
+      u_t = \frac{1-\mu_t}{1-\Pi_t}\,\frac{g_t}{d_t} + \frac{\mu_{t+1}}{1-\Pi_t\,\mu_{t+1}}\,\frac{m_t}{d_t}
+
+    ``optax.scale_by_nadam``/``nadamw`` use a constant :math:`\beta_1` (no :math:`\psi` schedule, no
+    :math:`\Pi_t`), hence this transform.
+
+    Args:
+      b1, b2, eps: as torch's ``betas`` and ``eps``.
+      momentum_decay: :math:`\psi`.
+      mu_product_dtype: dtype of :math:`\Pi_t`. torch keeps it in its scalar dtype: float32 unless
+        ``torch.get_default_dtype()`` is float64 (then float64), even for float64 params;
+        ``to_optax`` passes the dtype torch will use. ``None``: jax's default float.
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_torch_nadam()
+      >>> g = {"w": jnp.array([2.0])}
+      >>> u, _ = tx.update(g, tx.init(g))  # (1-μ1)/(1-μ1)·g/2 + μ2/(1-μ1μ2)·m/2, m = 0.1·g
+      >>> round(float(u["w"][0]), 3)
+      1.056
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def init_fn(params: PyTree) -> TorchNadamState:
+        zeros = optax.tree.zeros_like(params)
+        return TorchNadamState(jnp.zeros([], jnp.int32), jnp.ones([], mu_product_dtype or jnp.result_type(float)),
+                               zeros, zeros)
+
+    def update_fn(updates: PyTree, state: TorchNadamState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        count = optax.safe_increment(state.count)
+        t = count.astype(jnp.result_type(float))
+        mu_t = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+        product = (state.mu_product * mu_t.astype(state.mu_product.dtype)).astype(state.mu_product.dtype)
+        wide = product.astype(t.dtype)
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        bc2 = 1 - b2**t
+        c_grad = (1.0 - mu_t) / (1.0 - wide)
+        c_mom = mu_next / (1.0 - wide * mu_next)
+
+        def one(g: Any, m: Any, v: Any) -> Any:
+            denom = jnp.sqrt(v / bc2.astype(v.dtype)) + eps
+            return c_grad.astype(g.dtype) * g / denom + c_mom.astype(m.dtype) * m / denom
+
+        return jax.tree.map(one, updates, mu, nu), TorchNadamState(count, product, mu, nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------- torch optimizer -> chains
+
+
+def _kind(optimizer: Any) -> str:
+    """The supported torch class ``optimizer`` is (or subclasses without overriding ``step``)."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        what = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+        raise TypeError(NOT_AN_OPTIMIZER_MSG.format(supported=", ".join(SUPPORTED), what=what))
+    for cls in type(optimizer).__mro__:
+        if cls.__module__.startswith("torch.optim") and cls.__name__ in SUPPORTED:
+            return cls.__name__
+        if "step" in cls.__dict__:
+            break  # a user subclass with its own step(): its math is unknown
+    raise NotImplementedError(
+        f"to_optax: {type(optimizer).__name__} is not supported (its update math has no converter here, or a "
+        f"subclass overrides step()); supported: {', '.join(f'torch.optim.{n}' for n in SUPPORTED)}")
+
+
+def _float(x: Any, what: str, g: int) -> float:
+    if isinstance(x, torch.Tensor):
+        if x.numel() != 1:
+            raise ValueError(f"param_groups[{g}] `{what}` must be a scalar, got a tensor of shape {tuple(x.shape)}")
+        return float(x.item())
+    return float(x)
+
+
+def _scalar_dtype() -> str:
+    """torch's dtype for optimizer scalars such as NAdam's ``mu_product`` (``_get_scalar_dtype``)."""
+    return "float64" if torch.get_default_dtype() == torch.float64 else "float32"
+
+
+def _chain(kind: str, group: Mapping[str, Any], lr: ScalarOrSchedule, g: int) -> GradientTransformation:
+    """The exact Optax chain of one torch param group."""
+    import optax
+
+    wd = _float(group.get("weight_decay", 0.0), "weight_decay", g)
+    parts: list[Any] = []
+    if group.get("maximize", False):
+        parts.append(optax.scale(-1.0))  # torch: g <- -g before anything else
+    decayed = [optax.add_decayed_weights(wd)] if wd != 0.0 else []
+    if kind == "SGD":
+        momentum, dampening = float(group["momentum"]), float(group["dampening"])
+        parts += decayed
+        if momentum != 0.0:
+            parts.append(optax.trace(momentum, nesterov=bool(group["nesterov"])) if dampening == 0.0
+                         else trace_dampened(momentum, dampening, bool(group["nesterov"])))
+    elif kind in ("Adam", "AdamW", "RAdam", "NAdam"):
+        b1, b2 = (_float(b, "betas", g) for b in group["betas"])
+        eps = float(group["eps"])
+        if kind in ("Adam", "AdamW"):
+            core = (scale_by_torch_amsgrad(b1, b2, eps) if group.get("amsgrad", False)
+                    else optax.scale_by_adam(b1, b2, eps, eps_root=0.0))
+        elif kind == "RAdam":
+            core = scale_by_torch_radam(b1, b2, eps)
+        else:
+            core = scale_by_torch_nadam(b1, b2, eps, float(group["momentum_decay"]), mu_product_dtype=_scalar_dtype())
+        decoupled = kind == "AdamW" or bool(group.get("decoupled_weight_decay", False))
+        parts += [core, *decayed] if decoupled else [*decayed, core]
+    elif kind == "RMSprop":
+        alpha, eps, momentum = float(group["alpha"]), float(group["eps"]), float(group["momentum"])
+        parts += decayed
+        parts.append(optax.scale_by_stddev(alpha, eps, eps_in_sqrt=False) if group["centered"]
+                     else optax.scale_by_rms(alpha, eps, eps_in_sqrt=False))
+        if momentum > 0.0:
+            parts.append(optax.trace(momentum))  # torch: buf = μ buf + g/avg; θ -= η buf (lr after the trace)
+    elif kind == "Adagrad":
+        parts += decayed
+        parts.append(scale_by_torch_adagrad(float(group["lr_decay"]), float(group["initial_accumulator_value"]),
+                                            float(group["eps"])))
+    parts.append(optax.scale_by_learning_rate(lr))
+    return optax.chain(*parts)
+
+
+def _stepped(state: Mapping[str, Any]) -> bool:
+    """Whether a param's optimizer state is past its first step (Adagrad fills ``sum``/``step=0`` eagerly)."""
+    step = state.get("step")
+    return bool(state) and (step is None or float(step) > 0)
+
+
+def group_chains(optimizer: torch.optim.Optimizer, *, scheduler: Any = None) -> list[GradientTransformation]:
+    r"""One exact Optax chain per torch param group (the building blocks of ``to_optax``).
+
+    Group ``g``'s chain reads that group's ``lr``, betas, eps, momentum, dampening, ``weight_decay``,
+    ``maximize``, ... (``foreach``, ``fused``, ``capturable`` and ``differentiable`` do not change the
+    math and are ignored). With ``scheduler``, the learning rate is
+    ``wdmask_torch.to_optax_schedule(scheduler)[g]``: the scheduler stepped once per ``optimizer.step()``.
+
+    Args:
+      optimizer: a fresh (never stepped) ``torch.optim`` SGD, Adam, AdamW, RMSprop, Adagrad, RAdam or NAdam.
+      scheduler: an optional ``torch.optim.lr_scheduler`` built over ``optimizer``.
+    Returns:
+      A list of ``optax.GradientTransformation``, in param-group order.
+    Raises:
+      TypeError: ``optimizer`` is not a torch optimizer, or ``scheduler`` not a scheduler of it.
+      NotImplementedError: another optimizer class (or a subclass overriding ``step``), or a scheduler
+        without an exact optax schedule.
+      ValueError: the optimizer already holds state (it has stepped).
+    Examples:
+      >>> import torch
+      >>> w = torch.nn.Parameter(torch.zeros(2))
+      >>> opt = torch.optim.SGD([{"params": [w], "lr": 0.1}], momentum=0.9, weight_decay=1e-4)
+      >>> len(group_chains(opt))
+      1
+    """
+    kind = _kind(optimizer)
+    if any(_stepped(s) for s in optimizer.state.values()):
+        raise ValueError(
+            f"to_optax: the {type(optimizer).__name__} already holds state (it has stepped: momentum buffers / "
+            "moments would be lost); convert a freshly built optimizer before its first step()")
+    groups = optimizer.param_groups
+    if scheduler is None:
+        lrs: list[Any] = [_float(group["lr"], "lr", g) for g, group in enumerate(groups)]
+    else:
+        if not isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
+            raise TypeError(f"`scheduler` must be a torch.optim.lr_scheduler object, got {type(scheduler).__name__}")
+        if scheduler.optimizer is not optimizer:
+            raise TypeError("`scheduler` drives a different optimizer than `optimizer`; pass the pair built together")
+        from wdmask_torch._schedule import to_optax_schedule
+
+        lrs = to_optax_schedule(scheduler)
+    return [_chain(kind, group, lrs[g], g) for g, group in enumerate(groups)]
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _label(value: Any, n: int) -> str:
+    if isinstance(value, str) and (value == FROZEN or (value.startswith("group") and value[5:].isdigit()
+                                                       and int(value[5:]) < n)):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n:
+        return f"group{value}"
+    valid = ", ".join([*(f"group{g}" for g in range(n)), FROZEN])
+    raise ValueError(f"`labels` leaf {value!r} names no torch param group; valid: {valid} (or an int 0..{n - 1})")
+
+
+def _normalize_labels(labels: Any, n: int) -> Any:
+    import jax
+
+    def fix(tree: Any) -> Any:
+        return jax.tree.map(lambda v: _label(v, n), tree)
+
+    if callable(labels):
+        return lambda params: fix(labels(params))
+    return fix(labels)
+
+
+def _labeler(by_path: Mapping[tuple[str, ...], str]) -> Callable[[PyTree], PyTree]:
+    """``params -> labels pytree`` (same structure; boxes get one label) from each leaf's path."""
+
+    def labels(tree: PyTree) -> PyTree:
+        from wdmask._jax._describe import flatten
+
+        leaves, treedef = flatten(tree)
+        out = []
+        for leaf in leaves:
+            if not leaf.trainable:
+                out.append(FROZEN)
+                continue
+            label = by_path.get(leaf.path)
+            if label is None:
+                from wdmask._pair import PairError
+
+                raise PairError(f"Flax leaf {'.'.join(leaf.path)!r} has no torch twin; pass the params of the "
+                                f"model paired with the torch model (known leaves e.g. {next(iter(by_path), ())})")
+            out.append(label)
+        return treedef.unflatten(out)
+
+    return labels
+
+
+def _paired_labels(optimizer: torch.optim.Optimizer, model: Any, flax: Any, sample: Any) -> Any:
+    """Labels from pairing the torch model with its Flax twin: each leaf gets its torch twin's group."""
+    from wdmask._jax._describe import is_variables
+    from wdmask._pair import flax_inventory, pair
+    from wdmask_torch._describe import inventory
+
+    rows = inventory(model, include_frozen=True, fn="to_optax")
+    torch_inv = [info for _, _, info in rows]
+    pairs = pair(torch_inv, flax_inventory(flax, sample=sample, reference=torch_inv))
+    group_of = {id(p): g for g, group in enumerate(optimizer.param_groups) for p in group["params"]}
+    in_model = {id(p) for _, p, _ in rows}
+    stray = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in in_model]
+    if stray:
+        raise ValueError(f"{len(stray)} optimizer parameter(s) (e.g. shape {tuple(stray[0].shape)}) are not "
+                         f"parameters of `model` ({type(model).__name__}); pass the model the optimizer was built on")
+    tensor = {info.path: p for _, p, info in rows}
+    by_path = {}
+    for t, f in pairs:
+        g = group_of.get(id(tensor[t.path]))
+        by_path[f.path] = FROZEN if g is None else f"group{g}"
+    labeler = _labeler(by_path)
+    from flax import linen, nnx
+
+    if isinstance(flax, (linen.Module, nnx.Module)):
+        return labeler  # params of a module come in the user's containers: label them when seen
+    return labeler(flax["params"] if is_variables(flax) else flax)
+
+
+def to_optax(optimizer: torch.optim.Optimizer, model: Any = None, flax_params_or_model: Any = None, *,
+             scheduler: Any = None, labels: Any = None, sample: Any = None) -> GradientTransformation:
+    r"""The Optax transform whose updates equal ``optimizer.step()``'s on the paired Flax params.
+
+    Built as ``optax.multi_transform`` over the torch param groups, because groups may differ in
+    ``lr``, betas, eps, momentum and ``weight_decay``:
+
+    .. math:: \text{tx} = \text{multi\_transform}\bigl(\{\texttt{group}g: \text{chain}_g\},\ \text{labels}\bigr)
+
+    where ``chain_g`` is ``group_chains(optimizer, scheduler=scheduler)[g]`` (see the module docstring
+    for each optimizer's chain; coupled L2 decay comes before the moment estimates, decoupled decay
+    after, both as ``add_decayed_weights`` with the group's own ``weight_decay``), and ``labels`` names,
+    for every Flax leaf, the group of its torch twin (``"group0"``, ``"group1"``, ...). Twins come from
+    ``wdmask.pair`` on ``wdmask_torch.describe(model)`` and the Flax inventory (call order, kind, role,
+    shape modulo layout). Torch parameters in no group (frozen) and non-``params`` collections get the
+    label ``"frozen"`` (``optax.set_to_zero``).
+
+    With a scheduler, ``schedule_g(t)`` is the lr torch uses at its ``t``-th ``step()`` when the
+    scheduler is stepped once after every ``optimizer.step()``.
+
+    Args:
+      optimizer: a freshly built ``torch.optim`` SGD, Adam, AdamW, RMSprop, Adagrad, RAdam or NAdam.
+      model: the torch model the optimizer's params belong to.
+      flax_params_or_model: its Flax twin: params (or linen variables), a linen module (with ``sample``)
+        or an NNX module. Params pytree: ``labels`` is a literal pytree of strings; a module: a callable.
+      scheduler: a ``torch.optim.lr_scheduler`` of ``optimizer`` (StepLR, MultiStepLR, CosineAnnealingLR,
+        LinearLR, OneCycleLR, SequentialLR, ...: see ``to_optax_schedule``).
+      labels: instead of ``model``/``flax_params_or_model``: a pytree (or ``params -> pytree``) with, per
+        Flax leaf, its torch group as an int ``g`` or a string ``"group{g}"`` (``"frozen"``: no update).
+      sample: example inputs of a linen ``flax_params_or_model`` (traced abstractly for call order).
+    Returns:
+      An ``optax.GradientTransformation``. Without ``model``/``labels`` and a single param group: that
+      group's chain itself.
+    Raises:
+      TypeError: not a torch optimizer / scheduler; both or neither of ``labels`` and ``model`` with
+        several groups.
+      NotImplementedError: an optimizer class or scheduler with no exact Optax equivalent here.
+      ValueError: the optimizer already stepped; optimizer params missing from ``model``; bad labels.
+      wdmask.PairError: the torch and Flax models cannot be paired.
+    Examples:
+      >>> import jax.numpy as jnp, torch
+      >>> a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+      >>> opt = torch.optim.AdamW([{"params": [a]}, {"params": [b], "weight_decay": 0.0}], lr=1e-3)
+      >>> tx = to_optax(opt, labels={"w": 0, "b": "group1"})
+      >>> params = {"w": jnp.ones(2), "b": jnp.ones(3)}
+      >>> updates, _ = tx.update({"w": jnp.zeros(2), "b": jnp.zeros(3)}, tx.init(params), params)
+      >>> round(float(updates["w"][0]), 9), abs(float(updates["b"][0]))  # decoupled decay -ηλθ on group 0 only
+      (-1e-05, 0.0)
+    """
+    import optax
+
+    chains = group_chains(optimizer, scheduler=scheduler)
+    n = len(chains)
+    if labels is not None and model is not None:
+        raise TypeError("to_optax: pass either `labels` or `model` with `flax_params_or_model`, not both")
+    if labels is None and model is None:
+        if n == 1 and flax_params_or_model is None:
+            return chains[0]
+        raise TypeError(f"to_optax: the optimizer has {n} param groups; pass `model` and `flax_params_or_model` "
+                        "(its Flax twin) so each Flax leaf gets its group, or `labels=` naming each leaf's group")
+    if labels is None:
+        if flax_params_or_model is None:
+            raise TypeError("to_optax: `model` needs `flax_params_or_model`: the Flax params or module it pairs with")
+        labels = _paired_labels(optimizer, model, flax_params_or_model, sample)
+    else:
+        labels = _normalize_labels(labels, n)
+    transforms = {f"group{g}": chain for g, chain in enumerate(chains)}
+    transforms[FROZEN] = optax.set_to_zero()
+    return optax.multi_transform(transforms, labels)
+
