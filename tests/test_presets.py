@@ -29,8 +29,8 @@ def _mingpt(info):  # minGPT: only weights of whitelisted Linear (and conv) modu
     return info.dotted.endswith("weight") and info.module_type in ("torch.nn.Linear", "torch.nn.Conv2d")
 
 
-def _torchvision(info):  # set_weight_decay with norm_weight_decay=0
-    return not info.layer.startswith("norm.")
+def _torchvision(info):  # set_weight_decay with norm_weight_decay=0; its norm_classes have no RMSNorm
+    return info.layer not in ("norm.batch", "norm.layer", "norm.group", "norm.instance")
 
 
 def _standard(info):

@@ -100,9 +100,9 @@ def test_decision_reason_uses_why_or_conditions():
 def test_rules_is_immutable_sequence_with_add():
     base = wdmask.presets.standard
     extended = base + Rule(path="fc.*", multiplier=0.5) + [{"role": "embedding", "decay": False}]
-    assert len(base) == 3 and len(extended) == 5
-    assert extended[:3] == Rules(list(base))
-    assert extended[3].multiplier == 0.5 and extended[4].role == "embedding"
+    assert len(base) == 4 and len(extended) == 6
+    assert extended[:4] == Rules(list(base))
+    assert extended[4].multiplier == 0.5 and extended[5].role == "embedding"
     with pytest.raises(AttributeError):
         extended._rules = ()  # type: ignore[misc]
     with pytest.raises(Exception):  # noqa: B017 - frozen dataclass

@@ -19,7 +19,14 @@ from wdmask._engine import decide as decide
 from wdmask._engine import explain as explain
 from wdmask._jax._apply import decay as decay
 from wdmask._jax._apply import mask as mask
+from wdmask._jax._declare import no_decay as no_decay
 from wdmask._jax._describe import describe as describe
+from wdmask._pair import Difference as Difference
+from wdmask._pair import PairError as PairError
+from wdmask._pair import compare as compare
+from wdmask._pair import pair as pair
+from wdmask._recipes import lamb as lamb
+from wdmask._recipes import lars as lars
 from wdmask._rules import Rule as Rule
 from wdmask._rules import Rules as Rules
 from wdmask._types import Decision as Decision
@@ -30,6 +37,9 @@ from wdmask._types import RuleError as RuleError
 __version__ = "0.1.0"
 
 __all__ = (
-    "Decision", "Explanation", "MaskError", "ParamInfo", "Rule", "RuleError", "Rules", "UnmatchedRuleWarning",
-    "decay", "decide", "describe", "dumps", "explain", "load", "loads", "mask", "presets",
+    "Decision", "Difference", "Explanation", "MaskError", "PairError", "ParamInfo", "Rule", "RuleError", "Rules",
+    "UnmatchedRuleWarning",
+    "compare", "decay", "decide", "describe", "dumps", "explain", "lamb", "lars", "load", "loads", "mask", "no_decay",
+    "pair",
+    "presets",
 )

@@ -97,6 +97,7 @@ class Row:
     reason: str
     feeds_norm: bool | None
     source: str
+    aliases: tuple[str, ...] = ()  # other owners of a tied tensor
 
 
 class Explanation(Sequence[Row]):
@@ -131,7 +132,8 @@ class Explanation(Sequence[Row]):
         table.add_column("reason", overflow="fold", min_width=18)
         for r in self.rows:
             mult = "no" if r.multiplier == 0 else ("yes" if r.multiplier == 1 else f"x{r.multiplier:g}")
-            table.add_row(r.path, r.layer, r.role, "x".join(map(str, r.shape)) or "()", mult,
+            path = r.path + "".join(f" (= {a})" for a in r.aliases)
+            table.add_row(path, r.layer, r.role, "x".join(map(str, r.shape)) or "()", mult,
                           "-" if r.rule is None else str(r.rule), r.reason)
         return table
 
@@ -161,7 +163,8 @@ def explain(model_or_inventory: Any, rules: Rules | Iterable[RuleLike], *, stric
     """
     inventory = describe_any(model_or_inventory, **describe_options)
     decisions = decide(inventory, rules, strict=strict)
-    rows = [Row(i.dotted, i.layer, i.role, i.shape, d.multiplier, d.rule, d.reason, i.feeds_norm, i.source)
+    rows = [Row(i.dotted, i.layer, i.role, i.shape, d.multiplier, d.rule, d.reason, i.feeds_norm, i.source,
+                i.aliases)
             for i, d in ((i, decisions[i.path]) for i in inventory)]
     name = getattr(rules, "name", "")
     return Explanation(rows, title=f"weight decay: {name}" if name else "weight decay")

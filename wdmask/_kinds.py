@@ -30,13 +30,19 @@ KERNEL_NAMES = frozenset({"kernel", "weight", "w"})
 EMBEDDING_NAMES = frozenset({"embedding", "weight"})
 # Learned multipliers that are not a norm's gamma: layer scale (ConvNeXt, timm ls1/ls2, CaiT gamma_1),
 # residual/skip gains, ResMLP Affine alpha, weight-standardization gains (ScaledStdConv2d.gain).
-_GAIN = re.compile(r"gamma(_\d+)?|layer_?scale(_\w+)?|ls\d?|gain|\w+_gain|alpha|res(idual)?_scale|skip_?gain")
+_GAIN = re.compile(r"gamma(_\d+)?|layer_?scale(_\w+)?|ls\d?|gain|\w+_gain|alpha|res(idual)?_scale|skip_?gain|"
+                   r"logit_scale")
 # Absolute/relative position parameters and attention bias tables.
 _POSITION = re.compile(r"(absolute_)?pos(ition)?(al)?_?(embed|embedding|embeddings|emb)|\w*relative_position\w*|"
                        r"rel_pos\w*|attention_biases|\w*_bias_table")
 # Learned tokens prepended to a sequence.
 _TOKEN = re.compile(r"(cls|class|dist|distill|reg|register|mask|query)_?tokens?")
-_POSITION_OWNER = re.compile(r"(\w+_)?pos(ition)?(al)?_?(embed|embedding|embeddings|emb)|wpe|embed_positions")
+# Owners (attribute names) of an embedding table that holds positions or attention biases: HF
+# ``position_embeddings``, GPT-2 ``wpe``, BART ``embed_positions``, T5 ``relative_attention_bias``.
+_POSITION_OWNER = re.compile(r"(\w+_)?pos(ition)?(al)?_?(embed|embedding|embeddings|emb)|wpe|embed_positions|"
+                             r"(\w+_)?relative_\w+")
+# Shift-like leaf names outside norms: ResMLP ``Affine.beta`` (the shift of a norm-free affine).
+_SHIFT = frozenset({"beta", "shift"})
 
 
 def kind_from_name(name: str) -> str | None:
@@ -71,6 +77,10 @@ def is_auto_name(name: str) -> bool:
 def role_from_name(kind: str, leaf: str, owner: str = "") -> str:
     """Role of a leaf called ``leaf`` in a layer of kind ``kind`` whose attribute name is ``owner``.
 
+    ``owner`` (the owning module's own name, e.g. ``"position_embeddings"`` or ``"ls1"``) decides
+    two cases the leaf name cannot: an embedding table that holds positions, and a layer-scale
+    module whose parameter is called ``weight``/``scale``.
+
     Example:
       >>> role_from_name("norm.batch", "weight"), role_from_name("conv", "weight"), role_from_name("other", "bias")
       ('scale', 'kernel', 'bias')
@@ -78,11 +88,14 @@ def role_from_name(kind: str, leaf: str, owner: str = "") -> str:
       ('position', 'token', 'gain')
       >>> role_from_name("embedding", "weight", owner="position_embeddings"), role_from_name("conv", "gain")
       ('position', 'gain')
+      >>> role_from_name("other", "scale", owner="ls1"), role_from_name("other", "beta")
+      ('gain', 'bias')
     """
     name = leaf.lower()
+    own = owner.lower()
     if _TOKEN.fullmatch(name):
         return "token"
-    if _POSITION.fullmatch(name) or (kind == "embedding" and _POSITION_OWNER.fullmatch(owner.lower())):
+    if _POSITION.fullmatch(name) or (kind == "embedding" and _POSITION_OWNER.fullmatch(own)):
         return "position"
     if not kind.startswith("norm.") and _GAIN.fullmatch(name):
         return "gain"
@@ -96,8 +109,10 @@ def role_from_name(kind: str, leaf: str, owner: str = "") -> str:
         return "embedding"
     if kind in ("conv", "linear") and name in KERNEL_NAMES:
         return "kernel"
-    if name == "bias" or name.endswith("_bias"):
+    if name == "bias" or name.endswith("_bias") or name in _SHIFT:
         return "bias"
+    if kind == "other" and own and _GAIN.fullmatch(own) and name in SCALE_NAMES:
+        return "gain"
     if name == "kernel":
         return "kernel"
     if name == "embedding":

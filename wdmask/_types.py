@@ -59,6 +59,9 @@ class ParamInfo:
     module_type: str = ""
     source: str = "shape"
     declared: str = ""
+    #: Other dotted paths of the same tensor (tied weights such as GPT-2 ``wte``/``lm_head``): the leaf
+    #: appears once, under ``path``, and gets one decision; ``explain`` lists these owners too.
+    aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, tuple) or not all(isinstance(p, str) for p in self.path):

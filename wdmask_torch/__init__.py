@@ -16,5 +16,11 @@ from wdmask_torch._describe import describe as describe
 from wdmask_torch._describe import register_norm as register_norm
 from wdmask_torch._describe import unwrap as unwrap
 from wdmask_torch._infer import infer_rules as infer_rules
+from wdmask_torch._migrate import group_chains as group_chains
+from wdmask_torch._migrate import to_optax as to_optax
+from wdmask_torch._port import from_flax as from_flax
+from wdmask_torch._port import to_flax as to_flax
+from wdmask_torch._schedule import to_optax_schedule as to_optax_schedule
 
-__all__ = ("AuditReport", "AuditRow", "audit", "describe", "groups", "infer_rules", "register_norm", "unwrap")
+__all__ = ("AuditReport", "AuditRow", "audit", "describe", "from_flax", "group_chains", "groups", "infer_rules",
+           "register_norm", "to_flax", "to_optax", "to_optax_schedule", "unwrap")

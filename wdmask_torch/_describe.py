@@ -117,12 +117,25 @@ def module_kind(module: nn.Module) -> tuple[str, str] | None:
     for cls, kind in _TYPE_KINDS:
         if isinstance(module, cls):
             return kind, "type"
-    by_name = kind_from_name(type(module).__name__)
+    name = type(module).__name__
+    if name == "Conv1D" and "weight" in module._parameters:
+        return "linear", "name"  # Hugging Face GPT-2 Conv1D: a Linear with its weight stored (in, out)
+    by_name = kind_from_name(name)
     if by_name is not None and by_name.startswith("norm."):
         own = list(module.parameters(recurse=False))
         if own and all(_rank(p) <= 1 for p in own):
+            if by_name == "norm.layer" and _rms_style(module):
+                return "norm.rms", "name"
             return by_name, "name"
     return None
+
+
+def _rms_style(module: nn.Module) -> bool:
+    """A custom ``*LayerNorm`` that is an RMSNorm in disguise (HF ``T5LayerNorm``: a ``weight``, a
+    ``variance_epsilon`` and no ``bias`` attribute at all); a LayerNorm built with ``bias=False``
+    keeps a ``bias`` attribute (``None``) and stays ``norm.layer``."""
+    return (set(module._parameters) == {"weight"} and hasattr(module, "variance_epsilon")
+            and not hasattr(module, "bias"))
 
 
 def _rank(p: torch.Tensor) -> int:
@@ -173,31 +186,58 @@ def check_model(model: Any, fn: str) -> nn.Module:
     return unwrap(model)
 
 
-def _declared(model: nn.Module) -> tuple[set[str], list[str]]:
-    """Names (exact) and glob patterns a timm-style ``model.no_weight_decay()`` returns."""
-    fn = getattr(model, "no_weight_decay", None)
-    if not callable(fn):
-        return set(), []
-    names = [str(n) for n in fn()]
-    return set(names), [n for n in names if any(c in n for c in "*?[")]
+class Declared:
+    """What a model declares about weight decay, read once from the (unwrapped) root module.
+
+    * ``model.no_weight_decay()`` (timm): each entry is a parameter name, an ``fnmatch`` pattern (as
+      timm's ``param_groups_weight_decay`` matches it), or a module name whose parameters it covers
+      (``"pos_block"`` -> ``pos_block.0.proj.weight``; timm itself only matches names/patterns);
+    * ``model.no_weight_decay_keywords()`` (Swin/Microsoft repos): substrings of parameter names;
+    * a tensor attribute ``_no_weight_decay = True`` (flash-attention / mamba convention).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names: set[str] = set()
+        self.patterns: list[str] = []
+        self.keywords: list[str] = []
+        fn = getattr(model, "no_weight_decay", None)
+        if callable(fn):
+            entries = [str(n) for n in fn()]
+            self.names = set(entries)
+            self.patterns = [n for n in entries if any(c in n for c in "*?[")]
+        fn = getattr(model, "no_weight_decay_keywords", None)
+        if callable(fn):
+            self.keywords = [str(k) for k in fn() if str(k)]
+
+    def __call__(self, dotted: str, p: torch.Tensor) -> bool:
+        if getattr(p, "_no_weight_decay", False) is True or dotted in self.names:
+            return True
+        if any(fnmatch.fnmatch(dotted, pat) for pat in self.patterns):
+            return True
+        parts = dotted.split(".")
+        if any(".".join(parts[:i]) in self.names for i in range(1, len(parts))):
+            return True
+        return any(k in dotted for k in self.keywords)
 
 
-def _owner_info(module: nn.Module, leaf: str) -> tuple[str, str, str, str]:
-    """``(layer, role, module_type, source)`` of parameter ``leaf`` owned by ``module``."""
+def _owner_info(module: nn.Module, leaf: str, owner: str = "") -> tuple[str, str, str, str]:
+    """``(layer, role, module_type, source)`` of parameter ``leaf`` owned by ``module``, whose
+    attribute name (last segment of its module path) is ``owner``."""
     module_type = qualified_name(type(module))
     if isinstance(module, nn.MultiheadAttention) and leaf in _MHA_ROLES:
         return "linear", _MHA_ROLES[leaf], module_type, "type"
     found = module_kind(module)
     if found is None:
-        return "other", role_from_name("other", leaf), module_type, "shape"
+        return "other", role_from_name("other", leaf, owner), module_type, "shape"
     kind, source = found
-    return kind, role_from_name(kind, leaf), module_type, source
+    return kind, role_from_name(kind, leaf, owner), module_type, source
 
 
 def _best(candidates: list[tuple[str, str, str, str]]) -> tuple[str, str, str, str]:
-    """A tied parameter's owner: a known kind first, most trusted source, a norm, then the first owner."""
-    def key(c: tuple[str, str, str, str]) -> tuple[bool, int, bool]:
-        return c[0] == "other", SOURCES.index(c[3]), not c[0].startswith("norm.")
+    """A tied parameter's owner: a known kind first, most trusted source, a norm, an embedding (a matrix tied
+    between an input embedding and an output projection is an embedding table), then the first owner."""
+    def key(c: tuple[str, str, str, str]) -> tuple[bool, int, bool, bool]:
+        return c[0] == "other", SOURCES.index(c[3]), not c[0].startswith("norm."), c[0] != "embedding"
 
     return min(candidates, key=key)
 
@@ -207,11 +247,13 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
                 ) -> Iterator[tuple[str, nn.Parameter, ParamInfo]]:
     """``(name, tensor, info)`` for each parameter of the unwrapped ``model`` in ``named_parameters()`` order."""
     owners: dict[int, list[tuple[nn.Module, str]]] = {}
-    for _, module in model.named_modules(remove_duplicate=False):
+    names: dict[int, list[str]] = {}  # every dotted name of each tensor, first (canonical) first
+    for mname, module in model.named_modules(remove_duplicate=False):
         for leaf, p in module._parameters.items():
             if p is not None:
                 owners.setdefault(id(p), []).append((module, leaf))
-    exact, patterns = _declared(model)
+                names.setdefault(id(p), []).append(".".join(canonical_path(f"{mname}.{leaf}" if mname else leaf)))
+    declared_by = Declared(model)
     for name, p in model.named_parameters():
         if not (p.requires_grad or include_frozen):
             continue
@@ -222,19 +264,21 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
                 f"parameter {dotted!r} of lazy module {type(_owner(owners, p)).__name__} is not initialized yet; "
                 "run one forward pass first (e.g. `model(example_input)`), or pass `example_inputs=` so describe "
                 "runs it")
-        layer, role, module_type, source = _best([_owner_info(m, leaf) for m, leaf in owners[id(p)]])
+        all_names = names[id(p)]
+        layer, role, module_type, source = _best([
+            _owner_info(m, leaf, n.split(".")[-2] if n.count(".") else "")
+            for (m, leaf), n in zip(owners[id(p)], all_names, strict=True)])
         feeds_norm = None
         if feeds is not None and layer in ("conv", "linear"):
             for m, _ in owners[id(p)]:
                 if m in feeds:
                     feeds_norm = feeds[m]
                     break
-        declared = "no_decay" if (
-            dotted in exact or getattr(p, "_no_weight_decay", False) is True
-            or any(fnmatch.fnmatchcase(dotted, pat) for pat in patterns)
-        ) else ""
+        declared = "no_decay" if any(declared_by(n, p) for n in (dotted, *all_names)) else ""
+        aliases = tuple(dict.fromkeys(n for n in all_names if n != dotted))
         info = ParamInfo(path, tuple(p.shape), str(p.dtype).removeprefix("torch."), layer=layer, role=role,
-                         feeds_norm=feeds_norm, module_type=module_type, source=source, declared=declared)
+                         feeds_norm=feeds_norm, module_type=module_type, source=source, declared=declared,
+                         aliases=aliases)
         yield name, p, info
 
 

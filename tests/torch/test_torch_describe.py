@@ -209,7 +209,7 @@ def test_register_norm() -> None:
 
 
 def test_tied_parameters_appear_once_and_kind_uses_every_owner() -> None:
-    class HeadFirst(nn.Module):  # the Linear is registered first: its name is kept
+    class HeadFirst(nn.Module):  # the Linear is registered first: its name is kept, the embedding kind wins
         def __init__(self) -> None:
             super().__init__()
             self.head = nn.Linear(3, 5, bias=False)
@@ -218,9 +218,10 @@ def test_tied_parameters_appear_once_and_kind_uses_every_owner() -> None:
             self.norm = nn.LayerNorm(3)
             self.alias = self.norm  # the same module under two names
 
-    got = [(i.dotted, i.layer, i.role) for i in wdmask_torch.describe(HeadFirst())]
-    assert got == [("head.weight", "linear", "kernel"), ("norm.weight", "norm.layer", "scale"),
-                   ("norm.bias", "norm.layer", "bias")]
+    got = [(i.dotted, i.layer, i.role, i.aliases) for i in wdmask_torch.describe(HeadFirst())]
+    assert got == [("head.weight", "embedding", "embedding", ("emb.weight",)),
+                   ("norm.weight", "norm.layer", "scale", ("alias.weight",)),
+                   ("norm.bias", "norm.layer", "bias", ("alias.bias",))]
 
     class NormShared(nn.Module):  # a tensor owned by a loose module and by a norm: the norm wins
         def __init__(self) -> None:

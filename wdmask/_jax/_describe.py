@@ -68,6 +68,7 @@ class Leaf(NamedTuple):
     shape: tuple[int, ...]
     dtype: str
     trainable: bool  # in the ``params`` collection / an ``nnx.Param``
+    declared: bool = False  # a ``wdmask.no_decay`` box / ``nnx.Param(..., no_decay=True)``
 
 
 # --------------------------------------------------------------------------- flattening
@@ -123,6 +124,8 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
     """Flatten a params-like tree to leaves (boxes unboxed) and its treedef (boxes as leaves)."""
     import jax
 
+    from wdmask._jax._declare import is_no_decay
+
     boxes = _flax_boxes()
     is_box = (lambda x: isinstance(x, boxes)) if boxes else None
     pairs, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_box)
@@ -139,7 +142,7 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
 
             trainable = trainable and isinstance(raw, nnx.Param)
         shape, dtype = _shape_dtype(_unbox(raw), ".".join(strs))
-        leaves.append(Leaf(tuple(keypath), strs, shape, dtype, trainable))
+        leaves.append(Leaf(tuple(keypath), strs, shape, dtype, trainable, bool(boxes) and is_no_decay(raw)))
     return leaves, treedef
 
 
@@ -249,16 +252,20 @@ def describe_tree(leaves: Sequence[Leaf]) -> list[ParamInfo]:
             continue
         kind = _name_kind(leaf.path)
         name = leaf.path[-1] if leaf.path else ""
+        owner = strip_lift(leaf.path[-2]) if len(leaf.path) >= 2 else ""
+        declared = "no_decay" if leaf.declared else ""
         if kind is None:
-            role = role_from_name("other", name)
+            role = role_from_name("other", name, owner)
             kind_ = "embedding" if role == "embedding" else "other"
+            if kind_ == "embedding":  # an explicitly named Embed: its name may say it holds positions
+                role = role_from_name(kind_, name, owner)
             out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind_, role,
-                                 source="name" if kind_ != "other" else "shape"))
+                                 source="name" if kind_ != "other" else "shape", declared=declared))
             continue
-        role = role_from_name(kind, name)
-        owner = strip_lift(leaf.path[-2])
+        role = role_from_name(kind, name, owner)
         stacked = _stacked_from_ndim(leaf.shape, expected_ndim(kind, role, owner_name=owner))
-        out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, stacked, source="name"))
+        out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, stacked, source="name",
+                             declared=declared))
     return out
 
 
@@ -348,6 +355,8 @@ def describe_linen(model: Any, sample: Any, params: PyTree | None) -> list[Param
         if want != got:
             raise MaskError(f"`params` do not match `model` ({type(model).__name__} initialised with `sample`): "
                             f"{first_difference(want, got)}; pass the params of this model (variables['params'])")
+    # Declarations live in the boxes of the model's own init: also known when `params` were unboxed.
+    declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
     out = []
     for leaf in leaves:
         if not leaf.trainable:
@@ -358,7 +367,8 @@ def describe_linen(model: Any, sample: Any, params: PyTree | None) -> list[Param
             out.append(describe_tree([leaf])[0])
             continue
         kind = kind_from_class(cls, _LINEN_KINDS, "flax.linen")
-        role = role_from_name(kind, name)
+        role = role_from_name(kind, name, owner_path[-1] if owner_path else "")
+        declared = "no_decay" if leaf.declared or leaf.path in declared_paths else ""
         piece = trace.slice_shapes.get(leaf.path)
         stacked = 0
         if piece is not None and len(piece) < len(leaf.shape) and leaf.shape[len(leaf.shape) - len(piece):] == piece:
@@ -367,7 +377,7 @@ def describe_linen(model: Any, sample: Any, params: PyTree | None) -> list[Param
         if trace.feeds_norm is not None:
             feeds = trace.feeds_norm.get(owner_path, False) if kind in ("conv", "linear") else False
         out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, stacked, feeds,
-                             module_type_name(cls), "type"))
+                             module_type_name(cls), "type", declared))
     return out
 
 
@@ -394,17 +404,19 @@ def describe_nnx(model: Any, params: PyTree | None) -> list[ParamInfo]:
         if want != got:
             raise MaskError(f"`params` do not match `model` ({type(model).__name__}): {first_difference(want, got)}; "
                             "pass nnx.state(model, nnx.Param) (or its pure form)")
+    declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
     out = []
     for leaf in leaves:
         if not leaf.trainable:
             continue
-        _, module = _owner(leaf.path, owners)
+        owner_path, module = _owner(leaf.path, owners)
         name = leaf.path[-1] if leaf.path else ""
         kind = kind_from_class(type(module), _NNX_KINDS, "flax.nnx")
-        role = role_from_name(kind, name)
+        role = role_from_name(kind, name, owner_path[-1] if owner_path else "")
         stacked = _stacked_from_ndim(leaf.shape, expected_ndim(kind, role, module))
+        declared = "no_decay" if leaf.declared or leaf.path in declared_paths else ""
         out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, stacked, None,
-                             module_type_name(type(module)), "type"))
+                             module_type_name(type(module)), "type", declared))
     return out
 
 
