@@ -428,7 +428,7 @@ def _as_bool(mult):
     return {n: m != 0.0 for n, m in mult.items()}
 
 
-# Where a preset knowingly differs from its anchor on these structures (see docs/presets.md), per model.
+# Where a preset knowingly differs from its anchor on these structures (see the README), per model.
 KNOWN = {
     # timm's factory reads only no_weight_decay() names/patterns; wdmask's declarations add keywords, module
     # names and `_no_weight_decay` tensors (the Swin / flash-attention conventions; see test_swin_anchor_exact).
@@ -521,7 +521,7 @@ def test_detectron2_anchor(model_name):
 
 
 def test_standard_differs_from_every_anchor_only_where_documented():
-    """The divergence table of docs/presets.md, as data: per preset, the parameter categories it decays
+    """The divergence table of the README, as data: per preset, the parameter categories it decays
     although ``standard`` does not (+) or does not decay although ``standard`` does (-)."""
     seen: dict[str, set[str]] = {}
     for cls in MODELS.values():

@@ -100,9 +100,10 @@ def test_decision_reason_uses_why_or_conditions():
 def test_rules_is_immutable_sequence_with_add():
     base = wdmask.presets.standard
     extended = base + Rule(path="fc.*", multiplier=0.5) + [{"role": "embedding", "decay": False}]
-    assert len(base) == 4 and len(extended) == 6
-    assert extended[:4] == Rules(list(base))
-    assert extended[4].multiplier == 0.5 and extended[5].role == "embedding"
+    n = len(base)
+    assert len(extended) == n + 2
+    assert extended[:n] == Rules(list(base))
+    assert extended[n].multiplier == 0.5 and extended[n + 1].role == "embedding"
     with pytest.raises(AttributeError):
         extended._rules = ()  # type: ignore[misc]
     with pytest.raises(Exception):  # noqa: B017 - frozen dataclass

@@ -90,6 +90,9 @@ def role_from_name(kind: str, leaf: str, owner: str = "") -> str:
       ('position', 'gain')
       >>> role_from_name("other", "scale", owner="ls1"), role_from_name("other", "beta")
       ('gain', 'bias')
+      >>> role_from_name("other", "scale", owner="bn1")  # a Flax norm under an explicit name
+      'scale'
+
     """
     name = leaf.lower()
     own = owner.lower()
@@ -117,4 +120,6 @@ def role_from_name(kind: str, leaf: str, owner: str = "") -> str:
         return "kernel"
     if name == "embedding":
         return "embedding"
+    if name == "scale":  # Flax names every norm's gain `scale`; no other Flax layer has one
+        return "scale"
     return "other"

@@ -7,7 +7,7 @@ function does, quirks included, so a migrated training script keeps its behaviou
 Example:
   >>> from wdmask import presets
   >>> [r.to_dict()["decay"] for r in presets.standard], presets.names[:3]
-  ([False, False, False, False], ('standard', 'standard_scale_invariant', 'all'))
+  ([False, False, False, False, False], ('standard', 'standard_scale_invariant', 'all'))
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ __all__ = [
 ]
 
 _NORM = Rule(layer="norm", decay=False, why="norm scale/shift: decay drives them to 0", optional=True)
+_SCALE = Rule(role="scale", decay=False, why="a norm gain named `scale` outside a known norm layer (Flax names)",
+              optional=True)
 _BIAS = Rule(role="bias", decay=False, why="biases: decay is pointless", optional=True)
 _GAINS = Rule(role=["gain", "position", "token"], decay=False,
               why="layer scales/gains, position tables, learned tokens: decay pulls them to 0", optional=True)
@@ -34,13 +36,13 @@ _DECLARED = Rule(declared="no_decay", decay=False, why="declared by the model (n
 #: (timm ``no_weight_decay()``/``no_weight_decay_keywords()``, ``p._no_weight_decay``,
 #: ``wdmask.no_decay``): a model author's explicit declaration is honoured. Kernels and token
 #: embeddings are decayed.
-standard = Rules([_NORM, _BIAS, _GAINS, _DECLARED], name="standard")
+standard = Rules([_SCALE, _NORM, _BIAS, _GAINS, _DECLARED], name="standard")
 
 #: ``standard`` plus no decay for conv/linear weights whose output goes straight into a norm: the
 #: output is invariant to their scale, so decay only raises the effective learning rate
 #: (Zhang et al. 2018). Needs a graph: describe with ``example_inputs=`` (torch) or ``sample=`` (Flax).
 standard_scale_invariant = Rules(
-    [_NORM, _BIAS, _GAINS, _DECLARED,
+    [_SCALE, _NORM, _BIAS, _GAINS, _DECLARED,
      Rule(feeds_norm=True, decay=False, why="feeds a norm: scale-invariant", optional=True)],
     name="standard_scale_invariant",
 )
@@ -55,7 +57,7 @@ all = Rules([], name="all")  # noqa: A001 - the preset's name
 #: a relative position bias table, a ``ScaledStdConv2d`` gain (C, 1, 1, 1)) is decayed unless declared;
 #: every 1-D parameter is not. wdmask's declarations also cover ``no_weight_decay_keywords()`` (the Swin /
 #: Microsoft training scripts built on timm's rule), module-name entries and ``p._no_weight_decay``, which
-#: timm's own factory ignores: see docs/presets.md.
+#: timm's own factory ignores: see the README's presets section.
 timm = Rules(
     [
         Rule(ndim="<=1", decay=False, why="timm: ndim <= 1", optional=True),

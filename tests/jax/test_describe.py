@@ -69,18 +69,20 @@ def test_linen_resnet_table(resnet_inventory):
     assert by["fc.kernel"].module_type == "flax.linen.Dense"
 
 
-def test_resnet_names_alone_get_bn1_wrong_and_model_fixes_it():
+def test_resnet_names_alone_miss_bn1_kind_and_model_fixes_it():
     params = init(ResNet(), RESNET_SAMPLE)["params"]
     plain = {i.dotted: i for i in wdmask.describe(params)}
-    # Names alone: `bn1`, `downsample.bn` are not auto-names -> kind unknown, the BN scale is decayed.
-    assert (plain["bn1.scale"].layer, plain["bn1.scale"].role, plain["bn1.scale"].source) == ("other", "other", "shape")
+    # Names alone: `bn1`, `downsample.bn` are not auto-names -> kind unknown; only the leaf name
+    # `scale` (Flax's name for every norm gain) says it is a norm gain.
+    assert (plain["bn1.scale"].layer, plain["bn1.scale"].role) == ("other", "scale")
     assert plain["layer2_0.downsample.bn.scale"].layer == "other"
     hand = wdmask.mask(params, presets.standard)
-    assert hand["bn1"]["scale"] is True  # wrong: a BatchNorm gain would be decayed
-    assert hand["bn1"]["bias"] is False  # right only because the leaf is called `bias`
-    fixed = wdmask.mask(params, presets.standard, model=ResNet(), sample=RESNET_SAMPLE)
+    assert hand["bn1"]["scale"] is False and hand["bn1"]["bias"] is False  # right by leaf names
+    by_kind = wdmask.mask(params, presets.torchvision)  # a rule on the layer kind cannot see it
+    assert by_kind["bn1"]["scale"] is True  # wrong: a BatchNorm gain would be decayed
+    fixed = wdmask.mask(params, presets.torchvision, model=ResNet(), sample=RESNET_SAMPLE)
     assert fixed["bn1"]["scale"] is False and fixed["layer2_0"]["downsample"]["bn"]["scale"] is False
-    assert fixed["conv1"]["kernel"] is True and fixed["fc"]["bias"] is False
+    assert fixed["conv1"]["kernel"] is True and fixed["fc"]["bias"] is True  # torchvision decays biases
 
 
 def test_variables_dict_uses_params_collection(resnet_inventory):
