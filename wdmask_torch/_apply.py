@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
@@ -34,7 +34,8 @@ def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, 
 
 def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standard, *,
            weight_decay: float | None = None, include_frozen: bool = False, example_inputs: Any = None,
-           strict: bool = False, **group_options: Any) -> list[dict[str, Any]]:
+           strict: bool = False, options_by_multiplier: Mapping[float, Mapping[str, Any]] | None = None,
+           **group_options: Any) -> list[dict[str, Any]]:
     r"""Optimizer param groups that apply ``rules``: one group per distinct weight-decay multiplier.
 
     .. math:: \lambda_i = \lambda \, m_i
@@ -55,6 +56,9 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
       example_inputs: Inputs for one forward pass that detects ``feeds_norm`` (needed by
         ``presets.standard_scale_invariant``).
       strict: Raise ``RuleError`` (instead of warning) when a rule matches no parameter.
+      options_by_multiplier: Extra keys for the group of one multiplier, e.g.
+        ``{0.0: {"trust_ratio": False}}`` so a LARS/LAMB implementation that reads per-group flags
+        skips trust-ratio scaling where there is no decay; applied after ``group_options``.
       **group_options: Extra keys for every group (``lr=``, ``betas=``, ...).
     Returns:
       A list of param-group dicts for ``torch.optim.*``.
@@ -69,7 +73,8 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
       >>> [(g["weight_decay"], g["param_names"]) for g in opt.param_groups]
       [(0.0, ['0.bias', '1.weight', '1.bias']), (0.05, ['0.weight'])]
     """
-    bad = [k for k in group_options if k in _RESERVED]
+    per_multiplier = {float(m): dict(o) for m, o in (options_by_multiplier or {}).items()}
+    bad = [k for k in [*group_options, *(k for o in per_multiplier.values() for k in o)] if k in _RESERVED]
     if bad:
         raise ValueError(f"groups(): `{bad[0]}` cannot be a group option; wdmask_torch fills "
                          f"{', '.join(_RESERVED)} itself")
@@ -92,5 +97,10 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
                 f"(e.g. {example!r}); pass `weight_decay=` to groups() so that group gets "
                 f"weight_decay * {multiplier:g}, e.g. groups(model, rules, weight_decay=1e-4)")
         group.update(group_options)
+        group.update(per_multiplier.get(multiplier, {}))
         out.append(group)
+    unused = sorted(set(per_multiplier) - set(buckets))
+    if unused:
+        raise ValueError(f"groups(): options_by_multiplier names multiplier(s) {unused} that no parameter gets; "
+                         f"the rules give {sorted(buckets)}")
     return out

@@ -198,3 +198,13 @@ def test_group_order_identical_across_processes() -> None:
     out = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), json.dumps(specs)],
                          capture_output=True, text=True, check=True, env=env)
     assert json.loads(out.stdout) == here
+
+
+def test_options_by_multiplier_marks_the_no_decay_group() -> None:
+    net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    gs = wdmask_torch.groups(net, weight_decay=0.1, options_by_multiplier={0.0: {"trust_ratio": False}}, lr=0.5)
+    assert [(g["weight_decay"], g.get("trust_ratio"), g["lr"]) for g in gs] == [(0.0, False, 0.5), (0.1, None, 0.5)]
+    with pytest.raises(ValueError, match=r"names multiplier\(s\) \[0\.5\] that no parameter gets"):
+        wdmask_torch.groups(net, weight_decay=0.1, options_by_multiplier={0.5: {"trust_ratio": False}})
+    with pytest.raises(ValueError, match="`weight_decay` cannot be a group option"):
+        wdmask_torch.groups(net, weight_decay=0.1, options_by_multiplier={0.0: {"weight_decay": 1.0}})
