@@ -50,6 +50,7 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
     ordered = list(enumerate(rules))[::-1]
     unseen = {i for i, r in enumerate(rules) if not r.optional}
     default = Decision(rules.default, None, "default (no rule matched)")
+    by_rule: dict[int, Decision] = {}  # each rule's decision, built when it first wins
     out: dict[Path, Decision] = {}
     for info in inventory:
         if not isinstance(info, ParamInfo):
@@ -59,7 +60,9 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
         decision = default
         for i, rule in ordered:
             if rule.matches(info):
-                decision = Decision(rule.multiplier_value, i, _reason(rule))
+                if i not in by_rule:
+                    by_rule[i] = Decision(rule.multiplier_value, i, _reason(rule))
+                decision = by_rule[i]
                 unseen.discard(i)
                 break
         if unseen:

@@ -263,6 +263,10 @@ def _compile(rule: Rule) -> Callable[[ParamInfo], bool]:
     if rule.declared is not None:
         declared = rule.declared
         checks.append(lambda i: i.declared == declared)
+    if not checks:
+        return lambda info: True
+    if len(checks) == 1:
+        return checks[0]
     return lambda info: all(check(info) for check in checks)
 
 

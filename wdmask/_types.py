@@ -64,8 +64,13 @@ class ParamInfo:
     aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.path, tuple) or not all(isinstance(p, str) for p in self.path):
+        try:
+            dotted = ".".join(self.path) if isinstance(self.path, tuple) else None
+        except TypeError:  # a part is not a str
+            dotted = None
+        if dotted is None:
             raise TypeError(f"ParamInfo.path must be a tuple of str, got {self.path!r}")
+        self.__dict__["dotted"] = dotted  # fills the cached property while checking the path
         if self.layer not in LAYER_KINDS:
             raise ValueError(f"ParamInfo({self.dotted}).layer {self.layer!r}; valid: {', '.join(LAYER_KINDS)}")
         if self.role not in ROLES:
@@ -86,7 +91,7 @@ class ParamInfo:
     @property
     def is_float(self) -> bool:
         """Whether the leaf is floating point (integer and bool leaves are never decayed)."""
-        return any(t in self.dtype for t in ("float", "complex"))
+        return "float" in self.dtype or "complex" in self.dtype
 
     def __str__(self) -> str:
         return self.dotted

@@ -9,8 +9,10 @@ wrapper tokens of ``torch.compile``, DDP/DataParallel and FSDP removed.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ __all__ = ["describe", "module_kind", "register_norm", "unwrap"]
 
 #: Name tokens wrappers insert into ``named_parameters()`` names; removed from paths.
 WRAPPER_TOKENS: tuple[str, ...] = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
+_WRAPPER_RX = re.compile("|".join(map(re.escape, WRAPPER_TOKENS)))
 
 NOT_A_MODULE_MSG = ("`model` must be a torch.nn.Module, got {type}. Pass the model itself "
                     "(e.g. `wdmask_torch.{fn}(model)`), not `model.parameters()` or a state_dict.")
@@ -101,7 +104,7 @@ def qualified_name(cls: type) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
-def module_kind(module: nn.Module) -> tuple[str, str] | None:
+def module_kind(module: nn.Module, memo: _Memo | None = None) -> tuple[str, str] | None:
     """``(kind, source)`` of a module that owns parameters, or ``None`` when unknown.
 
     Registered classes first, then torch classes by ``isinstance``, then custom norm classes
@@ -111,12 +114,9 @@ def module_kind(module: nn.Module) -> tuple[str, str] | None:
       >>> module_kind(nn.SyncBatchNorm(4)), module_kind(nn.ReLU())
       (('norm.batch', 'type'), None)
     """
-    for cls in type(module).__mro__:
-        if cls in _REGISTRY:
-            return _REGISTRY[cls], "type"
-    for cls, kind in _TYPE_KINDS:
-        if isinstance(module, cls):
-            return kind, "type"
+    kind = memo.class_kind(type(module)) if memo is not None else class_kind(type(module))
+    if kind is not None:
+        return kind, "type"
     name = type(module).__name__
     if name == "Conv1D" and "weight" in module._parameters:
         return "linear", "name"  # Hugging Face GPT-2 Conv1D: a Linear with its weight stored (in, out)
@@ -128,6 +128,31 @@ def module_kind(module: nn.Module) -> tuple[str, str] | None:
                 return "norm.rms", "name"
             return by_name, "name"
     return None
+
+
+def class_kind(cls: type) -> str | None:
+    """Layer kind of a module class: registered classes (along the MRO), then torch classes (subclasses included)."""
+    for base in cls.__mro__:
+        if base in _REGISTRY:
+            return _REGISTRY[base]
+    for base, kind in _TYPE_KINDS:
+        if issubclass(cls, base):
+            return kind
+    return None
+
+
+class _Memo:
+    """Caches for one ``describe`` call: what depends only on a module's class, and roles from names."""
+
+    def __init__(self) -> None:
+        self.class_kind = functools.cache(class_kind)
+        self.qualified_name = functools.cache(qualified_name)
+        self.role = functools.cache(role_from_name)
+        self.dtype_name = functools.cache(_dtype_name)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _rms_style(module: nn.Module) -> bool:
@@ -176,7 +201,14 @@ def canonical_path(name: str) -> tuple[str, ...]:
       >>> canonical_path("0._orig_mod.layer1._fsdp_wrapped_module.weight")
       ('0', 'layer1', 'weight')
     """
-    return tuple(t for t in name.split(".") if t not in WRAPPER_TOKENS)
+    return tuple(canonical_name(name).split("."))
+
+
+def canonical_name(name: str) -> str:
+    """``canonical_path`` joined with dots; ``name`` itself when it holds no wrapper token."""
+    if _WRAPPER_RX.search(name) is None:
+        return name
+    return ".".join(t for t in name.split(".") if t not in WRAPPER_TOKENS)
 
 
 def check_model(model: Any, fn: str) -> nn.Module:
@@ -209,10 +241,16 @@ class Declared:
         if callable(fn):
             self.keywords = [str(k) for k in fn() if str(k)]
 
-    def __call__(self, dotted: str, p: torch.Tensor) -> bool:
-        if getattr(p, "_no_weight_decay", False) is True or dotted in self.names:
+    def any_of(self, names: Iterable[str], p: torch.Tensor) -> bool:
+        """Whether tensor ``p``, or any of its dotted ``names``, is declared no-decay."""
+        if getattr(p, "_no_weight_decay", False) is True:
             return True
-        if any(fnmatch.fnmatch(dotted, pat) for pat in self.patterns):
+        if not (self.names or self.keywords):  # patterns are a subset of names
+            return False
+        return any(self._named(dotted) for dotted in names)
+
+    def _named(self, dotted: str) -> bool:
+        if dotted in self.names or any(fnmatch.fnmatch(dotted, pat) for pat in self.patterns):
             return True
         parts = dotted.split(".")
         if any(".".join(parts[:i]) in self.names for i in range(1, len(parts))):
@@ -220,17 +258,17 @@ class Declared:
         return any(k in dotted for k in self.keywords)
 
 
-def _owner_info(module: nn.Module, leaf: str, owner: str = "") -> tuple[str, str, str, str]:
+def _owner_info(module: nn.Module, leaf: str, owner: str, memo: _Memo) -> tuple[str, str, str, str]:
     """``(layer, role, module_type, source)`` of parameter ``leaf`` owned by ``module``, whose
     attribute name (last segment of its module path) is ``owner``."""
-    module_type = qualified_name(type(module))
+    module_type = memo.qualified_name(type(module))
     if isinstance(module, nn.MultiheadAttention) and leaf in _MHA_ROLES:
         return "linear", _MHA_ROLES[leaf], module_type, "type"
-    found = module_kind(module)
+    found = module_kind(module, memo)
     if found is None:
-        return "other", role_from_name("other", leaf, owner), module_type, "shape"
+        return "other", memo.role("other", leaf, owner), module_type, "shape"
     kind, source = found
-    return kind, role_from_name(kind, leaf, owner), module_type, source
+    return kind, memo.role(kind, leaf, owner), module_type, source
 
 
 def _best(candidates: list[tuple[str, str, str, str]]) -> tuple[str, str, str, str]:
@@ -252,31 +290,31 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
         for leaf, p in module._parameters.items():
             if p is not None:
                 owners.setdefault(id(p), []).append((module, leaf))
-                names.setdefault(id(p), []).append(".".join(canonical_path(f"{mname}.{leaf}" if mname else leaf)))
+                names.setdefault(id(p), []).append(canonical_name(f"{mname}.{leaf}" if mname else leaf))
     declared_by = Declared(model)
+    memo = _Memo()
     for name, p in model.named_parameters():
         if not (p.requires_grad or include_frozen):
             continue
-        path = canonical_path(name)
-        dotted = ".".join(path)
+        dotted = canonical_name(name)
         if isinstance(p, nn.parameter.UninitializedParameter):
             raise ValueError(
                 f"parameter {dotted!r} of lazy module {type(_owner(owners, p)).__name__} is not initialized yet; "
                 "run one forward pass first (e.g. `model(example_input)`), or pass `example_inputs=` so describe "
                 "runs it")
         all_names = names[id(p)]
-        layer, role, module_type, source = _best([
-            _owner_info(m, leaf, n.split(".")[-2] if n.count(".") else "")
-            for (m, leaf), n in zip(owners[id(p)], all_names, strict=True)])
+        candidates = [_owner_info(m, leaf, n.split(".")[-2] if n.count(".") else "", memo)
+                      for (m, leaf), n in zip(owners[id(p)], all_names, strict=True)]
+        layer, role, module_type, source = candidates[0] if len(candidates) == 1 else _best(candidates)
         feeds_norm = None
         if feeds is not None and layer in ("conv", "linear"):
             for m, _ in owners[id(p)]:
                 if m in feeds:
                     feeds_norm = feeds[m]
                     break
-        declared = "no_decay" if any(declared_by(n, p) for n in (dotted, *all_names)) else ""
+        declared = "no_decay" if declared_by.any_of((dotted, *all_names), p) else ""
         aliases = tuple(dict.fromkeys(n for n in all_names if n != dotted))
-        info = ParamInfo(path, tuple(p.shape), str(p.dtype).removeprefix("torch."), layer=layer, role=role,
+        info = ParamInfo(tuple(dotted.split(".")), tuple(p.shape), memo.dtype_name(p.dtype), layer=layer, role=role,
                          feeds_norm=feeds_norm, module_type=module_type, source=source, declared=declared,
                          aliases=aliases)
         yield name, p, info

@@ -15,7 +15,7 @@ from typing import Any
 
 from wdmask import presets
 from wdmask._engine import as_rules, decide
-from wdmask._jax._describe import NEEDS_SAMPLE_MSG, describe, first_difference, flatten
+from wdmask._jax._describe import NEEDS_SAMPLE_MSG, Leaf, describe, describe_flattened, first_difference, flatten
 from wdmask._rules import RuleLike, Rules
 from wdmask._types import MaskError, Path, RuleError
 
@@ -104,16 +104,18 @@ class MaskSpec:
         )
 
 
-def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool) -> MaskSpec:
+def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
+          flat: tuple[list[Leaf], Any] | None = None) -> MaskSpec:
+    """The spec of ``params``; ``flat`` is ``flatten(params)`` when the caller has it already."""
     if params is None:
         raise MaskError("wdmask: `params` is None; pass the params pytree (or nnx.state(model, nnx.Param))")
-    leaves, treedef = flatten(params)
+    leaves, treedef = flat if flat is not None else flatten(params)
     if model is not None:
         inventory = describe(model, sample, params=params)
     else:
         if sample is not None:
             raise TypeError("wdmask: `sample` goes with `model=` (a linen module); pass model=... as well")
-        inventory = describe(params)
+        inventory = describe_flattened(params, leaves)
     decisions = decide(inventory, rules, strict=strict)
     multipliers = tuple(decisions[leaf.path].multiplier if leaf.trainable else 0.0 for leaf in leaves)
     return MaskSpec(treedef, tuple(leaf.path for leaf in leaves), multipliers)
@@ -284,7 +286,7 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
         key = (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
         spec = cache.get(key)
         if spec is None:
-            spec = cache[key] = _spec(params, rules, model, sample, strict)
+            spec = cache[key] = _spec(params, rules, model, sample, strict, (leaves, treedef))
         return DecayState(_inner(weight_decay, spec).init(params), spec)
 
     def update_fn(updates: PyTree, state: DecayState, params: PyTree | None = None) -> tuple[PyTree, DecayState]:

@@ -21,6 +21,7 @@ publicly (``flax.linen.normalization.BatchNorm`` -> ``"flax.linen.BatchNorm"``),
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -74,6 +75,7 @@ class Leaf(NamedTuple):
 # --------------------------------------------------------------------------- flattening
 
 
+@functools.cache
 def _flax_boxes() -> tuple[type, ...]:
     try:
         from flax import nnx
@@ -117,7 +119,34 @@ def _shape_dtype(x: Any, where: str) -> tuple[tuple[int, ...], str]:
             raise MaskError(f"params leaf {where!r}: expected an array, got {type(x).__name__} {x!r}; a params "
                             "pytree holds arrays (or nn.Partitioned / nnx.Param boxes around arrays)")
         shape, dtype = arr.shape, arr.dtype
-    return tuple(int(d) for d in shape), str(dtype)
+    try:
+        name = _dtype_name(dtype)
+    except TypeError:  # an unhashable dtype-like object
+        name = str(dtype)
+    return tuple(int(d) for d in shape), name
+
+
+@functools.cache
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype)  # numpy's dtype.__str__ is slow, and params hold a handful of dtypes
+
+
+def _box_test(boxes: tuple[type, ...]) -> Callable[[Any], bool]:
+    """``isinstance(x, boxes)``, decided once per type of ``x``; tracers are checked one by one (a
+    tracer may stand for an ``nnx.Variable``). Spares every node of a plain pytree NNX's slow check."""
+    from jax.core import Tracer
+
+    by_type: dict[type, bool] = {}
+
+    def is_box(x: Any) -> bool:
+        cls = type(x)
+        if cls not in by_type:
+            if issubclass(cls, Tracer):
+                return isinstance(x, boxes)
+            by_type[cls] = isinstance(x, boxes)
+        return by_type[cls]
+
+    return is_box
 
 
 def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
@@ -127,7 +156,7 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
     from wdmask._jax._declare import is_no_decay
 
     boxes = _flax_boxes()
-    is_box = (lambda x: isinstance(x, boxes)) if boxes else None
+    is_box = _box_test(boxes) if boxes else None
     pairs, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_box)
     variables = is_variables(tree)
     nnx_var = boxes[1] if boxes else None
@@ -137,12 +166,13 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
         trainable = True
         if variables:
             trainable, strs = strs[0] == "params", strs[1:]
-        if nnx_var is not None and isinstance(raw, nnx_var):
+        boxed = is_box is not None and is_box(raw)
+        if boxed and isinstance(raw, nnx_var):
             from flax import nnx
 
             trainable = trainable and isinstance(raw, nnx.Param)
-        shape, dtype = _shape_dtype(_unbox(raw), ".".join(strs))
-        leaves.append(Leaf(tuple(keypath), strs, shape, dtype, trainable, bool(boxes) and is_no_decay(raw)))
+        shape, dtype = _shape_dtype(_unbox(raw) if boxed else raw, ".".join(strs))
+        leaves.append(Leaf(tuple(keypath), strs, shape, dtype, trainable, boxed and is_no_decay(raw)))
     return leaves, treedef
 
 
@@ -230,39 +260,50 @@ def strip_lift(name: str) -> str:
 # --------------------------------------------------------------------------- plain pytrees
 
 
-def _name_kind(path: Path) -> str | None:
+class _NameMemo:
+    """The name heuristics, memoized for one ``describe`` (auto-names such as ``Dense_0`` recur in every block)."""
+
+    def __init__(self) -> None:
+        self.strip_lift = functools.cache(strip_lift)
+        self.is_auto_name = functools.cache(is_auto_name)
+        self.kind_from_name = functools.cache(kind_from_name)
+        self.role_from_name = functools.cache(role_from_name)
+
+
+def _name_kind(path: Path, memo: _NameMemo) -> str | None:
     """Kind from the immediate owner's auto-name (never an ancestor's)."""
     if len(path) < 2:
         return None
-    owner = strip_lift(path[-2])
-    if is_auto_name(owner):
-        return kind_from_name(owner)
+    owner = memo.strip_lift(path[-2])
+    if memo.is_auto_name(owner):
+        return memo.kind_from_name(owner)
     if owner in _ATTENTION_CHILDREN and len(path) >= 3:
-        parent = strip_lift(path[-3])
-        if is_auto_name(parent) and "Attention" in parent:
+        parent = memo.strip_lift(path[-3])
+        if memo.is_auto_name(parent) and "Attention" in parent:
             return "linear"
     return None
 
 
 def describe_tree(leaves: Sequence[Leaf]) -> list[ParamInfo]:
     """Inventory from names alone (Flax auto-names and leaf names)."""
+    memo = _NameMemo()
     out = []
     for leaf in leaves:
         if not leaf.trainable:
             continue
-        kind = _name_kind(leaf.path)
+        kind = _name_kind(leaf.path, memo)
         name = leaf.path[-1] if leaf.path else ""
-        owner = strip_lift(leaf.path[-2]) if len(leaf.path) >= 2 else ""
+        owner = memo.strip_lift(leaf.path[-2]) if len(leaf.path) >= 2 else ""
         declared = "no_decay" if leaf.declared else ""
         if kind is None:
-            role = role_from_name("other", name, owner)
+            role = memo.role_from_name("other", name, owner)
             kind_ = "embedding" if role == "embedding" else "other"
             if kind_ == "embedding":  # an explicitly named Embed: its name may say it holds positions
-                role = role_from_name(kind_, name, owner)
+                role = memo.role_from_name(kind_, name, owner)
             out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind_, role,
                                  source="name" if kind_ != "other" else "shape", declared=declared))
             continue
-        role = role_from_name(kind, name, owner)
+        role = memo.role_from_name(kind, name, owner)
         stacked = _stacked_from_ndim(leaf.shape, expected_ndim(kind, role, owner_name=owner))
         out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, stacked, source="name",
                              declared=declared))
@@ -461,7 +502,7 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
       >>> import jax.numpy as jnp, wdmask
       >>> inv = wdmask.describe({"BatchNorm_0": {"scale": jnp.ones(3)}, "bn1": {"scale": jnp.ones(3)}})
       >>> [(str(i), i.layer, i.role, i.source) for i in inv]
-      [('BatchNorm_0.scale', 'norm.batch', 'scale', 'name'), ('bn1.scale', 'other', 'other', 'shape')]
+      [('BatchNorm_0.scale', 'norm.batch', 'scale', 'name'), ('bn1.scale', 'other', 'scale', 'shape')]
     """
     if isinstance(params_or_model, type):
         raise TypeError(f"describe() takes a module instance or a params pytree, got the class "
@@ -476,4 +517,11 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
         raise TypeError("describe(): `sample` only goes with a linen module; a params pytree is described by its "
                         "names (pass the module to get exact classes and feeds_norm)")
     leaves, _ = flatten(params_or_model)
+    return describe_tree(leaves)
+
+
+def describe_flattened(tree: PyTree, leaves: Sequence[Leaf]) -> list[ParamInfo]:
+    """``describe(tree)`` of a params pytree already flattened to ``leaves`` (``flatten(tree)[0]``)."""
+    if isinstance(tree, type) or _is_linen(tree) or _is_nnx(tree):
+        return describe(tree)
     return describe_tree(leaves)
