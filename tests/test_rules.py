@@ -162,3 +162,9 @@ def test_paraminfo_validates_and_formats():
         ParamInfo(("a",), (1,), stacked=2)
     with pytest.raises(TypeError, match="tuple of str"):
         ParamInfo("a.b", (1,))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("data", [{"why": "x", "layer": "nrm", "decay": False}, {"multiplier": -1}])
+def test_invalid_rule_dict_is_named_by_its_index_whatever_the_key_order(data):
+    with pytest.raises(wdmask.RuleError, match=r"^rules\[0\] \{"):
+        Rules([data])

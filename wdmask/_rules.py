@@ -113,7 +113,12 @@ class Rule:
                 object.__setattr__(self, name, tuple(value))
         if isinstance(self.multiplier, int) and not isinstance(self.multiplier, bool):
             object.__setattr__(self, "multiplier", float(self.multiplier))
-        _validate(self, f"Rule({self.text})")
+        try:
+            _validate(self)
+        except RuleError as e:  # worded to follow a label; from_dict relabels it with `where`
+            error = RuleError(f"Rule({self.text}){e}")
+            error.detail = str(e)  # type: ignore[attr-defined]
+            raise error from None
         object.__setattr__(self, "_match", _compile(self))
 
     @property
@@ -155,7 +160,7 @@ class Rule:
         try:
             return cls(**data)
         except RuleError as e:
-            raise RuleError(str(e).replace(f"Rule({_text(data)})", f"{where} {{{_text(data)}}}", 1)) from None
+            raise RuleError(f"{where} {{{_text(data)}}}{e.detail}") from None  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"Rule({self.text})"
@@ -166,17 +171,19 @@ def _text(data: Mapping[str, Any]) -> str:
                      if v is not None and not (k == "why" and v == "") and not (k == "optional" and v is False))
 
 
-def _validate(rule: Rule, where: str) -> None:
+def _validate(rule: Rule) -> None:
+    """Raise ``RuleError`` worded to follow the rule's label: ``: ...`` or `` `field`: ...``."""
+
     def fail(field: str, msg: str) -> RuleError:
-        return RuleError(f"{where} `{field}`: {msg}")
+        return RuleError(f" `{field}`: {msg}")
 
     if all(getattr(rule, f) is None for f in CONDITIONS + ACTIONS):
-        raise RuleError(f"{where}: empty rule; give conditions ({', '.join(CONDITIONS)}) and an action "
+        raise RuleError(f": empty rule; give conditions ({', '.join(CONDITIONS)}) and an action "
                         "(decay=True/False or multiplier=float)")
     if rule.decay is not None and rule.multiplier is not None:
         raise fail("decay", "give either `decay` or `multiplier`, not both")
     if rule.decay is None and rule.multiplier is None:
-        raise RuleError(f"{where}: no action; add decay=True/False or multiplier=<float >= 0>")
+        raise RuleError(": no action; add decay=True/False or multiplier=<float >= 0>")
     if rule.decay is not None and not isinstance(rule.decay, bool):
         raise fail("decay", f"must be true or false, got {rule.decay!r}")
     if rule.multiplier is not None:
