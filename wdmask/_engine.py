@@ -117,7 +117,7 @@ class Explanation(Sequence[Row]):
         return len(self.rows)
 
     def summary(self) -> str:
-        """One line: how many leaves and elements each multiplier gets."""
+        """One line: how many parameters each multiplier gets."""
         counts: dict[float, int] = {}
         for r in self.rows:
             counts[r.multiplier] = counts.get(r.multiplier, 0) + 1

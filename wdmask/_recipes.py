@@ -23,7 +23,9 @@ GradientTransformation = Any  # optax.GradientTransformation
 
 def _mask_fn(rules: Rules | Iterable[RuleLike], model: Any, sample: Any, fn: str) -> Callable[[PyTree], PyTree]:
     """``params -> bool pytree`` (decided multiplier != 0), cached per structure; refuses fractional multipliers."""
-    rules = rules if isinstance(rules, Rules) else Rules(rules)
+    from wdmask._jax._apply import _rules
+
+    rules = _rules(rules)  # the same validation and messages as wdmask.mask / wdmask.decay
     values = {r.multiplier_value for r in rules} | {rules.default}
     odd = sorted(v for v in values if v not in (0.0, 1.0))
     if odd:

@@ -261,3 +261,12 @@ def test_strict_and_zero():
     tx = wdmask.decay(0.1, presets.standard + wdmask.Rule(layer="linear", decay=False))
     updates, _ = tx.update(params, tx.init(params), None)  # nothing decayed: params not needed
     assert updates is params
+
+
+def test_structure_error_of_a_variables_dict_names_the_new_leaf():
+    variables = {"params": {"Dense_0": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2))}}}
+    tx = wdmask.decay(0.1)
+    state = tx.init(variables)
+    grown = {"params": {**variables["params"], "Dense_1": {"bias": jnp.ones(2)}}}
+    with pytest.raises(wdmask.MaskError, match=r"unexpected 'params\.Dense_1\.bias'"):
+        tx.update(grown, state, grown)

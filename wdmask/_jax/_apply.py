@@ -10,12 +10,22 @@ The state carries them as static pytree metadata, which is what keeps them stati
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from wdmask import presets
 from wdmask._engine import as_rules, decide
-from wdmask._jax._describe import NEEDS_SAMPLE_MSG, Leaf, describe, describe_flattened, first_difference, flatten
+from wdmask._jax._describe import (
+    NEEDS_SAMPLE_MSG,
+    Leaf,
+    _box_test,
+    _flax_boxes,
+    describe,
+    describe_flattened,
+    first_difference,
+    flatten,
+    key_str,
+)
 from wdmask._rules import RuleLike, Rules
 from wdmask._types import MaskError, Path, RuleError
 
@@ -29,26 +39,27 @@ NOT_RULES_MSG = (
 )
 
 
-def _is_box(x: Any) -> bool:
-    from wdmask._jax._describe import _flax_boxes
-
+def _is_box() -> Callable[[Any], bool] | None:
+    """The ``is_leaf`` test ``flatten`` uses (boxes as leaves), so treedefs and paths agree with it."""
     boxes = _flax_boxes()
-    return bool(boxes) and isinstance(x, boxes)
+    return _box_test(boxes) if boxes else None
 
 
 def _structure(tree: PyTree) -> Any:
     import jax
 
-    return jax.tree_util.tree_structure(tree, is_leaf=_is_box)
+    return jax.tree_util.tree_structure(tree, is_leaf=_is_box())
+
+
+def _key_path(keypath: Iterable[Any]) -> Path:
+    return tuple(key_str(k) for k in keypath)
 
 
 def _paths(tree: PyTree) -> list[Path]:
     import jax
 
-    from wdmask._jax._describe import key_str
-
-    pairs, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box)
-    return [tuple(key_str(k) for k in kp) for kp, _ in pairs]
+    pairs, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box())
+    return [_key_path(kp) for kp, _ in pairs]
 
 
 class MaskSpec:
@@ -118,7 +129,8 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
         inventory = describe_flattened(params, leaves)
     decisions = decide(inventory, rules, strict=strict)
     multipliers = tuple(decisions[leaf.path].multiplier if leaf.trainable else 0.0 for leaf in leaves)
-    return MaskSpec(treedef, tuple(leaf.path for leaf in leaves), multipliers)
+    # full key paths (a variables dict's `params` kept), as `check` compares them with `_paths(tree)`
+    return MaskSpec(treedef, tuple(_key_path(leaf.keypath) for leaf in leaves), multipliers)
 
 
 def _rules(rules: Any) -> Rules:
