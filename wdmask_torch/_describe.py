@@ -332,17 +332,12 @@ def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = 
     inner = check_model(model, fn)
     feeds = None
     if example_inputs is not None:
-        producers = [m for m in inner.modules() if _is_producer(m)]
-        norms = [m for m in inner.modules() if (k := module_kind(m)) is not None and k[0].startswith("norm.")]
+        memo = _Memo()
+        kinds = [(m, k[0]) for m in inner.modules() if (k := module_kind(m, memo)) is not None]
+        producers = [m for m, k in kinds if k in ("conv", "linear") and not isinstance(m, nn.MultiheadAttention)]
+        norms = [m for m, k in kinds if k.startswith("norm.")]
         feeds = detect_feeds_norm(inner, example_inputs, producers=producers, norms=norms)
     return list(iter_params(inner, include_frozen=include_frozen, feeds=feeds))
-
-
-def _is_producer(module: nn.Module) -> bool:
-    if isinstance(module, nn.MultiheadAttention):
-        return False
-    found = module_kind(module)
-    return found is not None and found[0] in ("conv", "linear")
 
 
 def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bool = False) -> list[ParamInfo]:

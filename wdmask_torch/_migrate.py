@@ -450,13 +450,13 @@ def group_chains(optimizer: torch.optim.Optimizer, *, scheduler: Any = None) -> 
 
 
 def _label(value: Any, n: int) -> str:
-    if isinstance(value, str) and (value == FROZEN or (value.startswith("group") and value[5:].isdigit()
-                                                       and int(value[5:]) < n)):
+    valid = [*(f"group{g}" for g in range(n)), FROZEN]  # exactly the keys of to_optax's multi_transform
+    if isinstance(value, str) and value in valid:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n:
         return f"group{value}"
-    valid = ", ".join([*(f"group{g}" for g in range(n)), FROZEN])
-    raise ValueError(f"`labels` leaf {value!r} names no torch param group; valid: {valid} (or an int 0..{n - 1})")
+    raise ValueError(f"`labels` leaf {value!r} names no torch param group; valid: {', '.join(valid)} "
+                     f"(or an int 0..{n - 1})")
 
 
 def _normalize_labels(labels: Any, n: int) -> Any:
@@ -486,8 +486,9 @@ def _labeler(by_path: Mapping[tuple[str, ...], str]) -> Callable[[PyTree], PyTre
             if label is None:
                 from wdmask._pair import PairError
 
+                known = ".".join(next(iter(by_path), ()))
                 raise PairError(f"Flax leaf {'.'.join(leaf.path)!r} has no torch twin; pass the params of the "
-                                f"model paired with the torch model (known leaves e.g. {next(iter(by_path), ())})")
+                                f"model paired with the torch model (known leaves e.g. {known!r})")
             out.append(label)
         return treedef.unflatten(out)
 

@@ -26,9 +26,9 @@ _STATS = (("running_mean", "mean"), ("running_var", "var"))
 class _Torch:
     """The torch side of a port: paired leaves, their tensors and their BatchNorm running stats."""
 
-    def __init__(self, model: nn.Module, variables: Any, flax_model: Any, sample: Any) -> None:
-        inner = check_model(model, "to_flax")
-        rows = inventory(inner, include_frozen=True)
+    def __init__(self, model: nn.Module, variables: Any, flax_model: Any, sample: Any, fn: str) -> None:
+        inner = check_model(model, fn)
+        rows = inventory(inner, include_frozen=True, fn=fn)
         torch_inv = [info for _, _, info in rows]
         source = variables if flax_model is None else flax_model
         self.pairs = pair(torch_inv, flax_inventory(source, sample=sample, reference=torch_inv))
@@ -54,6 +54,15 @@ def _nnx_vars(module: Any) -> dict[Path, Any]:
     from flax import nnx
 
     return {tuple(str(k) for k in path): var for path, var in nnx.to_flat_state(nnx.state(module))}
+
+
+def _nnx_stat(flat: Mapping[Path, Any], f: ParamInfo, t: ParamInfo, name: str) -> Any:
+    """The NNX BatchStat ``name`` next to Flax leaf ``f`` (twin of torch ``t``), or a ``PairError``."""
+    where = (*f.path[:-1], name)
+    if where not in flat:
+        raise PairError(f"the NNX module has no BatchStat {'.'.join(where)!r} for torch "
+                        f"{'.'.join(t.path[:-1])}.{name}")
+    return flat[where]
 
 
 def _get(tree: Mapping[str, Any], path: Path, where: str) -> Any:
@@ -108,17 +117,13 @@ def to_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sample:
         arr = np.ascontiguousarray(arr if axes is None else arr.transpose(axes))
         return jnp.asarray(arr, dtype=dtype)
 
-    side = _Torch(model, variables, flax_model, sample)
+    side = _Torch(model, variables, flax_model, sample, "to_flax")
     if _is_nnx(variables):
         flat = _nnx_vars(variables)
         for t, f in side.pairs:
             flat[f.path].set_value(convert(side.tensors[t.path], flax_axes(t)))
             for buf, name in side.stats(t):
-                where = (*f.path[:-1], name)
-                if where not in flat:
-                    raise PairError(f"the NNX module has no BatchStat {'.'.join(where)!r} for torch "
-                                    f"{'.'.join(t.path[:-1])}.{name}")
-                flat[where].set_value(convert(buf, None))
+                _nnx_stat(flat, f, t, name).set_value(convert(buf, None))
         return variables
     if not (isinstance(variables, Mapping) and "params" in variables):
         raise TypeError(f"`variables` must be linen variables {{'params': ..., 'batch_stats': ...}} or an NNX "
@@ -166,13 +171,13 @@ def from_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sampl
         with torch.no_grad():
             dst.copy_(torch.from_numpy(np.array(arr, copy=True)).to(dtype=dst.dtype, device=dst.device))
 
-    side = _Torch(model, variables, flax_model, sample)
+    side = _Torch(model, variables, flax_model, sample, "from_flax")
     if _is_nnx(variables):
         flat = _nnx_vars(variables)
         for t, f in side.pairs:
             put(side.tensors[t.path], flat[f.path].get_value(), flax_axes(t))
             for buf, name in side.stats(t):
-                put(buf, flat[(*f.path[:-1], name)].get_value(), None)
+                put(buf, _nnx_stat(flat, f, t, name).get_value(), None)
         return model
     for t, f in side.pairs:
         put(side.tensors[t.path], _get(variables, ("params", *f.path), "params"), flax_axes(t))

@@ -220,6 +220,13 @@ def test_bad_label_names_valid_ones():
         to_optax(opt, labels={**GROUP_OF, "a": "group2"})
 
 
+@pytest.mark.parametrize("label", ["group01", "group\u00b2"])
+def test_label_spelled_unlike_a_group_key_is_rejected_clearly(label):
+    opt, _, _ = _setup("adamw")  # "group01" used to reach optax as an unknown key; "group²" crashed in int()
+    with pytest.raises(ValueError, match=r"names no torch param group; valid: group0, group1, frozen"):
+        to_optax(opt, labels={**GROUP_OF, "a": label})
+
+
 def test_scheduler_of_another_optimizer():
     opt, _, _ = _setup("adamw")
     other, _, _ = _setup("adamw")

@@ -184,3 +184,8 @@ def test_compare_reports_a_difference() -> None:
     diffs = compare(tw.torch_model, tw.flax_model, rules, sample=tw.sample)
     assert [str(d) for d in diffs] == [f"torch layer1.0.conv1.weight: no decay (rule {len(presets.standard)}) != "
                                        "flax layer1_0.conv1.kernel: decay (default)"]
+
+
+def test_from_flax_names_itself_when_model_is_not_a_module() -> None:
+    with pytest.raises(TypeError, match=r"wdmask_torch\.from_flax\(model\)"):  # used to say to_flax
+        from_flax({"weight": torch.zeros(2)}, {})
