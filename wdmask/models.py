@@ -204,6 +204,13 @@ def _nnx_bn(c: int, rngs: nnx.Rngs, dtype: Dtype | None, param_dtype: Dtype) -> 
     return nnx.BatchNorm(c, dtype=dtype, param_dtype=param_dtype, rngs=rngs, **_BN)
 
 
+def _nnx_shortcut(cin: int, cout: int, stride: int, rngs: nnx.Rngs, **kw: Any) -> nnx.List | None:
+    """The ``downsample`` shortcut (1x1 conv + BatchNorm) when shape changes, else ``None``."""
+    if stride == 1 and cin == cout:
+        return None
+    return nnx.data(nnx.List([_nnx_conv(cin, cout, 1, stride, _P0, rngs, **kw), _nnx_bn(cout, rngs, **kw)]))
+
+
 class NnxBasicBlock(nnx.Module):
     """NNX BasicBlock; the shortcut is ``downsample`` = ``nnx.List([conv, bn])`` or ``None``."""
 
@@ -216,9 +223,7 @@ class NnxBasicBlock(nnx.Module):
         self.bn1 = _nnx_bn(planes, rngs, **kw)
         self.conv2 = _nnx_conv(planes, planes, 3, 1, _P1, rngs, **kw)
         self.bn2 = _nnx_bn(planes, rngs, **kw)
-        self.downsample: nnx.List | None = nnx.data(
-            nnx.List([_nnx_conv(in_planes, planes, 1, stride, _P0, rngs, **kw), _nnx_bn(planes, rngs, **kw)])
-            if stride != 1 or in_planes != planes else None)
+        self.downsample = _nnx_shortcut(in_planes, planes, stride, rngs, **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = nnx.relu(self.bn1(self.conv1(x)))
@@ -243,9 +248,7 @@ class NnxBottleneck(nnx.Module):
         self.bn2 = _nnx_bn(planes, rngs, **kw)
         self.conv3 = _nnx_conv(planes, out_planes, 1, 1, _P0, rngs, **kw)
         self.bn3 = _nnx_bn(out_planes, rngs, **kw)
-        self.downsample: nnx.List | None = nnx.data(
-            nnx.List([_nnx_conv(in_planes, out_planes, 1, stride, _P0, rngs, **kw), _nnx_bn(out_planes, rngs, **kw)])
-            if stride != 1 or in_planes != out_planes else None)
+        self.downsample = _nnx_shortcut(in_planes, out_planes, stride, rngs, **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = nnx.relu(self.bn1(self.conv1(x)))
