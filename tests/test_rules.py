@@ -77,7 +77,7 @@ def test_base_rule_then_exception():
 
 def test_default_multiplier():
     rules = Rules([{"role": "kernel", "decay": True}], default=0.0)
-    decisions = wdmask.decide(ALL, rules, strict=True)
+    decisions = wdmask.decide([i for i in ALL if not i.unclassified], rules, strict=True)
     assert decisions[BN_W.path].multiplier == 0.0 and decisions[BN_W.path].rule is None
     assert decisions[CONV.path].multiplier == 1.0
 
@@ -134,8 +134,36 @@ def test_unmatched_feeds_norm_rule_hints_at_graph():
 
 def test_shadowed_rule_still_counts_as_matching():
     rules = Rules([{"layer": "norm", "decay": False}, {"layer": "norm", "decay": True}])
-    decisions = wdmask.decide(ALL, rules, strict=True)  # rule 0 matches even though it never wins
+    decisions = wdmask.decide(ALL[:-1], rules, strict=True)  # rule 0 matches even though it never wins
     assert decisions[BN_W.path].rule == 1
+
+
+def test_unclassified_leaf_left_to_the_default_warns_and_strict_raises():
+    rules = Rules([{"layer": "norm", "decay": False}])
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"1 parameter\(s\) have no known layer kind or role and were "
+                      r"decayed by the rules' default: head\.w\. Fix: pass example inputs"):
+        d = wdmask.decide(ALL, rules)
+    assert d[UNKNOWN.path].multiplier == 1.0
+    with pytest.raises(wdmask.RuleError, match=r"head\.w"):
+        wdmask.decide(ALL, rules, strict=True)
+    # a rule that covers the leaf by path: no guess, no warning; rules that never look at kinds: none either
+    wdmask.decide(ALL, rules + [{"path": "head.w", "decay": False}], strict=True)
+    wdmask.decide(ALL, wdmask.presets.timm, strict=True)
+
+
+def test_unclassified_warning_lists_ten_then_counts():
+    inv = [ParamInfo((f"p{i}",), (2, 2)) for i in range(13)]
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 and 3 more"):
+        wdmask.decide(inv, wdmask.presets.standard)
+
+
+def test_feeds_norm_rule_without_graph_warns_even_when_optional():
+    inv = [ParamInfo(("conv", "weight"), (4, 4, 3, 3), layer="conv", role="kernel")]
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"rules\[5\] condition on feeds_norm, which is unknown for 1 "
+                      r"conv/linear parameter\(s\).*conv\.weight"):
+        wdmask.decide(inv, wdmask.presets.standard_scale_invariant)
+    known = [ParamInfo(("conv", "weight"), (4, 4, 3, 3), layer="conv", role="kernel", feeds_norm=True)]
+    assert wdmask.decide(known, wdmask.presets.standard_scale_invariant, strict=True)[known[0].path].multiplier == 0
 
 
 def test_optional_rules_do_not_warn():

@@ -14,9 +14,12 @@ from wdmask._config import dumps as dumps
 from wdmask._config import load as load
 from wdmask._config import loads as loads
 from wdmask._engine import Explanation as Explanation
-from wdmask._engine import UnmatchedRuleWarning as UnmatchedRuleWarning
 from wdmask._engine import decide as decide
 from wdmask._engine import explain as explain
+from wdmask._errors import MaskError as MaskError
+from wdmask._errors import RuleError as RuleError
+from wdmask._errors import UnclassifiedWarning as UnclassifiedWarning
+from wdmask._errors import UnmatchedRuleWarning as UnmatchedRuleWarning
 from wdmask._jax._apply import decay as decay
 from wdmask._jax._apply import mask as mask
 from wdmask._jax._declare import no_decay as no_decay
@@ -30,15 +33,13 @@ from wdmask._recipes import lars as lars
 from wdmask._rules import Rule as Rule
 from wdmask._rules import Rules as Rules
 from wdmask._types import Decision as Decision
-from wdmask._types import MaskError as MaskError
 from wdmask._types import ParamInfo as ParamInfo
-from wdmask._types import RuleError as RuleError
 
 __version__ = "0.1.0"
 
 __all__ = (
     "Decision", "Difference", "Explanation", "MaskError", "PairError", "ParamInfo", "Rule", "RuleError", "Rules",
-    "UnmatchedRuleWarning",
+    "UnclassifiedWarning", "UnmatchedRuleWarning",
     "compare", "decay", "decide", "describe", "dumps", "explain", "lamb", "lars", "load", "loads", "mask", "no_decay",
     "pair",
     "presets",

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from wdmask import _config, _engine, _examples, presets
+from wdmask._errors import RuleError
 from wdmask._rules import Rules
-from wdmask._types import RuleError
 
 
 def _rules_from(args: argparse.Namespace) -> Rules:

@@ -7,8 +7,8 @@ import pathlib
 import tomllib
 from typing import Any
 
+from wdmask._errors import RuleError
 from wdmask._rules import Rules
-from wdmask._types import RuleError
 
 FORMATS = ("json", "toml", "yaml")
 _SUFFIXES = {".json": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}

@@ -9,12 +9,9 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning
 from wdmask._rules import Rule, RuleLike, Rules
-from wdmask._types import Decision, ParamInfo, Path, RuleError
-
-
-class UnmatchedRuleWarning(UserWarning):
-    """A rule matched no parameter of the model it was applied to."""
+from wdmask._types import Decision, ParamInfo, Path
 
 
 def as_rules(rules: Rules | Iterable[RuleLike]) -> Rules:
@@ -72,7 +69,52 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
         out[info.path] = decision
     if unseen and out:
         report_unmatched(rules, sorted(unseen), strict=strict)
+    report_guesses(inventory, rules, out, strict=strict)
     return out
+
+
+#: How many parameter names a warning lists before "and N more".
+LISTED = 10
+UNCLASSIFIED_FIX = ("pass example inputs so usage is traced (torch `example_inputs=`, JAX `sample=`), add a rule "
+                    "for them (e.g. Rule(path=..., decay=False)), or declare their class (`register_norm`)")
+
+
+def _listed(names: Sequence[str]) -> str:
+    head = ", ".join(names[:LISTED])
+    return head + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")
+
+
+def report_guesses(inventory: Iterable[ParamInfo], rules: Rules, decisions: dict[Path, Decision], *,
+                   strict: bool) -> None:
+    """Warn (``UnclassifiedWarning``; ``strict``: raise ``RuleError``) about decisions made on a guess.
+
+    * rules that condition on ``layer``/``role`` left an *unclassified* leaf (layer and role
+      unknown) to the default: its decision is a guess;
+    * a rule conditions on ``feeds_norm`` while it is unknown (no graph) for a conv/linear leaf:
+      the rule cannot match it, whatever the truth.
+    """
+    infos = [i for i in inventory if i.is_float]
+    messages = []
+    if any(r.layer is not None or r.role is not None for r in rules):
+        guessed = [i.dotted for i in infos if i.unclassified and decisions[i.path].rule is None]
+        if guessed:
+            verdict = f"multiplier {rules.default:g}" if rules.default not in (0.0, 1.0) else (
+                "decayed" if rules.default else "not decayed")
+            messages.append(f"{len(guessed)} parameter(s) have no known layer kind or role and were {verdict} by "
+                            f"the rules' default: {_listed(guessed)}")
+    needs = [i for i, r in enumerate(rules) if r.feeds_norm is not None]
+    if needs:
+        unknown = [i.dotted for i in infos if i.feeds_norm is None and i.layer in ("conv", "linear")]
+        if unknown:
+            messages.append(f"rules[{', '.join(map(str, needs))}] condition on feeds_norm, which is unknown for "
+                            f"{len(unknown)} conv/linear parameter(s) (no forward pass was traced): "
+                            f"{_listed(unknown)}")
+    if not messages:
+        return
+    msg = "; ".join(messages) + f". Fix: {UNCLASSIFIED_FIX}"
+    if strict:
+        raise RuleError(msg)
+    warnings.warn(msg, UnclassifiedWarning, stacklevel=3)
 
 
 def report_unmatched(rules: Rules, indices: Sequence[int], *, strict: bool) -> None:

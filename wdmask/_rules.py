@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
-from wdmask._types import DECLARATIONS, LAYER_KINDS, LAYER_PATTERNS, ROLES, ParamInfo, RuleError
+from wdmask._errors import RuleError
+from wdmask._types import DECLARATIONS, LAYER_KINDS, LAYER_PATTERNS, ROLES, ParamInfo
 
 Patterns = str | Sequence[str]
 

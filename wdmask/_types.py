@@ -22,21 +22,16 @@ LAYER_KINDS: tuple[str, ...] = (
 #: Kind patterns rules accept besides the kinds themselves.
 LAYER_PATTERNS: tuple[str, ...] = (*LAYER_KINDS[:3], "norm", "norm.*", *LAYER_KINDS[3:])
 #: Roles of a parameter within its layer: ``gain`` is a learned multiplier that is not a norm's
-#: gamma (layer scale, residual gain, affine alpha), ``position`` a position embedding or
-#: attention bias table, ``token`` a learned token (cls, distillation, register, mask).
-ROLES: tuple[str, ...] = ("kernel", "bias", "scale", "embedding", "gain", "position", "token", "other")
-#: How the layer kind was learned, most trusted first.
-SOURCES: tuple[str, ...] = ("type", "name", "shape")
+#: gamma (layer scale, residual gain, affine alpha, temperature), ``position`` a position embedding or
+#: attention bias table, ``token`` a learned token (cls, distillation, register, mask, latents, probes),
+#: ``elementwise`` a parameter only passed through elementwise functions (state-space ``A_log``).
+ROLES: tuple[str, ...] = ("kernel", "bias", "scale", "embedding", "gain", "position", "token", "elementwise",
+                          "other")
+#: How the layer kind and role were learned, most trusted first: ``graph`` (usage traced in a
+#: forward pass), ``type`` (exact class), ``name`` (auto-name / leaf-name heuristic), ``shape`` (nothing).
+SOURCES: tuple[str, ...] = ("graph", "type", "name", "shape")
 #: What a model may declare about a parameter (timm ``no_weight_decay()``, ``_no_weight_decay``).
 DECLARATIONS: tuple[str, ...] = ("", "no_decay")
-
-
-class RuleError(ValueError):
-    """A rule, a rule set or a rules file is invalid, or (``strict=True``) matches nothing."""
-
-
-class MaskError(ValueError):
-    """A mask or a decay transform was applied to a tree it was not built for."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +57,11 @@ class ParamInfo:
     #: Other dotted paths of the same tensor (tied weights such as GPT-2 ``wte``/``lm_head``): the leaf
     #: appears once, under ``path``, and gets one decision; ``explain`` lists these owners too.
     aliases: tuple[str, ...] = ()
+    #: Which axes are layer-stacking axes (``nn.scan``/``nnx.scan`` at any position); ``()`` with
+    #: ``stacked > 0`` means the leading ``stacked`` axes.
+    stacked_axes: tuple[int, ...] = ()
+    #: How a traced forward pass consumed the leaf (``wdmask._usage.USAGES``), ``()`` when not traced.
+    usage: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -77,6 +77,14 @@ class ParamInfo:
             raise ValueError(f"ParamInfo({self.dotted}).role {self.role!r}; valid: {', '.join(ROLES)}")
         if not 0 <= self.stacked <= len(self.shape):
             raise ValueError(f"ParamInfo({self.dotted}).stacked={self.stacked} with shape {self.shape}")
+        if self.stacked_axes:
+            axes = self.stacked_axes
+            if len(axes) != self.stacked or len(set(axes)) != len(axes) or not all(
+                    isinstance(a, int) and 0 <= a < len(self.shape) for a in axes):
+                raise ValueError(f"ParamInfo({self.dotted}).stacked_axes={axes} must be {self.stacked} distinct "
+                                 f"axes of shape {self.shape}")
+        elif self.stacked:
+            self.__dict__["stacked_axes"] = tuple(range(self.stacked))
 
     @functools.cached_property
     def dotted(self) -> str:
@@ -87,6 +95,16 @@ class ParamInfo:
     def ndim(self) -> int:
         """Per-layer rank: ``len(shape) - stacked`` (a scanned LayerNorm scale ``(L, d)`` is 1-D)."""
         return len(self.shape) - self.stacked
+
+    @property
+    def layer_shape(self) -> tuple[int, ...]:
+        """The per-layer shape: ``shape`` without the stacked axes."""
+        return tuple(d for a, d in enumerate(self.shape) if a not in self.stacked_axes)
+
+    @property
+    def unclassified(self) -> bool:
+        """Neither the layer kind nor the role is known: rules on kind/role can only guess."""
+        return self.layer == "other" and self.role == "other"
 
     @property
     def is_float(self) -> bool:

@@ -25,8 +25,9 @@ _NORM = Rule(layer="norm", decay=False, why="norm scale/shift: decay drives them
 _SCALE = Rule(role="scale", decay=False, why="a norm gain named `scale` outside a known norm layer (Flax names)",
               optional=True)
 _BIAS = Rule(role="bias", decay=False, why="biases: decay is pointless", optional=True)
-_GAINS = Rule(role=["gain", "position", "token"], decay=False,
-              why="layer scales/gains, position tables, learned tokens: decay pulls them to 0", optional=True)
+_GAINS = Rule(role=["gain", "position", "token", "elementwise"], decay=False,
+              why="gains, position tables, learned tokens, elementwise-only parameters: not linear maps",
+              optional=True)
 _DECLARED = Rule(declared="no_decay", decay=False, why="declared by the model (no_weight_decay, no_decay)",
                  optional=True)
 
@@ -180,8 +181,8 @@ def by_name(name: str) -> Rules:
       >>> by_name("standard") is standard
       True
     """
+    from wdmask._errors import RuleError
     from wdmask._rules import _did_you_mean
-    from wdmask._types import RuleError
 
     try:
         return _BY_NAME[name]

@@ -15,6 +15,7 @@ from typing import Any
 
 from wdmask import presets
 from wdmask._engine import as_rules, decide
+from wdmask._errors import MaskError, RuleError
 from wdmask._jax._describe import (
     NEEDS_SAMPLE_MSG,
     Leaf,
@@ -27,7 +28,7 @@ from wdmask._jax._describe import (
     key_str,
 )
 from wdmask._rules import RuleLike, Rules
-from wdmask._types import MaskError, Path, RuleError
+from wdmask._types import Path
 
 PyTree = Any
 #: A float, a scalar array (possibly traced, e.g. under ``inject_hyperparams``) or an optax schedule.

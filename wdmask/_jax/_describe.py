@@ -26,8 +26,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from wdmask._errors import MaskError
 from wdmask._kinds import is_auto_name, kind_from_name, role_from_name
-from wdmask._types import MaskError, ParamInfo, Path
+from wdmask._types import ParamInfo, Path
 
 PyTree = Any
 
