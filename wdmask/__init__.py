@@ -13,9 +13,9 @@ from wdmask import presets as presets
 from wdmask._config import dumps as dumps
 from wdmask._config import load as load
 from wdmask._config import loads as loads
-from wdmask._engine import Explanation as Explanation
+from wdmask._dispatch import compare as compare
+from wdmask._dispatch import explain as explain
 from wdmask._engine import decide as decide
-from wdmask._engine import explain as explain
 from wdmask._errors import MaskError as MaskError
 from wdmask._errors import RuleError as RuleError
 from wdmask._errors import UnclassifiedWarning as UnclassifiedWarning
@@ -26,10 +26,10 @@ from wdmask._jax._declare import no_decay as no_decay
 from wdmask._jax._describe import describe as describe
 from wdmask._pair import Difference as Difference
 from wdmask._pair import PairError as PairError
-from wdmask._pair import compare as compare
 from wdmask._pair import pair as pair
 from wdmask._recipes import lamb as lamb
 from wdmask._recipes import lars as lars
+from wdmask._report import Explanation as Explanation
 from wdmask._rules import Rule as Rule
 from wdmask._rules import Rules as Rules
 from wdmask._types import Decision as Decision

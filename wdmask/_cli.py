@@ -19,7 +19,7 @@ def _explain(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     inventory = _examples.EXAMPLES[args.example]()
-    Console().print(_engine.explain(inventory, _rules_from(args), strict=args.strict))
+    Console().print(_engine.explain_inventory(inventory, _rules_from(args), strict=args.strict))
     return 0
 
 
@@ -37,16 +37,19 @@ def _check(args: argparse.Namespace) -> int:
             continue
         console.print(f"[green]ok[/green] {path}: {len(rules)} rule(s)", highlight=False)
         if args.example:
-            console.print(_engine.explain(_examples.EXAMPLES[args.example](), rules))
+            console.print(_engine.explain_inventory(_examples.EXAMPLES[args.example](), rules))
     return 1 if failed else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    try:
-        from wdmask._demo import run_demo
-    except ImportError as e:
-        raise SystemExit(f"wdmask demo needs torch, jax, flax and optax: pip install 'wdmask[jax,torch]' ({e})") \
-            from None
+    import importlib.util
+
+    from wdmask._dispatch import run_demo
+
+    missing = [m for m in ("torch", "jax", "flax", "optax") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"wdmask demo needs torch, jax, flax and optax (missing: {', '.join(missing)}): "
+                         "pip install 'wdmask[jax,torch]'")
     run_demo(steps=args.steps)
     return 0
 

@@ -1,22 +1,14 @@
-"""``decide``: inventory + rules -> one ``Decision`` per leaf; ``explain`` shows why."""
+"""``decide``: inventory + rules -> one ``Decision`` per leaf, reporting rules that match nothing and guesses."""
 
 from __future__ import annotations
 
-import dataclasses
-import io
-import sys
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning
-from wdmask._rules import Rule, RuleLike, Rules
+from wdmask._report import Explanation, Row
+from wdmask._rules import Rule, RuleLike, Rules, as_rules
 from wdmask._types import Decision, ParamInfo, Path
-
-
-def as_rules(rules: Rules | Iterable[RuleLike]) -> Rules:
-    """Accept a ``Rules`` or anything ``Rules(...)`` accepts."""
-    return rules if isinstance(rules, Rules) else Rules(rules)
 
 
 def _reason(rule: Rule) -> str:
@@ -44,6 +36,7 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
       {'conv.weight': 1.0, 'bn.bias': 0.0}
     """
     rules = as_rules(rules)
+    inventory = list(inventory)
     ordered = list(enumerate(rules))[::-1]
     unseen = {i for i, r in enumerate(rules) if not r.optional}
     default = Decision(rules.default, None, "default (no rule matched)")
@@ -129,101 +122,19 @@ def report_unmatched(rules: Rules, indices: Sequence[int], *, strict: bool) -> N
     warnings.warn(msg, UnmatchedRuleWarning, stacklevel=3)
 
 
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One line of an explanation."""
-
-    path: str
-    layer: str
-    role: str
-    shape: tuple[int, ...]
-    multiplier: float
-    rule: int | None
-    reason: str
-    feeds_norm: bool | None
-    source: str
-    aliases: tuple[str, ...] = ()  # other owners of a tied tensor
-
-
-class Explanation(Sequence[Row]):
-    """Rows of (path, layer, role, shape, multiplier, winning rule, reason); prints as a table."""
-
-    def __init__(self, rows: Sequence[Row], title: str = "") -> None:
-        self.rows = tuple(rows)
-        self.title = title
-
-    def __getitem__(self, i: Any) -> Any:
-        return self.rows[i]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def summary(self) -> str:
-        """One line: how many parameters each multiplier gets."""
-        counts: dict[float, int] = {}
-        for r in self.rows:
-            counts[r.multiplier] = counts.get(r.multiplier, 0) + 1
-        parts = [f"{n} x multiplier {m:g}" if m else f"{n} no decay" for m, n in sorted(counts.items())]
-        return f"{len(self.rows)} parameters: " + ", ".join(parts)
-
-    def table(self) -> Any:
-        """A ``rich.table.Table`` of the rows."""
-        from rich.table import Table
-
-        table = Table(title=self.title or None, caption=self.summary())
-        table.add_column("path", overflow="fold", min_width=12)
-        for col in ("layer", "role", "shape", "decay", "rule"):
-            table.add_column(col, no_wrap=True)
-        table.add_column("reason", overflow="fold", min_width=18)
-        for r in self.rows:
-            mult = "no" if r.multiplier == 0 else ("yes" if r.multiplier == 1 else f"x{r.multiplier:g}")
-            path = r.path + "".join(f" (= {a})" for a in r.aliases)
-            table.add_row(path, r.layer, r.role, "x".join(map(str, r.shape)) or "()", mult,
-                          "-" if r.rule is None else str(r.rule), r.reason)
-        return table
-
-    def __rich__(self) -> Any:
-        return self.table()
-
-    def __str__(self) -> str:
-        from rich.console import Console
-
-        console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
-        console.print(self.table())
-        return console.export_text()
-
-
-def explain(model_or_inventory: Any, rules: Rules | Iterable[RuleLike], *, strict: bool = False,
-            **describe_options: Any) -> Explanation:
-    """Explain the decision for every parameter, as rows that print as a table.
-
-    Takes an inventory (a list of ``ParamInfo``), a torch ``nn.Module`` (described by
-    ``wdmask_torch``), or a Flax model / params pytree (described by ``wdmask``'s JAX adapter).
+def explain_inventory(inventory: Sequence[ParamInfo], rules: Rules | Iterable[RuleLike], *,
+                      strict: bool = False) -> Explanation:
+    """The ``Explanation`` of ``rules`` on an inventory (``wdmask.explain`` describes a model first).
 
     Example:
       >>> from wdmask import ParamInfo, presets
       >>> inv = [ParamInfo(("bn", "weight"), (8,), layer="norm.batch", role="scale")]
-      >>> explain(inv, presets.standard)[0].multiplier
+      >>> explain_inventory(inv, presets.standard)[0].multiplier
       0.0
     """
-    inventory = describe_any(model_or_inventory, **describe_options)
+    rules = as_rules(rules)
     decisions = decide(inventory, rules, strict=strict)
     rows = [Row(i.dotted, i.layer, i.role, i.shape, d.multiplier, d.rule, d.reason, i.feeds_norm, i.source,
                 i.aliases)
             for i, d in ((i, decisions[i.path]) for i in inventory)]
-    name = getattr(rules, "name", "")
-    return Explanation(rows, title=f"weight decay: {name}" if name else "weight decay")
-
-
-def describe_any(obj: Any, **options: Any) -> list[ParamInfo]:
-    """Route to the adapter that can describe ``obj`` without importing a framework needlessly."""
-    if isinstance(obj, (list, tuple)) and all(isinstance(i, ParamInfo) for i in obj):
-        return list(obj)
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(obj, torch.nn.Module):
-        import wdmask_torch
-
-        return wdmask_torch.describe(obj, **options)
-    from wdmask._jax._describe import describe
-
-    return describe(obj, **options)
+    return Explanation(rows, title=f"weight decay: {rules.name}" if rules.name else "weight decay")

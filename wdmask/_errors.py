@@ -35,6 +35,11 @@ class UnclassifiedWarning(UserWarning):
     ``sample=``), add a rule for them, or declare the class (``register_norm``)."""
 
 
+NOT_RULES_MSG = (
+    "`rules` must be a wdmask Rules (e.g. wdmask.presets.standard), a list of Rule/dict, or a dict with a `rules` "
+    "list, got {what}. To apply a hand-made bool mask use optax.add_decayed_weights(weight_decay, mask=...) "
+    "directly, or check it with wdmask.audit(mask, params)."
+)
 WEIGHT_DECAY_MSG = ("`weight_decay` must be a finite real number >= 0{schedule}, got {what}")
 
 

@@ -1,6 +1,6 @@
 r"""Cross-framework pairing: ``pair`` two inventories (torch, Flax); ``compare`` their decisions.
 
-Framework-neutral at import time: jax/flax and torch are imported inside the functions that need them.
+Framework-neutral: imports no framework. The Flax call order comes from ``wdmask._jax._order``.
 
 Pairing is positional over layers in **call order** (torch: ``named_parameters()``, i.e. registration
 order; Flax: the order modules are called). Within one layer the leaves are matched by role (the
@@ -17,11 +17,12 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from wdmask._engine import UnmatchedRuleWarning, decide
-from wdmask._rules import RuleLike, Rules
+from wdmask._engine import decide
+from wdmask._errors import UnmatchedRuleWarning
+from wdmask._rules import RuleLike, Rules, as_rules
 from wdmask._types import Decision, ParamInfo, Path
 
-__all__ = ["Difference", "PairError", "compare", "flax_axes", "flax_inventory", "pair"]
+__all__ = ["Difference", "PairError", "compare_inventories", "flax_axes", "natural_key", "order_by_modules", "pair"]
 
 ORDER_HINT = ("both inventories must list the same layers in the same call order; describe the Flax side with "
               "the model (linen: and `sample=`) so it follows call order, not sorted pytree keys")
@@ -184,70 +185,6 @@ def order_like(flax_inventory: Sequence[ParamInfo], torch_inventory: Sequence[Pa
     return [flax_inventory[i] for i in order]
 
 
-def _nnx_call_order(model: Any, sample: Any) -> list[Path]:
-    """NNX module paths in first-call order, from one abstract forward pass on a copy of ``model``."""
-    import jax
-    from flax import nnx
-
-    from wdmask._jax._describe import as_args
-
-    graphdef, state = nnx.split(model)
-    order: dict[Path, None] = {}
-
-    def forward(state: Any, *args: Any) -> Any:
-        copy = nnx.merge(graphdef, state)
-        paths = {id(m): tuple(str(p) for p in path) for path, m in nnx.iter_modules(copy)}
-        classes = {type(m) for _, m in nnx.iter_modules(copy)}
-        saved = {cls: cls.__dict__.get("__call__") for cls in classes}
-        try:
-            for cls in classes:
-                inner = cls.__call__
-
-                def recorded(self: Any, *a: Any, _inner: Any = inner, **k: Any) -> Any:
-                    if id(self) in paths:
-                        order.setdefault(paths[id(self)], None)
-                    return _inner(self, *a, **k)
-
-                cls.__call__ = recorded  # type: ignore[method-assign]
-            return copy(*args)
-        finally:
-            for cls, orig in saved.items():
-                if orig is None:
-                    del cls.__call__
-                else:
-                    cls.__call__ = orig  # type: ignore[method-assign]
-
-    jax.eval_shape(forward, state, *as_args(sample))
-    return list(order)
-
-
-def flax_inventory(flax_model_or_params: Any, *, sample: Any = None,
-                   reference: Sequence[ParamInfo] | None = None) -> list[ParamInfo]:
-    """The Flax inventory in call order, ready for ``pair``.
-
-    * linen module + ``sample``: exact classes, ``feeds_norm``, call order from ``nn.intercept_methods``;
-    * NNX module: exact classes; with ``sample``, call order from one abstract forward pass;
-      without, the order of ``reference``'s owner names, else natural key order;
-    * params pytree / variables: auto-name kinds; ordered like ``reference`` (the torch inventory) when
-      every owner name has a torch twin (``layer1_0.conv1`` ~ ``layer1.0.conv1``), else natural key order
-      (``Block_2`` before ``Block_10``: creation order for auto-named compact modules).
-    """
-    from flax import linen as nn
-    from flax import nnx
-
-    from wdmask._jax._describe import describe, linen_call_order
-
-    obj = flax_model_or_params
-    if isinstance(obj, nn.Module):
-        inventory = describe(obj, sample)
-        return order_by_modules(inventory, linen_call_order(obj, sample))
-    inventory = describe(obj)
-    if isinstance(obj, nnx.Module) and sample is not None:
-        return order_by_modules(inventory, _nnx_call_order(obj, sample))
-    named = order_like(inventory, reference) if reference is not None else None
-    return named if named is not None else sorted(inventory, key=lambda i: natural_key(i.path))
-
-
 # --------------------------------------------------------------------------- compare
 
 
@@ -277,43 +214,22 @@ def _decide_quietly(inventory: Sequence[ParamInfo], rules: Rules) -> tuple[dict[
     return decisions, [str(w.message) for w in caught if issubclass(w.category, UnmatchedRuleWarning)]
 
 
-def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable[RuleLike], *,
-            sample: Any = None, example_inputs: Any = None) -> list[Difference]:
-    """Every paired parameter whose weight-decay decision differs between the torch and the Flax model.
+def compare_inventories(torch_inventory: Sequence[ParamInfo], flax_inventory: Sequence[ParamInfo],
+                        rules: Rules | Iterable[RuleLike]) -> list[Difference]:
+    """``compare`` on two inventories (the Flax one in call order): pair them, decide both, list differences.
 
-    The migration check after porting a model: describe both sides (``example_inputs`` / ``sample``
-    make ``feeds_norm`` known), decide with the same ``rules``, ``pair``, and list the disagreements.
-    Rules should use layer/role conditions: ``path`` globs see each framework's own names
-    (``fc.weight`` vs ``fc.kernel``). A rule that matches nothing on *both* sides warns once.
+    A rule that matches nothing on *both* sides warns once.
 
-    Args:
-      torch_model: a ``torch.nn.Module``.
-      flax_model_or_params: a linen module (with ``sample``), an NNX module, or a params pytree.
-      rules: the rule set to check.
-      sample: example inputs of the Flax model (NHWC for the bundled ResNets).
-      example_inputs: example inputs of the torch model.
-    Returns:
-      A list of ``Difference`` (empty: both frameworks decay the same parameters by the same amount).
-    Raises:
-      PairError: the models do not have the same layers in the same order.
-    Examples:
-      >>> import jax.numpy as jnp, torch, wdmask
-      >>> from flax import linen as nn
-      >>> t = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
-      >>> f = nn.Sequential([nn.Dense(4), nn.LayerNorm()])
-      >>> compare(t, f, wdmask.presets.standard, sample=jnp.zeros((1, 3)))
+    Example:
+      >>> t = [ParamInfo(("fc", "bias"), (2,), layer="linear", role="bias")]
+      >>> f = [ParamInfo(("fc", "bias"), (2,), layer="linear", role="bias")]
+      >>> compare_inventories(t, f, [{"role": "bias", "decay": False}])
       []
-      >>> [str(d) for d in compare(t, f, [wdmask.Rule(path="0.weight", decay=False)], sample=jnp.zeros((1, 3)))]
-      ['torch 0.weight: no decay (rule 0) != flax layers_0.kernel: decay (default)']
     """
-    import wdmask_torch
-
-    rules = rules if isinstance(rules, Rules) else Rules(rules)
-    torch_inv = wdmask_torch.describe(torch_model, example_inputs)
-    flax_inv = flax_inventory(flax_model_or_params, sample=sample, reference=torch_inv)
-    pairs = pair(torch_inv, flax_inv)
-    t_dec, t_warn = _decide_quietly(torch_inv, rules)
-    f_dec, f_warn = _decide_quietly(flax_inv, rules)
+    rules = as_rules(rules)
+    pairs = pair(torch_inventory, flax_inventory)
+    t_dec, t_warn = _decide_quietly(torch_inventory, rules)
+    f_dec, f_warn = _decide_quietly(flax_inventory, rules)
     if t_warn and f_warn:
         warnings.warn(t_warn[0], UnmatchedRuleWarning, stacklevel=2)
     return [Difference(t, f, t_dec[t.path], f_dec[f.path]) for t, f in pairs

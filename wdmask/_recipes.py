@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from wdmask import presets
-from wdmask._rules import RuleLike, Rules
+from wdmask._rules import RuleLike, Rules, as_rules
 
 __all__ = ["lamb", "lars"]
 
@@ -23,9 +23,7 @@ GradientTransformation = Any  # optax.GradientTransformation
 
 def _mask_fn(rules: Rules | Iterable[RuleLike], model: Any, sample: Any, fn: str) -> Callable[[PyTree], PyTree]:
     """``params -> bool pytree`` (decided multiplier != 0), cached per structure; refuses fractional multipliers."""
-    from wdmask._jax._apply import _rules
-
-    rules = _rules(rules)  # the same validation and messages as wdmask.mask / wdmask.decay
+    rules = as_rules(rules)  # the same validation and messages as wdmask.mask / wdmask.decay
     values = {r.multiplier_value for r in rules} | {rules.default}
     odd = sorted(v for v in values if v not in (0.0, 1.0))
     if odd:

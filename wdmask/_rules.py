@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
-from wdmask._errors import RuleError
+from wdmask._errors import NOT_RULES_MSG, RuleError
 from wdmask._types import DECLARATIONS, LAYER_KINDS, LAYER_PATTERNS, ROLES, ParamInfo
 
 Patterns = str | Sequence[str]
@@ -379,3 +379,37 @@ class Rules(Sequence[Rule]):
         if "rules" not in data:
             raise RuleError("rules data: missing the `rules` list (e.g. [[rules]] tables in TOML)")
         return cls(data["rules"], default=data.get("default", 1.0))
+
+
+def as_rules(rules: Rules | Iterable[RuleLike] | Mapping[str, Any]) -> Rules:
+    """The one normalizer of every ``rules=`` argument: a ``Rules``, a list of ``Rule``/dict, or ``{"rules": [...]}``.
+
+    Example:
+      >>> as_rules({"rules": [{"role": "bias", "decay": False}]}) == Rules([Rule(role="bias", decay=False)])
+      True
+      >>> as_rules(lambda p: p)
+      Traceback (most recent call last):
+      ...
+      wdmask._errors.RuleError: `rules` must be a wdmask Rules (e.g. wdmask.presets.standard), ...
+    """
+    if isinstance(rules, Rules):
+        return rules
+    if isinstance(rules, Rule):
+        return Rules([rules])
+    if isinstance(rules, Mapping):
+        if "rules" in rules:
+            return Rules.from_dict(rules)
+        if not any(k in FIELDS for k in rules):
+            raise RuleError(NOT_RULES_MSG.format(what=_short(rules)))
+        return Rules([rules])
+    if callable(rules) or isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
+        raise RuleError(NOT_RULES_MSG.format(what=_short(rules)))
+    items = list(rules)
+    for item in items:
+        if hasattr(item, "shape") or isinstance(item, (bool, int, float)):
+            raise RuleError(NOT_RULES_MSG.format(what=f"a sequence holding {type(item).__name__}"))
+    return Rules(items)
+
+
+def _short(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:200]

@@ -474,7 +474,7 @@ def _labeler(by_path: Mapping[tuple[str, ...], str]) -> Callable[[PyTree], PyTre
     """``params -> labels pytree`` (same structure; boxes get one label) from each leaf's path."""
 
     def labels(tree: PyTree) -> PyTree:
-        from wdmask._jax._describe import flatten
+        from wdmask._jax._tree import flatten
 
         leaves, treedef = flatten(tree)
         out = []
@@ -497,8 +497,9 @@ def _labeler(by_path: Mapping[tuple[str, ...], str]) -> Callable[[PyTree], PyTre
 
 def _paired_labels(optimizer: torch.optim.Optimizer, model: Any, flax: Any, sample: Any) -> Any:
     """Labels from pairing the torch model with its Flax twin: each leaf gets its torch twin's group."""
-    from wdmask._jax._describe import is_variables
-    from wdmask._pair import flax_inventory, pair
+    from wdmask._jax._order import flax_inventory
+    from wdmask._jax._tree import is_variables
+    from wdmask._pair import pair
     from wdmask_torch._describe import inventory
 
     rows = inventory(model, include_frozen=True, fn="to_optax")

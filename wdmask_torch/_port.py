@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from wdmask._pair import PairError, flax_axes, flax_inventory, pair
+from wdmask._jax._order import flax_inventory
+from wdmask._pair import PairError, flax_axes, pair
 from wdmask._types import ParamInfo, Path
 from wdmask_torch._describe import check_model, inventory
 

@@ -13,7 +13,8 @@ from torch.optim import lr_scheduler as ls
 import wdmask_torch
 from wdmask import models as flax_models
 from wdmask import presets
-from wdmask._pair import flax_axes, flax_inventory, pair
+from wdmask._jax._order import flax_inventory
+from wdmask._pair import flax_axes, pair
 from wdmask_torch import models as torch_models
 from wdmask_torch._migrate import group_chains, to_optax
 from wdmask_torch._port import to_flax

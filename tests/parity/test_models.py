@@ -17,8 +17,10 @@ from flax import nnx
 import wdmask
 import wdmask_torch
 from wdmask import ParamInfo, models, presets
+from wdmask._dispatch import compare
 from wdmask._jax._describe import describe
-from wdmask._pair import PairError, compare, flax_inventory, pair
+from wdmask._jax._order import flax_inventory
+from wdmask._pair import PairError, pair
 from wdmask_torch._port import from_flax, to_flax
 
 

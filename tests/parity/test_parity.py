@@ -55,7 +55,9 @@ def test_resnet18_float64(opt: str, rules: str) -> None:
 @pytest.mark.parametrize("opt", [pytest.param(o, marks=() if o in ("momentum", "adamw") else pytest.mark.slow)
                                  for o in OPTIMIZERS])
 def test_resnet18_float32(opt: str) -> None:
-    worst = run("resnet18", opt, "standard", "float32", 1e-4)
+    # float32 rounding (conv algorithms differ between the frameworks) grows through BatchNorm: measured up to
+    # ~4e-4 after 10 steps on some CPUs; one wrong decay decision moves the result by ~1e-2, so 2e-3 still tells.
+    worst = run("resnet18", opt, "standard", "float32", 2e-3)
     assert np.isfinite(worst)
 
 

@@ -10,35 +10,21 @@ The state carries them as static pytree metadata, which is what keeps them stati
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from wdmask import presets
-from wdmask._engine import as_rules, decide
-from wdmask._errors import MaskError, RuleError
-from wdmask._jax._describe import (
-    NEEDS_SAMPLE_MSG,
-    Leaf,
-    _box_test,
-    _flax_boxes,
-    describe,
-    describe_flattened,
-    first_difference,
-    flatten,
-    key_str,
-)
-from wdmask._rules import RuleLike, Rules
+from wdmask._engine import decide
+from wdmask._errors import MaskError
+from wdmask._jax._describe import describe, describe_flattened
+from wdmask._jax._linen import NEEDS_SAMPLE_MSG
+from wdmask._jax._tree import Leaf, _box_test, _flax_boxes, first_difference, flatten, key_str
+from wdmask._rules import RuleLike, Rules, as_rules
 from wdmask._types import Path
 
 PyTree = Any
 #: A float, a scalar array (possibly traced, e.g. under ``inject_hyperparams``) or an optax schedule.
 ScalarOrSchedule = Any
-
-NOT_RULES_MSG = (
-    "`rules` must be a wdmask Rules (e.g. wdmask.presets.standard) or a list of Rule/dict, got {what}. "
-    "To apply a hand-made bool mask use optax.add_decayed_weights(weight_decay, mask=...) directly."
-)
-
 
 def _is_box() -> Callable[[Any], bool] | None:
     """The ``is_leaf`` test ``flatten`` uses (boxes as leaves), so treedefs and paths agree with it."""
@@ -134,21 +120,6 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
     return MaskSpec(treedef, tuple(_key_path(leaf.keypath) for leaf in leaves), multipliers)
 
 
-def _rules(rules: Any) -> Rules:
-    if isinstance(rules, Rules):
-        return rules
-    if callable(rules) or (isinstance(rules, Mapping) and "rules" not in rules):
-        raise RuleError(NOT_RULES_MSG.format(what=f"{type(rules).__name__} {rules!r}"[:200]))
-    if isinstance(rules, Iterable) and not isinstance(rules, (str, bytes)):
-        rules = list(rules)
-        for r in rules:
-            if hasattr(r, "shape") or isinstance(r, bool):
-                raise RuleError(NOT_RULES_MSG.format(what=f"a sequence holding {type(r).__name__}"))
-    if isinstance(rules, Mapping):
-        return Rules.from_dict(rules)
-    return as_rules(rules)
-
-
 def _is_linen(model: Any) -> bool:
     try:
         import flax.linen as nn
@@ -183,7 +154,7 @@ def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None
       >>> wdmask.mask(params, wdmask.presets.standard)
       {'Dense_0': {'bias': False, 'kernel': True}}
     """
-    return _spec(params, _rules(rules), model, sample, strict).mask()
+    return _spec(params, as_rules(rules), model, sample, strict).mask()
 
 
 def _check_weight_decay(weight_decay: Any) -> None:
@@ -287,7 +258,7 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
     """
     import optax
 
-    rules = _rules(rules)
+    rules = as_rules(rules)
     _check_weight_decay(weight_decay)
     if model is not None and sample is None and _is_linen(model):
         raise ValueError(NEEDS_SAMPLE_MSG)

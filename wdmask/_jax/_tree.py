@@ -1,0 +1,146 @@
+"""Flattening params-like trees: ``Leaf`` records, Flax boxes (``nn.Partitioned``, ``nnx.Param``) unboxed.
+
+The one place that answers "what are the leaves of this tree, and where are they?" for every JAX input.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from wdmask._errors import MaskError
+from wdmask._types import Path
+
+PyTree = Any
+
+
+class Leaf(NamedTuple):
+    """One flattened leaf of a params-like tree."""
+
+    keypath: tuple[Any, ...]  # jax key path, up to the leaf or its box
+    path: Path  # strings, relative to the params root (a variables dict's ``params`` collection stripped)
+    shape: tuple[int, ...]
+    dtype: str
+    trainable: bool  # in the ``params`` collection / an ``nnx.Param``
+    declared: bool = False  # a ``wdmask.no_decay`` box / ``nnx.Param(..., no_decay=True)``
+
+
+
+@functools.cache
+def _flax_boxes() -> tuple[type, ...]:
+    try:
+        from flax import nnx
+        from flax.linen import meta
+    except ImportError:  # pragma: no cover - flax is part of the jax extra
+        return ()
+    return (meta.AxisMetadata, nnx.Variable)
+
+
+def key_str(key: Any) -> str:
+    """A jax key-path entry as a string (``DictKey('conv1')`` -> ``"conv1"``, ``SequenceKey(0)`` -> ``"0"``)."""
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def is_variables(tree: Any) -> bool:
+    """Whether ``tree`` looks like linen variables ``{"params": {...}, "batch_stats": {...}, ...}``."""
+    return (isinstance(tree, Mapping) and "params" in tree
+            and all(isinstance(k, str) and isinstance(v, Mapping) for k, v in tree.items()))
+
+
+def _unbox(x: Any) -> Any:
+    boxes = _flax_boxes()
+    while boxes and isinstance(x, boxes):
+        x = x.get_value() if hasattr(x, "get_value") else x.value if hasattr(x, "value") else x.unbox()
+    return x
+
+
+def _shape_dtype(x: Any, where: str) -> tuple[tuple[int, ...], str]:
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    if shape is None or dtype is None:
+        import numpy as np
+
+        try:
+            arr = np.asarray(x)
+        except Exception:
+            arr = None
+        if arr is None or arr.dtype.kind not in "biufc":
+            raise MaskError(f"params leaf {where!r}: expected an array, got {type(x).__name__} {x!r}; a params "
+                            "pytree holds arrays (or nn.Partitioned / nnx.Param boxes around arrays)")
+        shape, dtype = arr.shape, arr.dtype
+    try:
+        name = _dtype_name(dtype)
+    except TypeError:  # an unhashable dtype-like object
+        name = str(dtype)
+    return tuple(int(d) for d in shape), name
+
+
+@functools.cache
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype)  # numpy's dtype.__str__ is slow, and params hold a handful of dtypes
+
+
+def _box_test(boxes: tuple[type, ...]) -> Callable[[Any], bool]:
+    """``isinstance(x, boxes)``, decided once per type of ``x``; tracers are checked one by one (a
+    tracer may stand for an ``nnx.Variable``). Spares every node of a plain pytree NNX's slow check."""
+    from jax.core import Tracer
+
+    by_type: dict[type, bool] = {}
+
+    def is_box(x: Any) -> bool:
+        cls = type(x)
+        if cls not in by_type:
+            if issubclass(cls, Tracer):
+                return isinstance(x, boxes)
+            by_type[cls] = isinstance(x, boxes)
+        return by_type[cls]
+
+    return is_box
+
+
+def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
+    """Flatten a params-like tree to leaves (boxes unboxed) and its treedef (boxes as leaves)."""
+    import jax
+
+    from wdmask._jax._declare import is_no_decay
+
+    boxes = _flax_boxes()
+    is_box = _box_test(boxes) if boxes else None
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_box)
+    variables = is_variables(tree)
+    nnx_var = boxes[1] if boxes else None
+    leaves = []
+    for keypath, raw in pairs:
+        strs = tuple(key_str(k) for k in keypath)
+        trainable = True
+        if variables:
+            trainable, strs = strs[0] == "params", strs[1:]
+        boxed = is_box is not None and is_box(raw)
+        if boxed and isinstance(raw, nnx_var):
+            from flax import nnx
+
+            trainable = trainable and isinstance(raw, nnx.Param)
+        shape, dtype = _shape_dtype(_unbox(raw) if boxed else raw, ".".join(strs))
+        leaves.append(Leaf(tuple(keypath), strs, shape, dtype, trainable, boxed and is_no_decay(raw)))
+    return leaves, treedef
+
+
+def first_difference(expected: Sequence[Path], got: Sequence[Path]) -> str:
+    """Describe the first leaf (in flatten order) where two path lists differ."""
+    want, have = set(expected), set(got)
+    for i, (a, b) in enumerate(zip(expected, got, strict=False)):
+        if a != b:
+            da, db = ".".join(a), ".".join(b)
+            if b not in want:
+                return f"unexpected {db!r} (leaf #{i}; expected {da!r} there)"
+            if a not in have:
+                return f"missing {da!r} (leaf #{i}; got {db!r} there)"
+            return f"leaf #{i}: expected {da!r}, got {db!r} (same paths, different order)"
+    if len(expected) > len(got):
+        return f"missing {'.'.join(expected[len(got)])!r} (expected {len(expected)} leaves, got {len(got)})"
+    if len(got) > len(expected):
+        return f"unexpected {'.'.join(got[len(expected)])!r} (expected {len(expected)} leaves, got {len(got)})"
+    return "same paths, different container types (e.g. dict vs FrozenDict vs nnx.State, or a box added/removed)"
