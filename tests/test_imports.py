@@ -6,7 +6,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module,forbidden", [("wdmask", ("torch", "jax", "flax", "optax")),
+@pytest.mark.parametrize("module,forbidden", [("wdmask", ("torch", "jax", "flax", "optax", "equinox")),
+                                              ("wdmask._jax._twins", ("torch",)),
                                               ("wdmask.presets", ("torch", "jax")),
                                               ("wdmask_torch", ("jax", "flax", "optax"))])
 def test_import_does_not_load_frameworks(module, forbidden):

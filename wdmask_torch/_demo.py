@@ -40,10 +40,11 @@ def run_demo(console: Any = None, steps: int = 5) -> list[float]:
     from rich.console import Console
     from rich.table import Table
 
-    import wdmask
     import wdmask_torch
     from wdmask import models as flax_models
     from wdmask import presets
+    from wdmask._engine import decide
+    from wdmask._jax._apply import decay
     from wdmask._jax._order import flax_inventory
     from wdmask._pair import flax_axes, pair
     from wdmask_torch import models as torch_models
@@ -62,8 +63,8 @@ def run_demo(console: Any = None, steps: int = 5) -> list[float]:
 
     torch_inv = wdmask_torch.describe(tmodel)
     pairs = pair(torch_inv, flax_inventory(fmodel, sample=sample))
-    t_dec = wdmask.decide([t for t, _ in pairs], rules)
-    f_dec = wdmask.decide([f for _, f in pairs], rules)
+    t_dec = decide([t for t, _ in pairs], rules)
+    f_dec = decide([f for _, f in pairs], rules)
     table = Table(title=f"weight decay decisions ({rules.name}): ResNet-18-style, torch vs Flax linen")
     for col in ("torch path", "flax path", "kind", "role", "torch", "flax"):
         table.add_column(col, overflow="fold")
@@ -76,7 +77,7 @@ def run_demo(console: Any = None, steps: int = 5) -> list[float]:
     console.print(f"{len(pairs)} paired parameters, {differ} decisions differ")
 
     opt = torch.optim.SGD(wdmask_torch.groups(tmodel, rules, weight_decay=WD), lr=LR, momentum=MOMENTUM)
-    tx = optax.chain(wdmask.decay(WD, rules, model=fmodel, sample=sample), optax.sgd(LR, momentum=MOMENTUM))
+    tx = optax.chain(decay(WD, rules, model=fmodel, sample=sample), optax.sgd(LR, momentum=MOMENTUM))
     params, stats = variables["params"], variables["batch_stats"]
     opt_state = tx.init(params)
 

@@ -1,0 +1,295 @@
+r"""Optax transforms with torch's exact update math where optax's differs (importable without torch).
+
+``wdmask_torch.to_optax`` builds its chains from optax built-ins and these: SGD with ``dampening``
+(``trace_dampened``), Adam/AdamW ``amsgrad`` (``scale_by_torch_amsgrad``), Adagrad
+(``scale_by_torch_adagrad``), RAdam (``scale_by_torch_radam``), NAdam (``scale_by_torch_nadam``).
+jax and optax are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = [
+    "scale_by_torch_adagrad", "scale_by_torch_amsgrad", "scale_by_torch_nadam", "scale_by_torch_radam",
+    "trace_dampened",
+]
+
+GradientTransformation = Any  # optax.GradientTransformation (optax is imported lazily)
+PyTree = Any
+
+
+
+class TraceDampenedState(NamedTuple):
+    """State of ``trace_dampened``."""
+
+    count: Any  # int32 scalar: updates so far
+    trace: PyTree
+
+
+def trace_dampened(momentum: float, dampening: float, nesterov: bool = False) -> GradientTransformation:
+    r"""torch's SGD momentum buffer with ``dampening`` (``optax.trace`` has none).
+
+    .. math::
+      b_1 = g_1, \qquad b_t = \mu b_{t-1} + (1 - d)\, g_t \;(t > 1), \qquad
+      u_t = g_t + \mu b_t \text{ (nesterov) else } b_t
+
+    The first step copies the gradient undamped, as torch does; with ``d = 0`` this is ``optax.trace``.
+
+    Args:
+      momentum: :math:`\mu`.
+      dampening: :math:`d`.
+      nesterov: return :math:`g_t + \mu b_t`.
+    Returns:
+      An ``optax.GradientTransformation``.
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = trace_dampened(0.9, 0.5)
+      >>> g = {"w": jnp.ones(1)}
+      >>> u1, s = tx.update(g, tx.init(g)); u2, s = tx.update(g, s)
+      >>> round(float(u1["w"][0]), 4), round(float(u2["w"][0]), 4)
+      (1.0, 1.4)
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def init_fn(params: PyTree) -> TraceDampenedState:
+        return TraceDampenedState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
+
+    def update_fn(updates: PyTree, state: TraceDampenedState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        first = state.count == 0
+        trace = jax.tree.map(lambda g, b: jnp.where(first, g, momentum * b + (1 - dampening) * g),
+                             updates, state.trace)
+        out = jax.tree.map(lambda g, b: g + momentum * b, updates, trace) if nesterov else trace
+        return out, TraceDampenedState(optax.safe_increment(state.count), trace)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class TorchAmsgradState(NamedTuple):
+    """State of ``scale_by_torch_amsgrad``."""
+
+    count: Any
+    mu: PyTree
+    nu: PyTree
+    nu_max: PyTree
+
+
+def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+    r"""torch's Adam/AdamW ``amsgrad=True`` preconditioner.
+
+    .. math::
+      m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+      \hat v_t = \max(\hat v_{t-1}, v_t), \quad
+      u_t = \frac{m_t / (1-\beta_1^t)}{\sqrt{\hat v_t} / \sqrt{1-\beta_2^t} + \epsilon}
+
+    torch keeps the maximum of the *raw* second moment and divides by the *current* bias
+    correction; ``optax.scale_by_amsgrad`` keeps the maximum of the bias-corrected one (or,
+    with ``bias_correction_nu=False``, never divides by :math:`\sqrt{1-\beta_2^t}`), so
+    neither matches torch.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_torch_amsgrad()
+      >>> g = {"w": jnp.array([2.0])}
+      >>> u, _ = tx.update(g, tx.init(g))  # m̂ = 2, √v̂ = 2
+      >>> round(float(u["w"][0]), 4)
+      1.0
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def init_fn(params: PyTree) -> TorchAmsgradState:
+        zeros = optax.tree.zeros_like(params)
+        return TorchAmsgradState(jnp.zeros([], jnp.int32), zeros, zeros, zeros)
+
+    def update_fn(updates: PyTree, state: TorchAmsgradState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        count = optax.safe_increment(state.count)
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
+        bc1, bc2 = 1 - b1**count, 1 - b2**count
+        out = jax.tree.map(lambda m, v: (m / bc1.astype(m.dtype)) / (jnp.sqrt(v) / jnp.sqrt(bc2).astype(v.dtype) + eps),
+                           mu, nu_max)
+        return out, TorchAmsgradState(count, mu, nu, nu_max)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class TorchAdagradState(NamedTuple):
+    """State of ``scale_by_torch_adagrad``."""
+
+    count: Any
+    sum: PyTree
+
+
+def scale_by_torch_adagrad(lr_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                           eps: float = 1e-10) -> GradientTransformation:
+    r"""torch's Adagrad preconditioner, including ``lr_decay``.
+
+    .. math::
+      s_t = s_{t-1} + g_t^2, \quad s_0 = \text{initial\_accumulator\_value}, \quad
+      u_t = \frac{g_t}{(\sqrt{s_t} + \epsilon)\,(1 + (t-1)\,\text{lr\_decay})}
+
+    ``optax.scale_by_rss`` computes :math:`g / \sqrt{s_t + \epsilon}` (eps inside the root, no
+    ``lr_decay``), hence this transform. Follow it with ``scale_by_learning_rate(η)``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_torch_adagrad(lr_decay=1.0, eps=0.0)
+      >>> g = {"w": jnp.array([3.0])}
+      >>> u1, s = tx.update(g, tx.init(g)); u2, _ = tx.update(g, s)
+      >>> round(float(u1["w"][0]), 4), round(float(u2["w"][0]), 4)  # 3/3, then 3/√18/2
+      (1.0, 0.3536)
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def init_fn(params: PyTree) -> TorchAdagradState:
+        return TorchAdagradState(jnp.zeros([], jnp.int32), optax.tree.full_like(params, initial_accumulator_value))
+
+    def update_fn(updates: PyTree, state: TorchAdagradState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        count = optax.safe_increment(state.count)
+        acc = jax.tree.map(lambda s, g: s + g * g, state.sum, updates)
+        decay = 1 + (count - 1) * lr_decay
+        out = jax.tree.map(lambda g, s: g / (jnp.sqrt(s) + eps) / jnp.asarray(decay, g.dtype), updates, acc)
+        return out, TorchAdagradState(count, acc)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class TorchAdamState(NamedTuple):
+    """State of ``scale_by_torch_radam``."""
+
+    count: Any
+    mu: PyTree
+    nu: PyTree
+
+
+def scale_by_torch_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
+    r"""torch's RAdam preconditioner (Liu et al. 2019).
+
+    .. math::
+      \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \rho_\infty = \frac{2}{1-\beta_2} - 1, \quad
+      \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1-\beta_2^t}, \quad
+      r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}
+
+    .. math::
+      u_t = \hat m_t \, r_t \, \frac{\sqrt{1-\beta_2^t}}{\sqrt{v_t} + \epsilon} \text{ if } \rho_t > 5
+      \text{ else } \hat m_t
+
+    torch adds :math:`\epsilon` to :math:`\sqrt{v_t}` (raw second moment); ``optax.scale_by_radam``
+    adds it to :math:`\sqrt{\hat v_t}` (bias-corrected), hence this transform.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_torch_radam()
+      >>> g = {"w": jnp.array([2.0])}
+      >>> u, _ = tx.update(g, tx.init(g))  # rho_1 = 1 <= 5: the bias-corrected momentum
+      >>> round(float(u["w"][0]), 4)
+      2.0
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    rho_inf = 2 / (1 - b2) - 1
+
+    def init_fn(params: PyTree) -> TorchAdamState:
+        zeros = optax.tree.zeros_like(params)
+        return TorchAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def update_fn(updates: PyTree, state: TorchAdamState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        count = optax.safe_increment(state.count)
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        t = count.astype(jnp.result_type(float))
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        rho = rho_inf - 2 * t * b2**t / bc2
+        rect = jnp.sqrt(jnp.maximum((rho - 4) * (rho - 2), 0.0) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+        rectify = rho > 5.0
+
+        def one(m: Any, v: Any) -> Any:
+            m_hat = m / bc1.astype(m.dtype)
+            adaptive = m_hat * (jnp.sqrt(bc2).astype(v.dtype) / (jnp.sqrt(v) + eps)) * rect.astype(v.dtype)
+            return jnp.where(rectify, adaptive, m_hat)
+
+        return jax.tree.map(one, mu, nu), TorchAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class TorchNadamState(NamedTuple):
+    """State of ``scale_by_torch_nadam``."""
+
+    count: Any
+    mu_product: Any
+    mu: PyTree
+    nu: PyTree
+
+
+def scale_by_torch_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, momentum_decay: float = 4e-3, *,
+                         mu_product_dtype: Any = None) -> GradientTransformation:
+    r"""torch's NAdam preconditioner (Dozat 2016) with its momentum-decay schedule.
+
+    .. math::
+      \mu_t = \beta_1 \bigl(1 - \tfrac12\, 0.96^{t\psi}\bigr), \quad \Pi_t = \prod_{i \le t} \mu_i, \quad
+      d_t = \sqrt{v_t / (1-\beta_2^t)} + \epsilon
+
+    .. math::
+      u_t = \frac{1-\mu_t}{1-\Pi_t}\,\frac{g_t}{d_t} + \frac{\mu_{t+1}}{1-\Pi_t\,\mu_{t+1}}\,\frac{m_t}{d_t}
+
+    ``optax.scale_by_nadam``/``nadamw`` use a constant :math:`\beta_1` (no :math:`\psi` schedule, no
+    :math:`\Pi_t`), hence this transform.
+
+    Args:
+      b1, b2, eps: as torch's ``betas`` and ``eps``.
+      momentum_decay: :math:`\psi`.
+      mu_product_dtype: dtype of :math:`\Pi_t`. torch keeps it in its scalar dtype: float32 unless
+        ``torch.get_default_dtype()`` is float64 (then float64), even for float64 params;
+        ``to_optax`` passes the dtype torch will use. ``None``: jax's default float.
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_torch_nadam()
+      >>> g = {"w": jnp.array([2.0])}
+      >>> u, _ = tx.update(g, tx.init(g))  # (1-μ1)/(1-μ1)·g/2 + μ2/(1-μ1μ2)·m/2, m = 0.1·g
+      >>> round(float(u["w"][0]), 3)
+      1.056
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def init_fn(params: PyTree) -> TorchNadamState:
+        zeros = optax.tree.zeros_like(params)
+        return TorchNadamState(jnp.zeros([], jnp.int32), jnp.ones([], mu_product_dtype or jnp.result_type(float)),
+                               zeros, zeros)
+
+    def update_fn(updates: PyTree, state: TorchNadamState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        count = optax.safe_increment(state.count)
+        t = count.astype(jnp.result_type(float))
+        mu_t = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+        product = (state.mu_product * mu_t.astype(state.mu_product.dtype)).astype(state.mu_product.dtype)
+        wide = product.astype(t.dtype)
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        bc2 = 1 - b2**t
+        c_grad = (1.0 - mu_t) / (1.0 - wide)
+        c_mom = mu_next / (1.0 - wide * mu_next)
+
+        def one(g: Any, m: Any, v: Any) -> Any:
+            denom = jnp.sqrt(v / bc2.astype(v.dtype)) + eps
+            return c_grad.astype(g.dtype) * g / denom + c_mom.astype(m.dtype) * m / denom
+
+        return jax.tree.map(one, updates, mu, nu), TorchNadamState(count, product, mu, nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
