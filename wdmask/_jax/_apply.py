@@ -9,19 +9,19 @@ The state carries them as static pytree metadata, which is what keeps them stati
 
 from __future__ import annotations
 
-import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from wdmask import presets
 from wdmask._engine import as_rules, decide
-from wdmask._errors import MaskError, RuleError
+from wdmask._errors import MaskError, RuleError, check_weight_decay
+from wdmask._jax import _describe
 from wdmask._jax._describe import (
     NEEDS_SAMPLE_MSG,
     Leaf,
     _box_test,
     _flax_boxes,
-    describe,
     describe_flattened,
     first_difference,
     flatten,
@@ -119,11 +119,13 @@ class MaskSpec:
 def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
           flat: tuple[list[Leaf], Any] | None = None) -> MaskSpec:
     """The spec of ``params``; ``flat`` is ``flatten(params)`` when the caller has it already."""
+    refuse_torch(params, "mask", "params")
+    refuse_torch(model, "mask", "model")
     if params is None:
         raise MaskError("wdmask: `params` is None; pass the params pytree (or nnx.state(model, nnx.Param))")
     leaves, treedef = flat if flat is not None else flatten(params)
     if model is not None:
-        inventory = describe(model, sample, params=params)
+        inventory = _describe.describe(model, sample, params=params)
     else:
         if sample is not None:
             raise TypeError("wdmask: `sample` goes with `model=` (a linen module); pass model=... as well")
@@ -132,6 +134,56 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
     multipliers = tuple(decisions[leaf.path].multiplier if leaf.trainable else 0.0 for leaf in leaves)
     # full key paths (a variables dict's `params` kept), as `check` compares them with `_paths(tree)`
     return MaskSpec(treedef, tuple(_key_path(leaf.keypath) for leaf in leaves), multipliers)
+
+
+TORCH_MODULE_MSG = ("wdmask.{fn}: `{arg}` is a torch module ({name}); wdmask.{fn} works on Flax/JAX params and "
+                    "models. For PyTorch use {fix}")
+_TORCH_FIX = {
+    "mask": "wdmask_torch.groups(model, rules, weight_decay=...): param groups for torch.optim",
+    "decay": "wdmask_torch.groups(model, rules, weight_decay=...): param groups for torch.optim",
+    "describe": "wdmask_torch.describe(model), or wdmask.explain(model, rules), which takes torch modules",
+}
+
+
+def refuse_torch(obj: Any, fn: str, arg: str) -> None:
+    """Raise ``TypeError`` pointing to ``wdmask_torch`` when ``obj`` is a torch module or tensor.
+
+    Checked through ``sys.modules`` so ``wdmask`` never imports torch: if torch is not loaded,
+    ``obj`` cannot be one of its objects.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or obj is None:
+        return
+    if isinstance(obj, torch.nn.Module):
+        raise TypeError(TORCH_MODULE_MSG.format(fn=fn, arg=arg, name=type(obj).__name__, fix=_TORCH_FIX[fn]))
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise TypeError(f"wdmask.{fn}: `{arg}` is a dict of torch tensors (a state_dict?); wdmask.{fn} works on "
+                        f"Flax/JAX params. For PyTorch use {_TORCH_FIX[fn]}")
+
+
+def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None = None) -> list[Any]:
+    r"""Inventory of a Flax model or params pytree: one ``ParamInfo`` per trainable leaf, in flatten order.
+
+    ``wdmask._jax._describe.describe`` (see it for what each input gives) behind a check that
+    ``params_or_model`` is not a torch module: those go to ``wdmask_torch.describe``.
+
+    Args:
+      params_or_model: a linen module, an NNX module, or a params pytree.
+      sample: example inputs of a linen module (an array, or a tuple of positional arguments).
+      params: the actual params to describe with a model (their paths must be the model's).
+    Returns:
+      A list of ``ParamInfo``.
+    Raises:
+      TypeError: a torch module (use ``wdmask_torch.describe``), or a module class.
+      ValueError: a linen module without ``sample``.
+      MaskError: ``params`` do not belong to the model.
+    Examples:
+      >>> import jax.numpy as jnp, wdmask
+      >>> [(str(i), i.layer) for i in wdmask.describe({"LayerNorm_0": {"scale": jnp.ones(3)}})]
+      [('LayerNorm_0.scale', 'norm.layer')]
+    """
+    refuse_torch(params_or_model, "describe", "params_or_model")
+    return _describe.describe(params_or_model, sample, params=params)
 
 
 def _rules(rules: Any) -> Rules:
@@ -184,22 +236,6 @@ def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None
       {'Dense_0': {'bias': False, 'kernel': True}}
     """
     return _spec(params, _rules(rules), model, sample, strict).mask()
-
-
-def _check_weight_decay(weight_decay: Any) -> None:
-    if callable(weight_decay):
-        return
-    if isinstance(weight_decay, bool):
-        raise TypeError(f"`weight_decay` must be a float or an optax schedule, got the bool {weight_decay!r}")
-    if isinstance(weight_decay, (int, float)):
-        if not math.isfinite(weight_decay) or weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be a finite number >= 0, got {weight_decay!r}")
-        return
-    shape = getattr(weight_decay, "shape", None)
-    if shape is not None and tuple(shape) == ():
-        return  # a scalar array, possibly traced (inject_hyperparams): fine, it is a value, not structure
-    raise TypeError(f"`weight_decay` must be a float, a scalar array or an optax schedule (callable step -> "
-                    f"float), got {type(weight_decay).__name__} {weight_decay!r}"[:300])
 
 
 class DecayState:
@@ -288,13 +324,15 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
     import optax
 
     rules = _rules(rules)
-    _check_weight_decay(weight_decay)
+    check_weight_decay(weight_decay, where="wdmask.decay: ")
+    refuse_torch(model, "decay", "model")
     if model is not None and sample is None and _is_linen(model):
         raise ValueError(NEEDS_SAMPLE_MSG)
     _register()
     cache: dict[Any, MaskSpec] = {}
 
     def init_fn(params: PyTree) -> DecayState:
+        refuse_torch(params, "decay", "params")
         leaves, treedef = flatten(params)
         key = (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
         spec = cache.get(key)
