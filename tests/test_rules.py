@@ -147,7 +147,7 @@ def test_unclassified_leaf_left_to_the_default_warns_and_strict_raises():
     with pytest.raises(wdmask.RuleError, match=r"head\.w"):
         wdmask.decide(ALL, rules, strict=True)
     # a rule that covers the leaf by path: no guess, no warning; rules that never look at kinds: none either
-    wdmask.decide(ALL, rules + [{"path": "head.w", "decay": False}], strict=True)
+    wdmask.decide(ALL, rules + Rule(path="head.w", decay=False), strict=True)
     wdmask.decide(ALL, wdmask.presets.timm, strict=True)
 
 

@@ -21,8 +21,8 @@ from wdmask._errors import RuleError as RuleError
 from wdmask._errors import UnclassifiedWarning as UnclassifiedWarning
 from wdmask._errors import UnmatchedRuleWarning as UnmatchedRuleWarning
 from wdmask._jax._apply import decay as decay
-from wdmask._jax._apply import mask as mask
 from wdmask._jax._apply import describe as describe
+from wdmask._jax._apply import mask as mask
 from wdmask._jax._declare import no_decay as no_decay
 from wdmask._pair import Difference as Difference
 from wdmask._pair import PairError as PairError

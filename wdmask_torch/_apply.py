@@ -47,7 +47,8 @@ def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, 
 
 def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standard, *,
            weight_decay: float | None = None, include_frozen: bool = False, example_inputs: Any = None,
-           strict: bool = False, named: bool = False, options_by_multiplier: Mapping[float, Mapping[str, Any]] | None = None,
+           strict: bool = False, named: bool = False,
+           options_by_multiplier: Mapping[float, Mapping[str, Any]] | None = None,
            **group_options: Any) -> list[dict[str, Any]]:
     r"""Optimizer param groups that apply ``rules``: one group per distinct weight-decay multiplier.
 
