@@ -147,6 +147,7 @@ def infer_rules(optimizer: Any, model: nn.Module) -> Rules:
       TypeError: ``optimizer`` has no ``param_groups`` or ``model`` is not an ``nn.Module``.
       ValueError: the optimizer holds none of the model's trainable parameters.
     Examples:
+      >>> import torch
       >>> net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
       >>> named = list(net.named_parameters())
       >>> opt = torch.optim.SGD([{"params": [p for n, p in named if p.ndim > 1]},
