@@ -30,8 +30,9 @@ def torch_identity(quick: bool) -> Row:
     model = resnet50(num_classes=1000, width=8 if quick else 64)
     named = dict(model.named_parameters())
     groups = wdmask_torch.groups(model, presets.standard, weight_decay=1e-4)
-    in_groups = [(n, p) for g in groups for n, p in g["params"]]
-    same = sum(1 for n, p in in_groups if p is named[n] and p.data_ptr() == named[n].data_ptr())
+    by_id = {id(p): n for n, p in named.items()}
+    in_groups = [(by_id.get(id(p)), p) for g in groups for p in g["params"]]
+    same = sum(1 for n, p in in_groups if n is not None and p is named[n] and p.data_ptr() == named[n].data_ptr())
     opt = torch.optim.SGD(groups, lr=0.1)
     in_opt = [p for g in opt.param_groups for p in g["params"]]
     ok = (same == len(named) == len(in_groups) and len({id(p) for p in in_opt}) == len(named)

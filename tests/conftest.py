@@ -2,7 +2,8 @@
 
 import importlib.util
 
-if importlib.util.find_spec("jax") is not None:
+_jax = importlib.util.find_spec("jax")
+if _jax is not None and _jax.origin is not None:  # not the tests/jax folder seen as a namespace package
     import jax
 
     jax.config.update("jax_enable_x64", True)

@@ -45,6 +45,10 @@ BAD_RULES = {
     "declared_unknown": ([{"declared": "yes", "decay": False}], r"`declared`: unknown declaration 'yes'; valid: no_decay"),
     "why_not_str": ([{"layer": "norm", "decay": False, "why": 1}], r"`why`: must be a string"),
     "optional_not_bool": ([{"layer": "norm", "decay": False, "optional": "y"}], r"`optional`: must be true or false"),
+    "path_unclosed_bracket": ([{"path": "**.bias[", "decay": False}], r"`path`: bad glob '\*\*\.bias\[': unclosed '\[' in segment 'bias\['.*write \[\[\] for a literal"),
+    "path_unclosed_set_across_dot": ([{"path": "a[.]b", "decay": False}], r"`path`: bad glob 'a\[\.\]b': unclosed '\['.*cannot span a dot"),
+    "path_stray_bracket": ([{"path": "layer1]", "decay": False}], r"`path`: bad glob 'layer1\]': stray '\]'"),
+    "path_bad_in_list": ([{"path": ["**.bias", "x.[!"], "decay": False}], r"`path`: bad glob 'x\.\[!': unclosed"),
     "rule_not_dict": ([3], r"rules\[0\]: must be a Rule or a dict, got int"),
     "rule_is_string": (["layer=norm"], r"rules\[0\]: must be a Rule or a dict, got str"),
 }
@@ -70,6 +74,32 @@ BAD_SETS = {
 def test_bad_rule_set_raises(data, match):
     with pytest.raises(wdmask.RuleError, match=match):
         Rules.from_dict(data)
+
+
+TYPOS = {"layr": ({"layr": "norm", "decay": False}, "layer"), "decays": ({"role": "bias", "decays": False}, "decay"),
+         "multipler": ({"layer": "norm", "multipler": 0.5}, "multiplier"), "pth": ({"pth": "**.bias", "decay": False}, "path")}
+
+
+@pytest.mark.parametrize("data,fix", TYPOS.values(), ids=list(TYPOS))
+def test_rule_keyword_typo_gets_the_rule_file_message(data, fix):
+    with pytest.raises(wdmask.RuleError) as direct:
+        Rule(**data)
+    with pytest.raises(wdmask.RuleError) as from_dict:
+        Rule.from_dict(data, where="Rule")
+    typo = next(k for k in data if k != fix and k not in ("role", "layer", "decay"))
+    assert str(direct.value) == str(from_dict.value) == (
+        f"Rule {data!r}: unknown key {typo!r}; valid: path, regex, layer, role, ndim, feeds_norm, module_type, "
+        f"declared, decay, multiplier, why, optional. Did you mean {fix!r}?")
+    with pytest.raises(wdmask.RuleError, match=rf"rules\[0\] .*unknown key {typo!r}.*Did you mean {fix!r}"):
+        Rules([data])
+
+
+def test_good_globs_with_sets_still_match():
+    info = wdmask.ParamInfo(("blocks", "3", "bias"), (4,))
+    assert Rule(path="blocks.[0-9].bias", decay=False).matches(info)
+    assert not Rule(path="blocks.[!3].bias", decay=False).matches(info)
+    assert Rule(path="x.[[]y[]]", decay=False).matches(wdmask.ParamInfo(("x", "[y]"), (1,)))  # literal brackets
+    assert Rule(path="x.[]]", decay=False).matches(wdmask.ParamInfo(("x", "]"), (1,)))
 
 
 def test_direct_rule_names_itself():

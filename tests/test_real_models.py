@@ -270,7 +270,7 @@ def test_tied_embeddings_one_decision_all_owners_explained():
     assert next(r for r in rows if r.path == "transformer.wte.weight").aliases == ("lm_head.weight",)
     assert "transformer.wte.weight (= lm_head.weight)" in str(rows)
     groups = wdmask_torch.groups(model, presets.mingpt, weight_decay=0.1)  # one tensor, one group
-    tensors = [p[1] if isinstance(p, tuple) else p for g in groups for p in g["params"]]
+    tensors = [p for g in groups for p in g["params"]]
     assert sum(p is model.lm_head.weight for p in tensors) == 1
 
 

@@ -7,6 +7,7 @@ way in Optax and in PyTorch.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 __all__ = [
@@ -40,18 +41,41 @@ NOT_RULES_MSG = (
     "list, got {what}. To apply a hand-made bool mask use optax.add_decayed_weights(weight_decay, mask=...) "
     "directly, or check it with wdmask.audit(mask, params)."
 )
-WEIGHT_DECAY_MSG = ("`weight_decay` must be a finite real number >= 0{schedule}, got {what}")
+WEIGHT_DECAY_MSG = "`weight_decay` must be a finite real number >= 0{schedule}, got {what}"
+WEIGHT_DECAY_STR_FIX = "; write the number itself (1e-4), not a string"
 
 
 def _what(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:200]
 
 
+def _is_tracer(value: Any) -> bool:
+    """A JAX tracer (checked without importing jax): its value is unknown until the function runs."""
+    jax = sys.modules.get("jax")
+    tracer = getattr(getattr(jax, "core", None), "Tracer", None)
+    return tracer is not None and isinstance(value, tracer)
+
+
+def _is_real_dtype(dtype: Any) -> bool:
+    """Whether an array dtype (numpy/JAX ``kind``, or torch) holds real numbers: not bool, complex or text."""
+    if dtype is None:
+        return True
+    kind = getattr(dtype, "kind", None)  # numpy and JAX dtypes
+    if isinstance(kind, str):
+        return kind in "iuf"
+    if getattr(dtype, "is_complex", False) or "bool" in str(dtype):  # torch dtypes
+        return False
+    return True
+
+
 def check_weight_decay(value: Any, *, schedule: bool = True, where: str = "") -> Any:
     """Validate a weight decay: a finite real number >= 0 (Python or 0-d array) or, when allowed, a schedule.
 
-    A traced 0-d array (``inject_hyperparams`` passes one) cannot be checked and is accepted; a
-    concrete one is checked like a float. ``bool`` and ``str`` are refused.
+    The one check every adapter uses (``wdmask.decay``, ``wdmask.lars``/``lamb``,
+    ``wdmask_torch.groups``), so the same mistake reads the same way everywhere. A concrete 0-d
+    array (NumPy, JAX, torch) is checked like a float; a traced one (``jit``,
+    ``inject_hyperparams`` under ``jit``) cannot be and is accepted. ``bool``, ``str``, complex
+    numbers and arrays with dimensions are refused.
 
     Args:
       value: the weight decay.
@@ -60,7 +84,8 @@ def check_weight_decay(value: Any, *, schedule: bool = True, where: str = "") ->
     Returns:
       ``value`` unchanged.
     Raises:
-      TypeError: not a number (a bool, a str, an array with dimensions, ...).
+      TypeError: not a real number (a bool, a str, a complex, an array with dimensions, ...), or a
+        schedule where none is accepted.
       ValueError: negative, NaN or infinite.
     Examples:
       >>> check_weight_decay(1e-4)
@@ -71,25 +96,31 @@ def check_weight_decay(value: Any, *, schedule: bool = True, where: str = "") ->
       ValueError: `weight_decay` must be a finite real number >= 0 or a schedule, got float nan
     """
     suffix = " or a schedule" if schedule else ""
+    message = f"{where}{WEIGHT_DECAY_MSG.format(schedule=suffix, what=_what(value))}"
     if callable(value) and not hasattr(value, "shape"):
         if schedule:
             return value
-        raise TypeError(f"{where}{WEIGHT_DECAY_MSG.format(schedule=suffix, what=_what(value))}")
-    if isinstance(value, (bool, str, bytes)) or value is None:
-        raise TypeError(f"{where}{WEIGHT_DECAY_MSG.format(schedule=suffix, what=_what(value))}")
-    if isinstance(value, (int, float)):
+        raise TypeError(message + "; a schedule is not accepted here (torch: use a torch.optim.lr_scheduler or set "
+                                  "param_group['weight_decay'] each step)")
+    if isinstance(value, (str, bytes)):
+        raise TypeError(message + WEIGHT_DECAY_STR_FIX)
+    if isinstance(value, bool) or value is None:
+        raise TypeError(message)
+    if isinstance(value, (int, float)):  # also numpy.float64 (a float subclass)
         number = float(value)
     else:
         shape = getattr(value, "shape", None)
-        dtype = getattr(value, "dtype", None)
-        kind = getattr(dtype, "kind", None) or getattr(getattr(dtype, "type", None), "kind", None)
-        if shape is None or tuple(shape) != () or (dtype is not None and "bool" in str(dtype)):
-            raise TypeError(f"{where}{WEIGHT_DECAY_MSG.format(schedule=suffix, what=_what(value))}")
-        del kind
+        if shape is None or tuple(shape) != () or not _is_real_dtype(getattr(value, "dtype", None)):
+            raise TypeError(message + (WEIGHT_DECAY_STR_FIX if getattr(getattr(value, "dtype", None), "kind", "")
+                                       in ("U", "S") else ""))
+        if _is_tracer(value):
+            return value
         try:
             number = float(value)
-        except Exception:  # a tracer: its value is not known here
-            return value
+        except Exception:
+            if type(value).__module__.split(".")[0] in ("jax", "jaxlib"):  # another abstract JAX value
+                return value
+            raise TypeError(message) from None
     if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{where}{WEIGHT_DECAY_MSG.format(schedule=suffix, what=_what(value))}")
+        raise ValueError(message)
     return value

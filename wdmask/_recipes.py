@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from wdmask import presets
+from wdmask._errors import check_weight_decay
 from wdmask._rules import RuleLike, Rules, as_rules
 
 __all__ = ["lamb", "lars"]
@@ -64,7 +65,7 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
 
     Args:
       learning_rate: :math:`\eta`, a float or an optax schedule.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`, a finite float >= 0 (or a scalar array, or an optax schedule).
       rules: ordered rules (default ``presets.standard``: no decay, no trust ratio for norm params and biases).
         Multipliers must be 0 or 1.
       model: the linen or NNX module the params belong to (exact layer kinds, as in ``wdmask.mask``).
@@ -73,7 +74,8 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
     Returns:
       An ``optax.GradientTransformation``.
     Raises:
-      ValueError: a rule multiplier other than 0 or 1.
+      ValueError: a rule multiplier other than 0 or 1; a negative, NaN or infinite ``weight_decay``.
+      TypeError: ``weight_decay`` is not a real number or schedule (a bool, a str, ...).
     Examples:
       >>> import jax.numpy as jnp, wdmask
       >>> params = {"Dense_0": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2))}}
@@ -85,6 +87,7 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
     """
     import optax
 
+    check_weight_decay(weight_decay, where="wdmask.lars: ")
     mask = _mask_fn(rules, model, sample, "lars")
     return optax.lars(learning_rate, weight_decay, weight_decay_mask=mask, trust_coefficient=trust_coefficient,
                       eps=eps, trust_ratio_mask=mask, momentum=momentum, nesterov=nesterov)
@@ -110,7 +113,7 @@ def lamb(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
 
     Args:
       learning_rate: :math:`\eta`, a float or an optax schedule.
-      weight_decay: :math:`\lambda`.
+      weight_decay: :math:`\lambda`, a finite float >= 0 (or a scalar array, or an optax schedule).
       rules: ordered rules (default ``presets.standard``); multipliers must be 0 or 1.
       model: the linen or NNX module the params belong to.
       sample: example inputs of a linen ``model``.
@@ -119,7 +122,8 @@ def lamb(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
     Returns:
       An ``optax.GradientTransformation``.
     Raises:
-      ValueError: a rule multiplier other than 0 or 1.
+      ValueError: a rule multiplier other than 0 or 1; a negative, NaN or infinite ``weight_decay``.
+      TypeError: ``weight_decay`` is not a real number or schedule (a bool, a str, ...).
     Examples:
       >>> import jax.numpy as jnp, wdmask
       >>> params = {"LayerNorm_0": {"bias": jnp.ones(2), "scale": jnp.ones(2)}}
@@ -131,6 +135,7 @@ def lamb(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
     """
     import optax
 
+    check_weight_decay(weight_decay, where="wdmask.lamb: ")
     mask = _mask_fn(rules, model, sample, "lamb")
     if not exclude_from_trust_ratio:
         return optax.lamb(learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root, weight_decay=weight_decay,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import math
 import operator
 import re
@@ -154,10 +155,7 @@ class Rule:
         if not isinstance(data, Mapping):
             raise RuleError(f"{where}: must be a table/dict of conditions and an action, got {type(data).__name__} "
                             f"{data!r}")
-        for key in data:
-            if key not in FIELDS:
-                raise RuleError(f"{where} {dict(data)!r}: unknown key {key!r}; valid: {', '.join(FIELDS)}."
-                                f"{_did_you_mean(str(key), FIELDS)}")
+        _check_keys(data, where)
         try:
             return cls(**data)
         except RuleError as e:
@@ -165,6 +163,59 @@ class Rule:
 
     def __repr__(self) -> str:
         return f"Rule({self.text})"
+
+
+def _check_keys(data: Mapping[str, Any], where: str) -> None:
+    """``RuleError`` for the first key that is not a rule field (shared by ``Rule(...)`` and ``from_dict``)."""
+    for key in data:
+        if key not in FIELDS:
+            raise RuleError(f"{where} {dict(data)!r}: unknown key {key!r}; valid: {', '.join(FIELDS)}."
+                            f"{_did_you_mean(str(key), FIELDS)}")
+
+
+_dataclass_init = Rule.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _rule_init(self: Rule, *args: Any, **kwargs: Any) -> None:
+    """The dataclass ``__init__`` behind the same unknown-key check (and message) as ``Rule.from_dict``."""
+    _check_keys(kwargs, "Rule")
+    if len(args) > len(FIELDS):
+        raise RuleError(f"Rule takes at most {len(FIELDS)} values ({', '.join(FIELDS)}), got {len(args)} "
+                        "positional ones; pass conditions and the action by keyword, e.g. "
+                        "Rule(layer='norm', decay=False)")
+    _dataclass_init(self, *args, **kwargs)
+
+
+Rule.__init__ = _rule_init  # type: ignore[method-assign]
+
+
+def _glob_error(pattern: str) -> str | None:
+    """Why the glob segment ``pattern`` is malformed (an unclosed ``[`` or a stray ``]``), else ``None``.
+
+    ``fnmatch.translate`` never fails (it quietly reads an unclosed ``[`` as a literal), so a typo
+    would give a rule that can never match; sets follow fnmatch: ``[]...]`` and ``[!]...]`` hold a ``]``.
+    """
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "[":
+            j = i + 1
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            close = pattern.find("]", j)
+            if close < 0:
+                return (f"unclosed '[' in segment {pattern!r} (a set like [0-9] needs its ']' and cannot span a "
+                        "dot); write [[] for a literal '[' or use `regex`")
+            i = close + 1
+        elif c == "]":
+            return (f"stray ']' in segment {pattern!r} without an opening '['; write []] for a literal ']' or use "
+                    "`regex`")
+        else:
+            i += 1
+    return None
 
 
 def _text(data: Mapping[str, Any]) -> str:
@@ -202,6 +253,10 @@ def _validate(rule: Rule) -> None:
         for p in _as_tuple(rule.path):
             if "" in p.split("."):
                 raise fail("path", f"{p!r} has an empty segment; write segments separated by single dots")
+            for seg in p.split("."):
+                problem = _glob_error(seg)
+                if problem:
+                    raise fail("path", f"bad glob {p!r}: {problem}")
             try:
                 re.compile(glob_to_regex(p))
             except re.error as e:

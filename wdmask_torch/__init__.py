@@ -4,7 +4,9 @@ Example:
   >>> import torch, wdmask_torch
   >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
   >>> opt = torch.optim.SGD(wdmask_torch.groups(net), lr=0.1, weight_decay=1e-4)
-  >>> [g["param_names"] for g in opt.param_groups]
+  >>> [(g["weight_decay"], len(g["params"])) for g in opt.param_groups]
+  [(0.0, 3), (0.0001, 1)]
+  >>> [[n for n, _ in g["params"]] for g in wdmask_torch.groups(net, named=True)]  # torch >= 2.6
   [['0.bias', '1.weight', '1.bias'], ['0.weight']]
 """
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from wdmask import presets
 from wdmask._engine import decide
+from wdmask._errors import check_weight_decay
 from wdmask._rules import RuleLike, Rules
 from wdmask_torch._describe import inventory
 
@@ -18,6 +20,17 @@ NO_PARAMS_MSG = "`model` ({name}) has no parameters; there is nothing to put in 
 ALL_FROZEN_MSG = ("all {n} parameters of `model` ({name}) are frozen (requires_grad=False), e.g. {example!r}; "
                   "unfreeze the ones to train (`p.requires_grad_(True)`) or pass include_frozen=True.")
 _RESERVED = ("params", "param_names", "weight_decay")
+#: The first torch whose optimizers accept ``(name, tensor)`` pairs and fill ``param_names``.
+NAMED_GROUPS_TORCH = "2.6"
+
+
+def check_named_groups_supported() -> None:
+    """Raise ``RuntimeError`` unless this torch accepts named param groups (``(name, tensor)`` pairs)."""
+    version = torch.torch_version.TorchVersion(torch.__version__)
+    if version < NAMED_GROUPS_TORCH:
+        raise RuntimeError(f"wdmask_torch.groups(named=True) needs torch >= {NAMED_GROUPS_TORCH} (named param groups, "
+                           f"`param_names`); this is torch {torch.__version__}. Use the default named=False (plain "
+                           "tensors) and wdmask.explain(model, rules) for the names.")
 
 
 def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, fn: str) -> list[Any]:
@@ -34,7 +47,8 @@ def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, 
 
 def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standard, *,
            weight_decay: float | None = None, include_frozen: bool = False, example_inputs: Any = None,
-           strict: bool = False, options_by_multiplier: Mapping[float, Mapping[str, Any]] | None = None,
+           strict: bool = False, named: bool = False,
+           options_by_multiplier: Mapping[float, Mapping[str, Any]] | None = None,
            **group_options: Any) -> list[dict[str, Any]]:
     r"""Optimizer param groups that apply ``rules``: one group per distinct weight-decay multiplier.
 
@@ -42,16 +56,23 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
 
     Groups come in a fixed order: the no-decay group first, then ascending multiplier; empty
     groups are dropped and parameters keep ``named_parameters()`` order, so an optimizer
-    ``state_dict`` loads into another construction. ``params`` holds ``(name, tensor)`` pairs,
-    so torch fills and validates each group's ``param_names``; names are the canonical paths
-    (wrapper prefixes such as ``module.`` of DDP or ``_orig_mod.`` removed).
+    ``state_dict`` loads into another construction. By default ``params`` holds the tensors
+    themselves, as in ``model.parameters()``, so the groups go to any optimizer (also
+    ``ZeroRedundancyOptimizer``, optimizers that sort their params, and a later plain
+    ``add_param_group``). Names for humans come from ``wdmask.explain(model, rules)`` and
+    ``wdmask_torch.audit``. ``named=True`` (torch >= 2.6) puts ``(name, tensor)`` pairs in
+    ``params`` instead, so torch fills and validates each group's ``param_names`` and records them
+    in the optimizer's ``state_dict``; names are the canonical paths (wrapper prefixes such as
+    ``module.`` of DDP or ``_orig_mod.`` removed). Every group of one optimizer must then be named.
 
     Args:
       model: An ``nn.Module`` (possibly wrapped by ``torch.compile``/DDP/DataParallel/FSDP).
       rules: Ordered rules; the last match wins; unmatched parameters are decayed.
-      weight_decay: :math:`\lambda`. ``None``: the no-decay group sets ``weight_decay=0.0`` and the
-        multiplier-1 group inherits the optimizer's ``weight_decay``. A value: every group sets
-        ``weight_decay * multiplier``.
+      weight_decay: :math:`\lambda`, a finite real number >= 0. ``None``: the no-decay group sets
+        ``weight_decay=0.0`` and the multiplier-1 group inherits the optimizer's ``weight_decay``.
+        A value: every group sets ``weight_decay * multiplier``.
+      named: Put ``(name, tensor)`` pairs in ``params`` (torch's named param groups, torch >= 2.6)
+        for optimizers and checkpoints that record ``param_names``.
       include_frozen: Also group parameters with ``requires_grad=False``.
       example_inputs: Inputs for one forward pass that detects ``feeds_norm`` (needed by
         ``presets.standard_scale_invariant``).
@@ -63,16 +84,29 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
     Returns:
       A list of param-group dicts for ``torch.optim.*``.
     Raises:
-      TypeError: ``model`` is not an ``nn.Module``.
-      ValueError: no parameters, all frozen, or a multiplier other than 0/1 without ``weight_decay``.
+      TypeError: ``model`` is not an ``nn.Module``; ``weight_decay`` is not a real number (a bool, a str).
+      ValueError: no parameters, all frozen, a negative/NaN/infinite ``weight_decay``, or a
+        multiplier other than 0/1 without ``weight_decay``.
+      RuntimeError: ``named=True`` on torch older than 2.6.
       RuleError: invalid rules, or (``strict``) a rule matching nothing.
     Examples:
       >>> import torch
       >>> net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
       >>> opt = torch.optim.AdamW(groups(net), lr=1e-3, weight_decay=0.05)
-      >>> [(g["weight_decay"], g["param_names"]) for g in opt.param_groups]
-      [(0.0, ['0.bias', '1.weight', '1.bias']), (0.05, ['0.weight'])]
+      >>> [(g["weight_decay"], len(g["params"])) for g in opt.param_groups]
+      [(0.0, 3), (0.05, 1)]
+      >>> opt.param_groups[1]["params"][0] is net[0].weight
+      True
+      >>> [[name for name, _ in g["params"]] for g in groups(net, named=True)]
+      [['0.bias', '1.weight', '1.bias'], ['0.weight']]
     """
+    if weight_decay is not None:
+        check_weight_decay(weight_decay, schedule=False, where="wdmask_torch.groups: ")
+        weight_decay = float(weight_decay)  # a 0-d tensor/array becomes the float torch optimizers expect
+    if not isinstance(named, bool):
+        raise TypeError(f"wdmask_torch.groups: `named` must be True or False, got {type(named).__name__} {named!r}")
+    if named:
+        check_named_groups_supported()
     per_multiplier = {float(m): dict(o) for m, o in (options_by_multiplier or {}).items()}
     bad = [k for k in [*group_options, *(k for o in per_multiplier.values() for k in o)] if k in _RESERVED]
     if bad:
@@ -85,7 +119,8 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
         buckets.setdefault(decisions[info.path].multiplier, []).append((info.dotted, p))
     out: list[dict[str, Any]] = []
     for multiplier in sorted(buckets):
-        group: dict[str, Any] = {"params": buckets[multiplier]}
+        pairs = buckets[multiplier]
+        group: dict[str, Any] = {"params": pairs if named else [p for _, p in pairs]}
         if weight_decay is not None:
             group["weight_decay"] = weight_decay * multiplier
         elif multiplier == 0.0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -136,10 +136,71 @@ def _fmt(reference: float | None, multiplier: float) -> str:
     return f"{reference * multiplier:g}" + ("" if multiplier == 1 else f" (x{multiplier:g})")
 
 
-def effective_weight_decay(optimizer: torch.optim.Optimizer) -> dict[int, list[float]]:
+NOT_OPTIMIZER_MSG = ("`optimizer` must be a torch.optim.Optimizer or an object with `param_groups` (a list of "
+                     "dicts holding 'params', as DeepSpeed's and accelerate's optimizers have), got {what}")
+#: Attributes where optimizer wrappers keep the real optimizer (accelerate, Lightning, ...).
+_INNER = ("optimizer", "_optimizer")
+
+
+def _inner(obj: Any, depth: int = 0) -> Any:
+    """The wrapped optimizer (one level down) if it, or something it wraps, has ``param_groups``."""
+    for attr in _INNER:
+        try:
+            inner = getattr(obj, attr, None)
+        except Exception:  # a wrapper's __getattr__ may raise anything
+            inner = None
+        if inner is not None and inner is not obj and (
+                _has_groups(inner) or (depth < 8 and _inner(inner, depth + 1) is not None)):
+            return inner
+    return None
+
+
+def _has_groups(obj: Any) -> bool:
+    try:
+        return isinstance(getattr(obj, "param_groups", None), (list, tuple))
+    except Exception:
+        return False
+
+
+def param_groups(optimizer: Any) -> list[dict[str, Any]]:
+    """``optimizer``'s param groups with ``params`` as a list of tensors, wrappers unwrapped.
+
+    Takes a ``torch.optim.Optimizer``, a wrapper holding one in ``.optimizer``/``._optimizer``
+    (accelerate's ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``), or any object with
+    ``param_groups`` (DeepSpeed ZeRO). ``(name, tensor)`` pairs of named groups count as tensors.
+
+    Raises:
+      TypeError: nothing with ``param_groups`` (a list of dicts holding ``params``).
+    """
+    obj, seen = optimizer, set()
+    while not isinstance(obj, torch.optim.Optimizer) and id(obj) not in seen:
+        seen.add(id(obj))
+        inner = _inner(obj)
+        if inner is None:
+            break
+        obj = inner
+    what = type(optimizer).__name__
+    if isinstance(optimizer, (list, tuple)):
+        what += "; pass the optimizer itself (torch.optim.SGD(...)), not its parameters or groups"
+    if not _has_groups(obj):
+        raise TypeError(NOT_OPTIMIZER_MSG.format(what=what))
+    out = []
+    for i, group in enumerate(obj.param_groups):
+        if not isinstance(group, Mapping) or "params" not in group:
+            raise TypeError(NOT_OPTIMIZER_MSG.format(what=f"{what} whose param_groups[{i}] is "
+                                                          f"{type(group).__name__}, not a dict with 'params'"))
+        params = group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        params = [p[1] if isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], torch.Tensor) else p
+                  for p in params]
+        out.append({**group, "params": params})
+    return out
+
+
+def effective_weight_decay(optimizer: Any) -> dict[int, list[float]]:
     """``{id(param): [weight_decay of each group holding it]}``; a group without the key counts as 0."""
     out: dict[int, list[float]] = {}
-    for group in optimizer.param_groups:
+    for group in param_groups(optimizer):
         wd = float(group.get("weight_decay", 0.0) or 0.0)
         for p in group["params"]:
             out.setdefault(id(p), []).append(wd)
@@ -167,7 +228,7 @@ def reference_weight_decay(pairs: Iterable[tuple[float, float]]) -> float | None
     return None
 
 
-def audit(optimizer: torch.optim.Optimizer, model: nn.Module,
+def audit(optimizer: Any, model: nn.Module,
           rules: Rules | Iterable[RuleLike] = presets.standard) -> AuditReport:
     """Compare an existing optimizer's per-parameter weight decay with what ``rules`` decide.
 
@@ -179,21 +240,22 @@ def audit(optimizer: torch.optim.Optimizer, model: nn.Module,
     problems too; frozen parameters are ignored.
 
     Args:
-      optimizer: A ``torch.optim.Optimizer``.
+      optimizer: A ``torch.optim.Optimizer``, a wrapper holding one (accelerate's
+        ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``), or any object with
+        ``param_groups`` (DeepSpeed ZeRO).
       model: The model it trains (wrappers allowed).
       rules: The rules it should follow.
     Returns:
       An ``AuditReport``: ``report.ok``, ``report.assert_ok()``, ``print(report)``.
     Raises:
-      TypeError: ``optimizer`` is not an optimizer or ``model`` not an ``nn.Module``.
+      TypeError: ``optimizer`` has no ``param_groups`` or ``model`` is not an ``nn.Module``.
     Examples:
       >>> net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
       >>> report = audit(torch.optim.SGD(net.parameters(), lr=0.1, weight_decay=1e-4), net)
       >>> report.ok, [r.path for r in report.mismatches]
       (False, ['0.bias', '1.weight', '1.bias'])
     """
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"`optimizer` must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    groups = param_groups(optimizer)
     items = checked_inventory(model, None, include_frozen=True, fn="audit")
     trainable = [(p, info) for _, p, info in items if p.requires_grad]
     known = {id(p) for _, p, _ in items} | {id(p) for p in model.parameters()}
@@ -224,7 +286,7 @@ def audit(optimizer: torch.optim.Optimizer, model: nn.Module,
             status, reason = "mismatch", f"weight_decay {got:g} != {reference * m:g}; rules: {decision.reason}"
         rows.append(AuditRow(info.dotted, info.layer, info.role, m, got, len(seen), status, reason))
     foreign = []
-    for gi, group in enumerate(optimizer.param_groups):
+    for gi, group in enumerate(groups):
         names = group.get("param_names")
         for pi, p in enumerate(group["params"]):
             if id(p) not in known:

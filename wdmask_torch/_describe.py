@@ -45,7 +45,7 @@ _TYPE_KINDS: tuple[tuple[type, str], ...] = (
     (_NormBase, "norm.batch"),
     (nn.LayerNorm, "norm.layer"),
     (nn.GroupNorm, "norm.group"),
-    (nn.RMSNorm, "norm.rms"),
+    *(((nn.RMSNorm, "norm.rms"),) if hasattr(nn, "RMSNorm") else ()),  # nn.RMSNorm: torch >= 2.4
 )
 _MHA_ROLES: dict[str, str] = {
     "in_proj_weight": "kernel", "q_proj_weight": "kernel", "k_proj_weight": "kernel", "v_proj_weight": "kernel",

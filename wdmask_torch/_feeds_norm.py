@@ -111,7 +111,8 @@ def _eager(model: nn.Module) -> Iterator[None]:
     """Run nested ``torch.compile``d submodules eagerly (no compilation for one probing pass)."""
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")
     if eval_frame is not None and any(isinstance(m, eval_frame.OptimizedModule) for m in model.modules()):
-        with torch.compiler.set_stance("force_eager"):
+        set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6; before: dynamo's disable flag
+        with set_stance("force_eager") if set_stance else torch._dynamo.config.patch(disable=True):
             yield
     else:
         yield

@@ -21,14 +21,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from wdmask._engine import decide
 from wdmask._rules import Rule, Rules
 from wdmask._types import LAYER_KINDS, ROLES, ParamInfo
 from wdmask_torch._apply import checked_inventory
-from wdmask_torch._audit import effective_weight_decay, reference_weight_decay
+from wdmask_torch._audit import effective_weight_decay, param_groups, reference_weight_decay
 
 __all__ = ["infer_rules"]
 
@@ -130,7 +129,7 @@ def _tuple(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def infer_rules(optimizer: torch.optim.Optimizer, model: nn.Module) -> Rules:
+def infer_rules(optimizer: Any, model: nn.Module) -> Rules:
     """The shortest rules (vocabulary first, paths only when needed) reproducing ``optimizer``'s decay.
 
     Targets are multipliers relative to the optimizer's most common non-zero weight decay
@@ -139,14 +138,16 @@ def infer_rules(optimizer: torch.optim.Optimizer, model: nn.Module) -> Rules:
     hold are ignored. See the module docstring for the algorithm.
 
     Args:
-      optimizer: An optimizer built over (some of) ``model``'s parameters.
+      optimizer: An optimizer built over (some of) ``model``'s parameters: a ``torch.optim.Optimizer``,
+        a wrapper holding one (``.optimizer``/``._optimizer``) or any object with ``param_groups``.
       model: The model (wrappers allowed).
     Returns:
       ``Rules`` that give every parameter the optimizer holds the same effective weight decay.
     Raises:
-      TypeError: ``optimizer`` is not an optimizer or ``model`` not an ``nn.Module``.
+      TypeError: ``optimizer`` has no ``param_groups`` or ``model`` is not an ``nn.Module``.
       ValueError: the optimizer holds none of the model's trainable parameters.
     Examples:
+      >>> import torch
       >>> net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
       >>> named = list(net.named_parameters())
       >>> opt = torch.optim.SGD([{"params": [p for n, p in named if p.ndim > 1]},
@@ -155,8 +156,7 @@ def infer_rules(optimizer: torch.optim.Optimizer, model: nn.Module) -> Rules:
       >>> infer_rules(opt, net)
       Rules(inferred (weight_decay=0.0001): [{ndim='<=1', decay=False}])
     """
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"`optimizer` must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    param_groups(optimizer)  # TypeError for anything without param_groups, before describing the model
     items = checked_inventory(model, None, include_frozen=False, fn="infer_rules")
     actual = effective_weight_decay(optimizer)
     held = [(info, actual[id(p)][0]) for _, p, info in items if id(p) in actual]

@@ -222,7 +222,7 @@ def test_structure_mismatch_names_first_path(params):
 def test_bad_inputs():
     with pytest.raises(TypeError, match="`weight_decay` must be"):
         wdmask.decay("0.1")
-    with pytest.raises(ValueError, match="finite number >= 0"):
+    with pytest.raises(ValueError, match="finite real number >= 0"):
         wdmask.decay(-1.0)
     with pytest.raises(wdmask.RuleError, match="hand-made bool mask"):
         wdmask.decay(0.1, HAND)
@@ -270,3 +270,61 @@ def test_structure_error_of_a_variables_dict_names_the_new_leaf():
     grown = {"params": {**variables["params"], "Dense_1": {"bias": jnp.ones(2)}}}
     with pytest.raises(wdmask.MaskError, match=r"unexpected 'params\.Dense_1\.bias'"):
         tx.update(grown, state, grown)
+
+
+BAD_WEIGHT_DECAY = {
+    "nan": (float("nan"), ValueError), "inf": (float("inf"), ValueError), "negative": (-0.1, ValueError),
+    "bool": (True, TypeError), "str": ("0.01", TypeError), "jnp_negative": (jnp.array(-1.0), ValueError),
+    "jnp_nan": (jnp.array(jnp.nan), ValueError), "np_nan": (np.float64("nan"), ValueError),
+    "np_str": (np.array("0.01"), TypeError), "vector": (jnp.ones(2), TypeError), "complex": (1j, TypeError),
+    "none": (None, TypeError),
+}
+RECIPES = {"decay": lambda wd: wdmask.decay(wd), "lars": lambda wd: wdmask.lars(0.1, wd),
+           "lamb": lambda wd: wdmask.lamb(1e-3, wd)}
+
+
+@pytest.mark.parametrize("build", RECIPES.values(), ids=list(RECIPES))
+@pytest.mark.parametrize("value,error", BAD_WEIGHT_DECAY.values(), ids=list(BAD_WEIGHT_DECAY))
+def test_bad_weight_decay_is_refused_everywhere(build, value, error):
+    name = next(k for k, v in RECIPES.items() if v is build)
+    with pytest.raises(error, match=rf"^wdmask\.{name}: `weight_decay` must be a finite real number >= 0 or a "
+                                    rf"schedule, got {type(value).__name__} "):
+        build(value)
+
+
+@pytest.mark.parametrize("build", RECIPES.values(), ids=list(RECIPES))
+def test_good_weight_decay_forms_are_accepted(build):
+    params = {"Dense_0": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2))}}
+    for value in (0.0, 1e-4, 2, jnp.array(0.1), np.float32(0.1), optax.constant_schedule(0.1)):
+        tx = build(value)
+        updates, _ = tx.update(params, tx.init(params), params)
+        assert jnp.isfinite(updates["Dense_0"]["kernel"]).all()
+
+
+def test_decay_traced_weight_decay_is_accepted_under_jit():
+    params = {"Dense_0": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2))}}
+
+    @jax.jit
+    def step(wd):
+        tx = wdmask.decay(wd)
+        return tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)[0]
+
+    assert step(0.5)["Dense_0"]["kernel"].tolist() == [[0.5, 0.5], [0.5, 0.5]]  # g + λθ, kernel only
+    assert step(0.5)["Dense_0"]["bias"].tolist() == [0.0, 0.0]
+
+
+def test_torch_module_points_to_wdmask_torch():
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match=r"wdmask\.mask: `params` is a torch module \(Sequential\).*wdmask_torch\.groups"):
+        wdmask.mask(net, presets.standard)
+    with pytest.raises(TypeError, match=r"wdmask\.mask: `params` is a dict of torch tensors.*wdmask_torch\.groups"):
+        wdmask.mask(net.state_dict(), presets.standard)
+    with pytest.raises(TypeError, match=r"wdmask\.describe: `params_or_model` is a torch module.*wdmask_torch\.describe"):
+        wdmask.describe(net)
+    with pytest.raises(TypeError, match=r"wdmask\.decay: `model` is a torch module.*wdmask_torch\.groups"):
+        wdmask.decay(0.1, model=net)
+    tx = wdmask.decay(0.1)
+    with pytest.raises(TypeError, match=r"wdmask\.decay: `params` is a torch module.*wdmask_torch\.groups"):
+        tx.init(net)
+    assert [r.path for r in wdmask.explain(net, presets.standard)] == ["0.weight", "0.bias"]  # explain routes torch

@@ -20,7 +20,8 @@ def ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         model = tm.resnet("basic")
         ddp = nn.parallel.DistributedDataParallel(model)
         groups = wdmask_torch.groups(ddp, weight_decay=1e-2)
-        names = [[n for n, _ in g["params"]] for g in groups]
+        by_id = {id(p): n for n, p in model.named_parameters()}
+        names = [[by_id[id(p)] for p in g["params"]] for g in groups]
         opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
         gen = torch.Generator().manual_seed(100 + rank)  # different data per rank
         for _ in range(3):

@@ -71,7 +71,56 @@ def test_no_decay_anywhere_and_bad_input() -> None:
     report = wdmask_torch.audit(torch.optim.Adam(model.parameters()), model)
     assert report.reference is None and [r.path for r in report.mismatches] == ["0.weight"]
     assert report.mismatches[0].reason.startswith("not decayed")
-    with pytest.raises(TypeError, match=r"`optimizer` must be a torch\.optim\.Optimizer, got list"):
+    with pytest.raises(TypeError, match=r"`optimizer` must be a torch\.optim\.Optimizer or an object with "
+                                        r"`param_groups`.*got list; pass the optimizer itself"):
         wdmask_torch.audit([], model)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"got Holder whose param_groups\[0\] is str, not a dict with 'params'"):
+        wdmask_torch.audit(Holder(["oops"]), model)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`optimizer` must be a torch\.optim\.Optimizer or .*got Holder"):
+        wdmask_torch.infer_rules(Holder(None), model)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"`model` must be a torch\.nn\.Module"):
         wdmask_torch.audit(torch.optim.Adam(model.parameters()), {"a": 1})  # type: ignore[arg-type]
+
+
+class Holder:
+    """Optimizer-like, not a torch.optim.Optimizer: only ``param_groups`` (as DeepSpeed ZeRO's optimizers)."""
+
+    def __init__(self, param_groups: object) -> None:
+        self.param_groups = param_groups
+
+
+class AcceleratedLike:
+    """accelerate's AcceleratedOptimizer / Lightning's LightningOptimizer: the real optimizer inside."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, attr: str) -> None:
+        setattr(self, attr, optimizer)
+
+    def __getattr__(self, name: str) -> object:  # a wrapper that forwards nothing useful
+        raise RuntimeError(f"no {name}")
+
+
+def wrappers(opt: torch.optim.Optimizer) -> dict[str, object]:
+    return {"param_groups_only": Holder(opt.param_groups), "accelerate": AcceleratedLike(opt, "optimizer"),
+            "lightning": AcceleratedLike(opt, "_optimizer"),
+            "nested": AcceleratedLike(AcceleratedLike(opt, "optimizer"), "_optimizer")}
+
+
+@pytest.mark.parametrize("kind", ["param_groups_only", "accelerate", "lightning", "nested"])
+def test_audit_and_infer_rules_accept_optimizer_wrappers(kind: str) -> None:
+    model = tm.resnet("basic")
+    plain = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-4)
+    good = torch.optim.SGD(wdmask_torch.groups(model, weight_decay=1e-4), lr=0.1)
+    expected = [r.path for r in wdmask_torch.audit(plain, model).mismatches]
+    assert len(expected) == 13
+    assert [r.path for r in wdmask_torch.audit(wrappers(plain)[kind], model).mismatches] == expected
+    assert wdmask_torch.audit(wrappers(good)[kind], model).ok
+    assert wdmask_torch.infer_rules(wrappers(good)[kind], model) == wdmask_torch.infer_rules(good, model)
+
+
+def test_audit_reads_named_groups_held_by_a_wrapper() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+    groups = [{"params": [("0.weight", model[0].weight)], "weight_decay": 0.1},
+              {"params": [("0.bias", model[0].bias), ("1.weight", model[1].weight), ("1.bias", model[1].bias)],
+               "weight_decay": 0.0}]
+    report = wdmask_torch.audit(Holder(groups), model)
+    assert report.ok and report.reference == 0.1

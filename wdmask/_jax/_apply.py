@@ -9,14 +9,13 @@ The state carries them as static pytree metadata, which is what keeps them stati
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from wdmask import presets
 from wdmask._engine import decide
-from wdmask._errors import MaskError
-from wdmask._jax._describe import describe, describe_flattened
+from wdmask._errors import MaskError, check_weight_decay
+from wdmask._jax._describe import describe, describe_flattened, refuse_torch
 from wdmask._jax._linen import NEEDS_SAMPLE_MSG
 from wdmask._jax._tree import Leaf, _box_test, _flax_boxes, first_difference, flatten, key_str
 from wdmask._rules import RuleLike, Rules, as_rules
@@ -105,6 +104,8 @@ class MaskSpec:
 def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
           flat: tuple[list[Leaf], Any] | None = None) -> MaskSpec:
     """The spec of ``params``; ``flat`` is ``flatten(params)`` when the caller has it already."""
+    refuse_torch(params, "mask", "params")
+    refuse_torch(model, "mask", "model")
     if params is None:
         raise MaskError("wdmask: `params` is None; pass the params pytree (or nnx.state(model, nnx.Param))")
     leaves, treedef = flat if flat is not None else flatten(params)
@@ -155,22 +156,6 @@ def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None
       {'Dense_0': {'bias': False, 'kernel': True}}
     """
     return _spec(params, as_rules(rules), model, sample, strict).mask()
-
-
-def _check_weight_decay(weight_decay: Any) -> None:
-    if callable(weight_decay):
-        return
-    if isinstance(weight_decay, bool):
-        raise TypeError(f"`weight_decay` must be a float or an optax schedule, got the bool {weight_decay!r}")
-    if isinstance(weight_decay, (int, float)):
-        if not math.isfinite(weight_decay) or weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be a finite number >= 0, got {weight_decay!r}")
-        return
-    shape = getattr(weight_decay, "shape", None)
-    if shape is not None and tuple(shape) == ():
-        return  # a scalar array, possibly traced (inject_hyperparams): fine, it is a value, not structure
-    raise TypeError(f"`weight_decay` must be a float, a scalar array or an optax schedule (callable step -> "
-                    f"float), got {type(weight_decay).__name__} {weight_decay!r}"[:300])
 
 
 class DecayState:
@@ -259,13 +244,15 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
     import optax
 
     rules = as_rules(rules)
-    _check_weight_decay(weight_decay)
+    check_weight_decay(weight_decay, where="wdmask.decay: ")
+    refuse_torch(model, "decay", "model")
     if model is not None and sample is None and _is_linen(model):
         raise ValueError(NEEDS_SAMPLE_MSG)
     _register()
     cache: dict[Any, MaskSpec] = {}
 
     def init_fn(params: PyTree) -> DecayState:
+        refuse_torch(params, "decay", "params")
         leaves, treedef = flatten(params)
         key = (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
         spec = cache.get(key)

@@ -21,7 +21,8 @@ publicly (``flax.linen.normalization.BatchNorm`` -> ``"flax.linen.BatchNorm"``),
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wdmask._jax._linen import describe_linen
@@ -29,6 +30,30 @@ from wdmask._jax._nnx import describe_nnx
 from wdmask._jax._plain import describe_tree
 from wdmask._jax._tree import Leaf, PyTree, flatten
 from wdmask._types import ParamInfo
+
+TORCH_MODULE_MSG = ("wdmask.{fn}: `{arg}` is a torch module ({name}); wdmask.{fn} works on Flax/JAX params and "
+                    "models. For PyTorch use {fix}")
+_TORCH_FIX = {
+    "mask": "wdmask_torch.groups(model, rules, weight_decay=...): param groups for torch.optim",
+    "decay": "wdmask_torch.groups(model, rules, weight_decay=...): param groups for torch.optim",
+    "describe": "wdmask_torch.describe(model), or wdmask.explain(model, rules), which takes torch modules",
+}
+
+
+def refuse_torch(obj: Any, fn: str, arg: str) -> None:
+    """Raise ``TypeError`` pointing to ``wdmask_torch`` when ``obj`` is a torch module or tensor.
+
+    Checked through ``sys.modules`` so ``wdmask`` never imports torch: if torch is not loaded,
+    ``obj`` cannot be one of its objects.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or obj is None:
+        return
+    if isinstance(obj, torch.nn.Module):
+        raise TypeError(TORCH_MODULE_MSG.format(fn=fn, arg=arg, name=type(obj).__name__, fix=_TORCH_FIX[fn]))
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise TypeError(f"wdmask.{fn}: `{arg}` is a dict of torch tensors (a state_dict?); wdmask.{fn} works on "
+                        f"Flax/JAX params. For PyTorch use {_TORCH_FIX[fn]}")
 
 
 def _is_linen(obj: Any) -> bool:
@@ -71,6 +96,7 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
       >>> [(str(i), i.layer, i.role, i.source) for i in inv]
       [('BatchNorm_0.scale', 'norm.batch', 'scale', 'name'), ('bn1.scale', 'other', 'scale', 'shape')]
     """
+    refuse_torch(params_or_model, "describe", "params_or_model")
     if isinstance(params_or_model, type):
         raise TypeError(f"describe() takes a module instance or a params pytree, got the class "
                         f"{params_or_model.__name__}; instantiate it first")
