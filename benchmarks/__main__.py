@@ -14,7 +14,7 @@ from typing import Any
 
 from benchmarks._common import GLIBC_TUNABLES, Row, fmt_time
 
-MODULES = ("jax_step", "torch_step", "construction", "scaling", "memory")
+MODULES = ("jax_step", "torch_step", "construction", "scaling", "memory", "usage_torch")
 
 
 def machine(threads: int) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         with console.status(f"running {name} ..."):
             try:
                 kwargs: dict[str, Any] = {"threads": args.threads} if name == "torch_step" else {}
-                if name in ("torch_step", "construction", "scaling"):
+                if name in ("torch_step", "construction", "scaling", "usage_torch"):
                     from benchmarks._common import set_torch_threads
 
                     set_torch_threads(args.threads)

@@ -23,6 +23,12 @@ _KIND_PATTERNS: tuple[tuple[str, str], ...] = (
     ("embed", "embedding"),
 )
 _AUTO_NAME = re.compile(r"(?P<cls>[A-Za-z][A-Za-z0-9]*?)_(?P<n>\d+)")
+# "Norm" as a word of a CamelCase class name, anywhere: EvoNorm2dB0, FilterResponseNormAct2d, LayerNormFp32,
+# T5LayerNorm, ScaleNorm; not Normal / Normalize / Normalization (those are different words).
+_NORM_WORD = re.compile(r"Norm(?![a-z])|(?:^|_)norm(?![a-z])")
+# ... unless the name says "without a norm" (NF-Nets' NormFreeBlock) or names a container of layers.
+_NOT_NORM = re.compile(r"(?i)norm_?(free|less)|no_?norm|(Block|Stage|Head|Net|Model|Mlp|Stem|Encoder|Decoder|"
+                       r"Attention|Classifier|Wrapper)s?\d*$")
 
 SCALE_NAMES = frozenset({"scale", "weight", "gamma", "g", "gain"})
 SHIFT_NAMES = frozenset({"bias", "beta", "b", "shift", "offset"})
@@ -48,18 +54,28 @@ _SHIFT = frozenset({"beta", "shift"})
 def kind_from_name(name: str) -> str | None:
     """Layer kind suggested by a class name or Flax auto-name, or ``None``.
 
+    A name with the word "Norm" anywhere that names no specific norm (``EvoNorm2dB0``,
+    ``FilterResponseNormAct2d``) is a norm of unknown statistics: ``norm.layer``; not a name that
+    says "norm-free" or ends in a container word (``NormFreeBlock``, ``NormMlpClassifierHead``).
+
     Example:
       >>> kind_from_name("BatchNorm_0"), kind_from_name("LayerNorm2d"), kind_from_name("Dense_12")
       ('norm.batch', 'norm.layer', 'linear')
+      >>> kind_from_name("EvoNorm2dB0"), kind_from_name("FilterResponseNormAct2d"), kind_from_name("Normalize")
+      ('norm.layer', 'norm.layer', None)
+      >>> kind_from_name("NormFreeBlock"), kind_from_name("NormMlpClassifierHead")
+      (None, None)
       >>> kind_from_name("bn1") is None
       True
     """
     m = _AUTO_NAME.fullmatch(name)
-    lowered = (m.group("cls") if m else name).lower()
+    cls = m.group("cls") if m else name
+    lowered = cls.lower()
     for needle, kind in _KIND_PATTERNS:
         if needle in lowered:
             return kind
-    if lowered.endswith("norm") or lowered.endswith("norm2d"):
+    if lowered.endswith("norm") or lowered.endswith("norm2d") or (
+            _NORM_WORD.search(cls) and not _NOT_NORM.search(cls)):
         return "norm.layer"
     return None
 

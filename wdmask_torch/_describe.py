@@ -1,9 +1,12 @@
 """``describe``: a torch ``nn.Module`` -> one ``ParamInfo`` per trainable parameter.
 
 Layer kinds come from the owning module's class (``isinstance``, subclasses included), then from a
-registry users extend with ``register_norm``, then from the class name (``_kinds``) for custom norms
-that own only 1-D parameters (``source="name"``). Paths are ``named_parameters()`` names with the
-wrapper tokens of ``torch.compile``, DDP/DataParallel and FSDP removed.
+registry users extend with ``register_norm``, then from the class names along the MRO (``_kinds``:
+"Norm" anywhere, e.g. ``EvoNorm2dB0``) for custom norms that own only parameters of rank <= 1
+(``source="name"``). With ``example_inputs``, one traced forward pass (``_usage``) records how each
+parameter is consumed and the shared usage table decides its role (``source="graph"``); the class
+still gives the layer kind where known. Paths are ``named_parameters()`` names with the wrapper
+tokens of ``torch.compile``, DDP/DataParallel and FSDP removed.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import functools
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +26,10 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 
 from wdmask._kinds import kind_from_name, role_from_name
 from wdmask._types import LAYER_KINDS, SOURCES, ParamInfo
+from wdmask._usage import classify, usage_names
+
+if TYPE_CHECKING:
+    from wdmask_torch._usage import Trace
 
 __all__ = ["describe", "module_kind", "register_norm", "unwrap"]
 
@@ -38,6 +45,8 @@ _TYPE_KINDS: tuple[tuple[type, str], ...] = (
     (_ConvNd, "conv"),  # Conv1-3d, ConvTranspose1-3d, LazyConv*
     (nn.Linear, "linear"),  # incl. LazyLinear and MultiheadAttention.out_proj
     (nn.Bilinear, "linear"),
+    (nn.RNNBase, "linear"),  # RNN / LSTM / GRU: weight_ih_l0 ... are recurrent weight matrices
+    (nn.RNNCellBase, "linear"),
     (nn.Embedding, "embedding"),
     (nn.EmbeddingBag, "embedding"),
     (_InstanceNorm, "norm.instance"),
@@ -52,6 +61,19 @@ _MHA_ROLES: dict[str, str] = {
     "in_proj_bias": "bias", "bias_k": "bias", "bias_v": "bias",
 }
 _REGISTRY: dict[type, str] = {}
+
+
+def _class_role(module: nn.Module, leaf: str) -> tuple[str, str] | None:
+    """``(layer, role)`` that torch's own classes fix whatever the leaf name heuristics say."""
+    if isinstance(module, nn.MultiheadAttention):
+        role = _MHA_ROLES.get(leaf)
+        return None if role is None else ("linear", role)
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):  # weight_ih_l0, weight_hh_l0_reverse, weight_hr_l0, bias_*
+        role = "kernel" if leaf.startswith("weight_") else "bias" if leaf.startswith("bias_") else None
+        return None if role is None else ("linear", role)
+    if isinstance(module, nn.PReLU) and leaf == "weight":
+        return "other", "gain"  # a learned slope multiplying the negative part
+    return None
 
 
 def register_norm(cls: type[nn.Module], kind: str = "norm.layer") -> type[nn.Module]:
@@ -120,13 +142,31 @@ def module_kind(module: nn.Module, memo: _Memo | None = None) -> tuple[str, str]
     name = type(module).__name__
     if name == "Conv1D" and "weight" in module._parameters:
         return "linear", "name"  # Hugging Face GPT-2 Conv1D: a Linear with its weight stored (in, out)
-    by_name = kind_from_name(name)
-    if by_name is not None and by_name.startswith("norm."):
+    by_name = memo.norm_by_name(type(module)) if memo is not None else norm_by_name(type(module))
+    if by_name is not None:
         own = list(module.parameters(recurse=False))
         if own and all(_rank(p) <= 1 for p in own):
             if by_name == "norm.layer" and _rms_style(module):
                 return "norm.rms", "name"
             return by_name, "name"
+    return None
+
+
+def norm_by_name(cls: type) -> str | None:
+    """Norm kind suggested by the name of ``cls`` or of a base class (``class MyNorm(EvoNorm2dB0)``).
+
+    Example:
+      >>> class EvoNorm2dB0(nn.Module): pass
+      >>> class Fp32Variant(EvoNorm2dB0): pass
+      >>> norm_by_name(Fp32Variant), norm_by_name(nn.ReLU)
+      ('norm.layer', None)
+    """
+    for base in cls.__mro__:
+        if base in (nn.Module, object):
+            break
+        kind = kind_from_name(base.__name__)
+        if kind is not None and kind.startswith("norm."):
+            return kind
     return None
 
 
@@ -146,6 +186,7 @@ class _Memo:
 
     def __init__(self) -> None:
         self.class_kind = functools.cache(class_kind)
+        self.norm_by_name = functools.cache(norm_by_name)
         self.qualified_name = functools.cache(qualified_name)
         self.role = functools.cache(role_from_name)
         self.dtype_name = functools.cache(_dtype_name)
@@ -262,8 +303,9 @@ def _owner_info(module: nn.Module, leaf: str, owner: str, memo: _Memo) -> tuple[
     """``(layer, role, module_type, source)`` of parameter ``leaf`` owned by ``module``, whose
     attribute name (last segment of its module path) is ``owner``."""
     module_type = memo.qualified_name(type(module))
-    if isinstance(module, nn.MultiheadAttention) and leaf in _MHA_ROLES:
-        return "linear", _MHA_ROLES[leaf], module_type, "type"
+    fixed = _class_role(module, leaf)
+    if fixed is not None:
+        return *fixed, module_type, "type"
     found = module_kind(module, memo)
     if found is None:
         return "other", memo.role("other", leaf, owner), module_type, "shape"
@@ -281,9 +323,13 @@ def _best(candidates: list[tuple[str, str, str, str]]) -> tuple[str, str, str, s
 
 
 def iter_params(model: nn.Module, *, include_frozen: bool,
-                feeds: dict[nn.Module, bool | None] | None = None,
+                feeds: dict[nn.Module, bool | None] | None = None, graph: Trace | None = None,
                 ) -> Iterator[tuple[str, nn.Parameter, ParamInfo]]:
-    """``(name, tensor, info)`` for each parameter of the unwrapped ``model`` in ``named_parameters()`` order."""
+    """``(name, tensor, info)`` for each parameter of the unwrapped ``model`` in ``named_parameters()`` order.
+
+    With a ``graph`` (a traced forward pass), a parameter the pass used gets its role (and, where the
+    class says nothing, its layer kind) from ``wdmask._usage.classify`` and ``source="graph"``.
+    """
     owners: dict[int, list[tuple[nn.Module, str]]] = {}
     names: dict[int, list[str]] = {}  # every dotted name of each tensor, first (canonical) first
     for mname, module in model.named_modules(remove_duplicate=False):
@@ -306,6 +352,16 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
         candidates = [_owner_info(m, leaf, n.split(".")[-2] if n.count(".") else "", memo)
                       for (m, leaf), n in zip(owners[id(p)], all_names, strict=True)]
         layer, role, module_type, source = candidates[0] if len(candidates) == 1 else _best(candidates)
+        usage: tuple[str, ...] = ()
+        if graph is not None:
+            uses = graph.uses.get(id(p), ())
+            if uses:
+                usage = usage_names(uses)
+                found = classify(uses, known=layer)
+                if found is not None:
+                    (layer, role), source = found, "graph"
+            elif id(p) not in graph.touched:
+                usage = ("unused",)
         feeds_norm = None
         if feeds is not None and layer in ("conv", "linear"):
             for m, _ in owners[id(p)]:
@@ -316,7 +372,7 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
         aliases = tuple(dict.fromkeys(n for n in all_names if n != dotted))
         info = ParamInfo(tuple(dotted.split(".")), tuple(p.shape), memo.dtype_name(p.dtype), layer=layer, role=role,
                          feeds_norm=feeds_norm, module_type=module_type, source=source, declared=declared,
-                         aliases=aliases)
+                         aliases=aliases, usage=usage)
         yield name, p, info
 
 
@@ -327,17 +383,19 @@ def _owner(owners: dict[int, list[tuple[nn.Module, str]]], p: torch.Tensor) -> n
 def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = False,
               fn: str = "describe") -> list[tuple[str, nn.Parameter, ParamInfo]]:
     """``describe`` plus each parameter's original name and tensor (for building groups)."""
-    from wdmask_torch._feeds_norm import detect_feeds_norm
+    from wdmask_torch._usage import trace
 
     inner = check_model(model, fn)
-    feeds = None
+    feeds = graph = None
     if example_inputs is not None:
         memo = _Memo()
         kinds = [(m, k[0]) for m in inner.modules() if (k := module_kind(m, memo)) is not None]
-        producers = [m for m, k in kinds if k in ("conv", "linear") and not isinstance(m, nn.MultiheadAttention)]
+        producers = [m for m, k in kinds if k in ("conv", "linear")
+                     and not isinstance(m, (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase))]
         norms = [m for m, k in kinds if k.startswith("norm.")]
-        feeds = detect_feeds_norm(inner, example_inputs, producers=producers, norms=norms)
-    return list(iter_params(inner, include_frozen=include_frozen, feeds=feeds))
+        graph = trace(inner, example_inputs, params=list(inner.parameters()), producers=producers, norms=norms)
+        feeds = graph.feeds
+    return list(iter_params(inner, include_frozen=include_frozen, feeds=feeds, graph=graph))
 
 
 def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bool = False) -> list[ParamInfo]:
@@ -346,9 +404,11 @@ def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bo
     Args:
       model: An ``nn.Module``, possibly wrapped by ``torch.compile``, ``DataParallel``,
         ``DistributedDataParallel`` or FSDP.
-      example_inputs: Optional inputs for one forward pass that detects ``feeds_norm`` (a
-        tuple is unpacked into positional arguments, a dict into keyword arguments, anything
-        else is the single argument). ``None``: nothing runs and ``feeds_norm`` is ``None``.
+      example_inputs: Optional inputs for one forward pass (a tuple is unpacked into positional
+        arguments, a dict into keyword arguments, anything else is the single argument; meta tensors
+        for a meta-device model). The pass records how each parameter is consumed (its role then
+        comes from usage, ``source="graph"``) and detects ``feeds_norm``. ``None``: nothing runs,
+        roles come from classes and names, and ``feeds_norm`` is ``None``.
       include_frozen: Also describe parameters with ``requires_grad=False``.
     Returns:
       One ``ParamInfo`` per parameter in ``named_parameters()`` order; tied parameters once.
@@ -359,5 +419,7 @@ def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bo
       >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8))
       >>> [(i.dotted, i.layer, i.role, i.feeds_norm) for i in describe(net, torch.zeros(1, 3, 8, 8))]
       [('0.weight', 'conv', 'kernel', True), ('1.weight', 'norm.batch', 'scale', None), ('1.bias', 'norm.batch', 'bias', None)]
+      >>> [(i.dotted, i.source, i.usage) for i in describe(net, torch.zeros(1, 3, 8, 8))][:2]
+      [('0.weight', 'graph', ('contract',)), ('1.weight', 'graph', ('norm_scale',))]
     """  # noqa: E501
     return [info for _, _, info in inventory(model, example_inputs, include_frozen=include_frozen)]

@@ -124,6 +124,7 @@ def detect_feeds_norm(model: nn.Module, example_inputs: Any, *, producers: Seque
 
     The model runs in ``eval()`` under ``torch.no_grad()`` and a forked RNG; training flags are
     restored and every hook is removed afterwards, also when the forward pass raises.
+    ``wdmask_torch.describe`` runs the same pass with usage tracing added (``_usage.trace``).
 
     Args:
       model: The unwrapped module to run.
@@ -138,6 +139,16 @@ def detect_feeds_norm(model: nn.Module, example_inputs: Any, *, producers: Seque
       [False]
     """
     tracker = _Tracker()
+    return run(model, example_inputs, tracker, producers=producers, norms=norms)
+
+
+def run(model: nn.Module, example_inputs: Any, tracker: _Tracker, *, producers: Sequence[nn.Module],
+        norms: Sequence[nn.Module], before: Callable[[], None] | None = None) -> dict[nn.Module, bool | None]:
+    """One probing forward pass of ``model`` under ``tracker``; returns the producers' ``feeds_norm``.
+
+    ``before`` runs inside the pass's context (no grad, eval, forked RNG) right before the forward,
+    once the hooks are in place (usage tracing registers the parameters and inputs there).
+    """
     producer_set = list(dict.fromkeys(producers))
     mha = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
 
@@ -172,19 +183,23 @@ def detect_feeds_norm(model: nn.Module, example_inputs: Any, *, producers: Seque
     try:
         for m in producer_set:
             handles.append(m.register_forward_hook(on_output))
-        for m in mha:
+        for m in mha if producer_set else ():
             handles.append(m.register_forward_hook(on_mha))
-        for m in dict.fromkeys(norms):
+        for m in dict.fromkeys(norms) if producer_set else ():
             handles.append(m.register_forward_pre_hook(before_norm, with_kwargs=True))
             handles.append(m.register_forward_hook(after_norm, always_call=True))
         model.eval()
-        with torch.random.fork_rng(devices=[]), torch.no_grad(), _eager(model), tracker:
-            try:
-                output = model(*args, **kwargs)
-            except Exception as e:
-                e.add_note("wdmask_torch: raised while running the model on `example_inputs` to detect feeds_norm")
-                raise
-            tracker.escape_all(output)
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), _eager(model):
+            if before is not None:
+                before()
+            with tracker:
+                try:
+                    output = model(*args, **kwargs)
+                except Exception as e:
+                    e.add_note("wdmask_torch: raised while running the model on `example_inputs` to trace usage "
+                               "and detect feeds_norm")
+                    raise
+                tracker.escape_all(output)
     finally:
         for h in handles:
             h.remove()

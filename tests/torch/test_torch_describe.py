@@ -1,5 +1,6 @@
 """describe: layer kind, role, decision and feeds_norm leaf by leaf against hand-written tables."""
 
+import contextlib
 import subprocess
 import sys
 
@@ -71,7 +72,9 @@ _TRANSFORMER_BLOCK = {
     "fc2.bias": ("linear", "bias", 0, False),
 }
 TRANSFORMER = {
-    "pos": ("other", "other", 1, None),  # a loose parameter of the root module comes first
+    # a loose parameter of the root module comes first; the traced pass sees a (1, L, D) table sliced and added
+    # whole to the activations: a position table, not decayed (without a graph it is unclassified: see below)
+    "pos": ("other", "position", 0, None),
     "tok.weight": ("embedding", "embedding", 1, None),  # tied to head.weight, which is not listed again
     **{f"blocks.0.{k}": v for k, v in _TRANSFORMER_BLOCK.items()},
     **{f"blocks.1.{k}": v for k, v in _TRANSFORMER_BLOCK.items()},
@@ -130,7 +133,12 @@ def test_leaf_by_leaf(case: tuple) -> None:
 @pytest.mark.parametrize("case", MODELS.values(), ids=list(MODELS))
 def test_without_example_inputs_feeds_norm_is_unknown(case: tuple) -> None:
     build, _, expected = case
-    assert table(build()) == {k: (*v[:3], None) for k, v in expected.items()}
+    expected = {k: (*v[:3], None) for k, v in expected.items()}
+    if "pos" in expected:  # no graph: a loose `pos` has no class or name evidence -> unclassified, decayed
+        expected["pos"] = ("other", "other", 1, None)
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"1 parameter\(s\).*: pos\. Fix") if "pos" in expected \
+            else contextlib.nullcontext():
+        assert table(build()) == expected
 
 
 def test_scale_invariant_preset_uses_feeds_norm() -> None:
