@@ -74,9 +74,12 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
       named: Put ``(name, tensor)`` pairs in ``params`` (torch's named param groups, torch >= 2.6)
         for optimizers and checkpoints that record ``param_names``.
       include_frozen: Also group parameters with ``requires_grad=False``.
-      example_inputs: Inputs for one forward pass that detects ``feeds_norm`` (needed by
-        ``presets.standard_scale_invariant``).
-      strict: Raise ``RuleError`` (instead of warning) when a rule matches no parameter.
+      example_inputs: Inputs for one traced forward pass (meta tensors work): roles come from how each
+        parameter is used (``source="graph"``) and ``feeds_norm`` is known (needed by
+        ``presets.standard_scale_invariant``). Without them, parameters that class and name cannot
+        classify are reported in an ``UnclassifiedWarning``.
+      strict: Raise ``RuleError`` (instead of warning) when a rule matches no parameter or a
+        parameter is decided on a guess.
       options_by_multiplier: Extra keys for the group of one multiplier, e.g.
         ``{0.0: {"trust_ratio": False}}`` so a LARS/LAMB implementation that reads per-group flags
         skips trust-ratio scaling where there is no decay; applied after ``group_options``.
