@@ -17,6 +17,7 @@ from wdmask import presets
 from wdmask._engine import decide
 from wdmask._errors import MaskError
 from wdmask._jax._describe import describe, describe_flattened
+from wdmask._jax._equinox import flatten_params, is_equinox
 from wdmask._jax._linen import NEEDS_SAMPLE_MSG
 from wdmask._jax._tree import Leaf, _box_test, _flax_boxes, first_difference, flatten, key_str
 from wdmask._rules import RuleLike, Rules, as_rules
@@ -107,6 +108,8 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
     """The spec of ``params``; ``flat`` is ``flatten(params)`` when the caller has it already."""
     if params is None:
         raise MaskError("wdmask: `params` is None; pass the params pytree (or nnx.state(model, nnx.Param))")
+    if is_equinox(params) or is_equinox(model):  # the filtered params optax sees, StateIndex state not trainable
+        params, flat = flatten_params(params)
     leaves, treedef = flat if flat is not None else flatten(params)
     if model is not None:
         inventory = describe(model, sample, params=params)

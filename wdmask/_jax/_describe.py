@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from wdmask._jax._equinox import describe_equinox, is_equinox
 from wdmask._jax._linen import describe_linen
 from wdmask._jax._nnx import describe_nnx
 from wdmask._jax._plain import describe_tree
@@ -74,6 +75,8 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
     if isinstance(params_or_model, type):
         raise TypeError(f"describe() takes a module instance or a params pytree, got the class "
                         f"{params_or_model.__name__}; instantiate it first")
+    if is_equinox(params_or_model):
+        return describe_equinox(params_or_model, params, sample=sample)
     if _is_linen(params_or_model):
         return describe_linen(params_or_model, sample, params)
     if _is_nnx(params_or_model):
@@ -89,6 +92,6 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
 
 def describe_flattened(tree: PyTree, leaves: Sequence[Leaf]) -> list[ParamInfo]:
     """``describe(tree)`` of a params pytree already flattened to ``leaves`` (``flatten(tree)[0]``)."""
-    if isinstance(tree, type) or _is_linen(tree) or _is_nnx(tree):
+    if isinstance(tree, type) or is_equinox(tree) or _is_linen(tree) or _is_nnx(tree):
         return describe(tree)
     return describe_tree(leaves)
