@@ -10,7 +10,7 @@ The state carries them as static pytree metadata, which is what keeps them stati
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from wdmask import presets
@@ -223,6 +223,21 @@ def _inner(weight_decay: ScalarOrSchedule, spec: MaskSpec) -> Any:
     return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
+RESTORED_MSG = (
+    "wdmask.decay: `state` is a plain {} shaped like a restored DecayState: the optimizer state was restored "
+    "from a checkpoint without a target, so its static mask was lost. Restore it onto the structure of a fresh "
+    "state: `target = tx.init(params)`, then `state = checkpointer.restore(path, target)` (orbax: "
+    "`ocp.StandardCheckpointer().restore(path, target)` or `args=ocp.args.StandardRestore(target)`)"
+)
+
+
+def _restored_without_target(state: Any) -> bool:
+    """A DecayState flattened by a checkpointer: ``{"inner": ...}`` or a bare 1-tuple/list (no namedtuple)."""
+    if isinstance(state, Mapping):
+        return len(state) == 1 and str(next(iter(state))) == "inner"
+    return isinstance(state, (tuple, list)) and not hasattr(state, "_fields") and len(state) == 1
+
+
 def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = presets.standard, *,
           model: Any = None, sample: Any = None, strict: bool = False) -> Any:
     r"""Add weight decay scaled per leaf by the multiplier ``rules`` decide.
@@ -278,6 +293,8 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
 
     def update_fn(updates: PyTree, state: DecayState, params: PyTree | None = None) -> tuple[PyTree, DecayState]:
         if not isinstance(state, DecayState):
+            if _restored_without_target(state):
+                raise MaskError(RESTORED_MSG.format(type(state).__name__))
             raise MaskError(f"wdmask.decay: `state` must come from this transform's init (a DecayState), got "
                             f"{type(state).__name__}; check the order of transforms in optax.chain")
         spec = state.spec
