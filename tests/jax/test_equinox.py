@@ -177,7 +177,7 @@ def test_adamw_mask_and_full_model_error():
     state = tx.init(params)
     updates, _ = tx.update(jax.tree_util.tree_map(jnp.zeros_like, params), state, params)
     assert jax.tree_util.tree_structure(updates) == jax.tree_util.tree_structure(params)
-    with pytest.raises(wdmask.MaskError, match="eqx.filter"):  # the unfiltered model given to init
+    with pytest.raises(wdmask.MaskError, match=r"eqx\.filter"):  # the unfiltered model given to init
         wdmask.decay(0.1).init(model)
 
 
