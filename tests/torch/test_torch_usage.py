@@ -459,7 +459,8 @@ def test_without_graph_every_guess_is_named(family: str) -> None:
 def test_groups_take_example_inputs() -> None:
     model = MambaLike()
     groups = wdmask_torch.groups(model, presets.standard, weight_decay=0.1, example_inputs=SEQ)
-    no_decay = {n for g in groups if g["weight_decay"] == 0.0 for n, _ in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay = {names[id(p)] for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
     assert no_decay == {"dt_bias", "A_log", "D"}
 
 

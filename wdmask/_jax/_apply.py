@@ -9,13 +9,14 @@ The state carries them as static pytree metadata, which is what keeps them stati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from wdmask import presets
 from wdmask._engine import decide
 from wdmask._errors import MaskError, check_weight_decay
 from wdmask._jax._describe import describe, describe_flattened, refuse_torch
+from wdmask._jax._equinox import flatten_params, is_equinox
 from wdmask._jax._linen import NEEDS_SAMPLE_MSG
 from wdmask._jax._tree import Leaf, _box_test, _flax_boxes, first_difference, flatten, key_str
 from wdmask._rules import RuleLike, Rules, as_rules
@@ -108,6 +109,8 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
     refuse_torch(model, "mask", "model")
     if params is None:
         raise MaskError("wdmask: `params` is None; pass the params pytree (or nnx.state(model, nnx.Param))")
+    if is_equinox(params) or is_equinox(model):  # the filtered params optax sees, StateIndex state not trainable
+        params, flat = flatten_params(params)
     leaves, treedef = flat if flat is not None else flatten(params)
     if model is not None:
         inventory = describe(model, sample, params=params)
@@ -205,6 +208,21 @@ def _inner(weight_decay: ScalarOrSchedule, spec: MaskSpec) -> Any:
     return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
+RESTORED_MSG = (
+    "wdmask.decay: `state` is a plain {} shaped like a restored DecayState: the optimizer state was restored "
+    "from a checkpoint without a target, so its static mask was lost. Restore it onto the structure of a fresh "
+    "state: `target = tx.init(params)`, then `state = checkpointer.restore(path, target)` (orbax: "
+    "`ocp.StandardCheckpointer().restore(path, target)` or `args=ocp.args.StandardRestore(target)`)"
+)
+
+
+def _restored_without_target(state: Any) -> bool:
+    """A DecayState flattened by a checkpointer: ``{"inner": ...}`` or a bare 1-tuple/list (no namedtuple)."""
+    if isinstance(state, Mapping):
+        return len(state) == 1 and str(next(iter(state))) == "inner"
+    return isinstance(state, (tuple, list)) and not hasattr(state, "_fields") and len(state) == 1
+
+
 def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = presets.standard, *,
           model: Any = None, sample: Any = None, strict: bool = False) -> Any:
     r"""Add weight decay scaled per leaf by the multiplier ``rules`` decide.
@@ -262,6 +280,8 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
 
     def update_fn(updates: PyTree, state: DecayState, params: PyTree | None = None) -> tuple[PyTree, DecayState]:
         if not isinstance(state, DecayState):
+            if _restored_without_target(state):
+                raise MaskError(RESTORED_MSG.format(type(state).__name__))
             raise MaskError(f"wdmask.decay: `state` must come from this transform's init (a DecayState), got "
                             f"{type(state).__name__}; check the order of transforms in optax.chain")
         spec = state.spec

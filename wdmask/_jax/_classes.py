@@ -57,8 +57,8 @@ def expected_ndim(kind: str, role: str, module: Any = None, owner_name: str = ""
         if isinstance(ins, Sequence) and isinstance(outs, Sequence):
             return {"kernel": len(ins) + len(outs), "bias": len(outs)}.get(role)
         return None
-    if "General" in general or "Einsum" in general:
-        return None
+    if "General" in general or "Einsum" in general or owner_name in _ATTENTION_CHILDREN:
+        return None  # per-axis features (heads, head_dim): the rank is not the layer's
     if role == "bias":
         return 1
     if role == "kernel" and kind == "linear":

@@ -25,9 +25,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from wdmask._jax._equinox import describe_equinox, is_equinox
 from wdmask._jax._linen import describe_linen
 from wdmask._jax._nnx import describe_nnx
 from wdmask._jax._plain import describe_tree
+from wdmask._jax._stacks import refine_from_metadata
 from wdmask._jax._tree import Leaf, PyTree, flatten
 from wdmask._types import ParamInfo
 
@@ -100,6 +102,8 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
     if isinstance(params_or_model, type):
         raise TypeError(f"describe() takes a module instance or a params pytree, got the class "
                         f"{params_or_model.__name__}; instantiate it first")
+    if is_equinox(params_or_model):
+        return describe_equinox(params_or_model, params, sample=sample)
     if _is_linen(params_or_model):
         return describe_linen(params_or_model, sample, params)
     if _is_nnx(params_or_model):
@@ -110,11 +114,11 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
         raise TypeError("describe(): `sample` only goes with a linen module; a params pytree is described by its "
                         "names (pass the module to get exact classes and feeds_norm)")
     leaves, _ = flatten(params_or_model)
-    return describe_tree(leaves)
+    return refine_from_metadata(describe_tree(leaves), params_or_model)
 
 
 def describe_flattened(tree: PyTree, leaves: Sequence[Leaf]) -> list[ParamInfo]:
     """``describe(tree)`` of a params pytree already flattened to ``leaves`` (``flatten(tree)[0]``)."""
-    if isinstance(tree, type) or _is_linen(tree) or _is_nnx(tree):
+    if isinstance(tree, type) or is_equinox(tree) or _is_linen(tree) or _is_nnx(tree):
         return describe(tree)
-    return describe_tree(leaves)
+    return refine_from_metadata(describe_tree(leaves), tree)

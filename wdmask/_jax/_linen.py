@@ -12,7 +12,9 @@ from typing import Any, NamedTuple
 
 from wdmask._errors import MaskError
 from wdmask._jax._classes import kind_from_class, module_type_name
+from wdmask._jax._fallback import describe_untraced, own_init, refine_bridged, traced_or_error
 from wdmask._jax._plain import describe_tree
+from wdmask._jax._stacks import box_metadata, slice_axes
 from wdmask._jax._tree import PyTree, _unbox, first_difference, flatten
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
@@ -88,10 +90,10 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True) -> LinenTra
     args = as_args(sample)
     with nn.intercept_methods(interceptor):
         if tagger is None:
-            variables = jax.eval_shape(model.init, rngs, *args)
+            variables = jax.eval_shape(own_init(model), rngs, *args)
             feeds = None
         else:
-            closed, variables = jax.make_jaxpr(model.init, return_shape=True)(rngs, *args)
+            closed, variables = jax.make_jaxpr(own_init(model), return_shape=True)(rngs, *args)
             feeds = tagger.analyze(closed)
     return LinenTrace(owners, slices, variables, feeds)
 
@@ -107,7 +109,9 @@ def describe_linen(model: Any, sample: Any, params: PyTree | None) -> list[Param
     """Inventory of a linen module from one abstract trace of ``model.init(rng, *sample)``."""
     if sample is None:
         raise ValueError(NEEDS_SAMPLE_MSG)
-    trace = trace_linen(model, sample, feeds_norm=True)
+    trace, error = traced_or_error(lambda: trace_linen(model, sample, feeds_norm=True))
+    if trace is None:  # never raise from deep inside flax: describe what can be read, and say so
+        return describe_untraced(model, sample, params, error)
     model_leaves, _ = flatten(trace.variables)
     if params is None:
         leaves = model_leaves
@@ -120,6 +124,7 @@ def describe_linen(model: Any, sample: Any, params: PyTree | None) -> list[Param
                             f"{first_difference(want, got)}; pass the params of this model (variables['params'])")
     # Declarations live in the boxes of the model's own init: also known when `params` were unboxed.
     declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
+    meta = {**box_metadata(trace.variables), **box_metadata(params)}  # partition names: which axis is stacked
     out = []
     for leaf in leaves:
         if not leaf.trainable:
@@ -132,16 +137,13 @@ def describe_linen(model: Any, sample: Any, params: PyTree | None) -> list[Param
         kind = kind_from_class(cls, _LINEN_KINDS, "flax.linen")
         role = role_from_name(kind, name, owner_path[-1] if owner_path else "")
         declared = "no_decay" if leaf.declared or leaf.path in declared_paths else ""
-        piece = trace.slice_shapes.get(leaf.path)
-        stacked = 0
-        if piece is not None and len(piece) < len(leaf.shape) and leaf.shape[len(leaf.shape) - len(piece):] == piece:
-            stacked = len(leaf.shape) - len(piece)
+        axes = slice_axes(leaf.shape, trace.slice_shapes.get(leaf.path), meta.get(leaf.path))
         feeds = None
         if trace.feeds_norm is not None:
             feeds = trace.feeds_norm.get(owner_path, False) if kind in ("conv", "linear") else False
-        out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, stacked, feeds,
-                             module_type_name(cls), "type", declared))
-    return out
+        out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
+                             module_type_name(cls), "type", declared, stacked_axes=axes))
+    return refine_bridged(out, model, trace.owners)
 
 
 def linen_call_order(model: Any, sample: Any) -> list[Path]:

@@ -7,6 +7,7 @@ from typing import Any
 from wdmask._errors import MaskError
 from wdmask._jax._classes import _stacked_from_ndim, expected_ndim, kind_from_class, module_type_name
 from wdmask._jax._linen import _owner
+from wdmask._jax._stacks import box_metadata, nnx_axes
 from wdmask._jax._tree import PyTree, first_difference, flatten
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo
@@ -38,6 +39,7 @@ def describe_nnx(model: Any, params: PyTree | None) -> list[ParamInfo]:
             raise MaskError(f"`params` do not match `model` ({type(model).__name__}): {first_difference(want, got)}; "
                             "pass nnx.state(model, nnx.Param) (or its pure form)")
     declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
+    meta = box_metadata(nnx.state(model, nnx.Param))  # sharding names / param_scan_axis: which axis is stacked
     out = []
     for leaf in leaves:
         if not leaf.trainable:
@@ -46,8 +48,9 @@ def describe_nnx(model: Any, params: PyTree | None) -> list[ParamInfo]:
         name = leaf.path[-1] if leaf.path else ""
         kind = kind_from_class(type(module), _NNX_KINDS, "flax.nnx")
         role = role_from_name(kind, name, owner_path[-1] if owner_path else "")
-        stacked = _stacked_from_ndim(leaf.shape, expected_ndim(kind, role, module))
+        ranked = _stacked_from_ndim(leaf.shape, expected_ndim(kind, role, module))
+        axes = nnx_axes(leaf.shape, module, kind, role, ranked, meta.get(leaf.path))
         declared = "no_decay" if leaf.declared or leaf.path in declared_paths else ""
-        out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, stacked, None,
-                             module_type_name(type(module)), "type", declared))
+        out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), None,
+                             module_type_name(type(module)), "type", declared, stacked_axes=axes))
     return out

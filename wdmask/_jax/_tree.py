@@ -69,7 +69,8 @@ def _shape_dtype(x: Any, where: str) -> tuple[tuple[int, ...], str]:
             arr = None
         if arr is None or arr.dtype.kind not in "biufc":
             raise MaskError(f"params leaf {where!r}: expected an array, got {type(x).__name__} {x!r}; a params "
-                            "pytree holds arrays (or nn.Partitioned / nnx.Param boxes around arrays)")
+                            "pytree holds arrays (or nn.Partitioned / nnx.Param boxes around arrays); for an Equinox "
+                            "model pass `eqx.filter(model, eqx.is_inexact_array)`")
         shape, dtype = arr.shape, arr.dtype
     try:
         name = _dtype_name(dtype)

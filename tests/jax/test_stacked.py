@@ -1,0 +1,135 @@
+"""stacked_axes from framework metadata at any axis; describing never crashes; restored-state errors."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+from flax import nnx
+
+import wdmask
+
+P = nn.with_partitioning
+X = jnp.ones((2, 8))
+
+
+class Blk(nn.Module):
+    @nn.compact
+    def __call__(self, x, _):
+        h = nn.LayerNorm(scale_init=P(nn.initializers.ones, ("embed",)), bias_init=P(nn.initializers.zeros, ("embed",)),
+                         name="ln")(x)
+        h = nn.Dense(16, kernel_init=P(nn.initializers.lecun_normal(), ("embed", "mlp")),
+                     bias_init=P(nn.initializers.zeros, ("mlp",)), name="fc")(h)
+        return x + h[:, :8], None
+
+
+class Stack(nn.Module):
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        body = nn.remat(Blk) if self.remat else Blk
+        x, _ = nn.scan(body, variable_axes={"params": 1}, split_rngs={"params": True}, length=3,
+                       metadata_params={nn.PARTITION_NAME: "layers"})(name="layers")(x, None)
+        return x
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_linen_scan_at_axis_1(remat):
+    model = Stack(remat)
+    variables = model.init(jax.random.key(0), X)
+    # the layer axis (length 3) sits at position 1 of every leaf: kernel (8, 3, 16), scale/bias (8, 3)
+    with_model = {i.dotted: i.stacked_axes for i in wdmask.describe(model, sample=X)}
+    assert with_model == {f"layers.{k}": (1,) for k in ("fc.bias", "fc.kernel", "ln.bias", "ln.scale")}
+    names_only = {i.dotted: i.stacked_axes for i in wdmask.describe(variables)}  # Partitioned names, no model
+    assert names_only == with_model
+    layer_shapes = {i.dotted: i.layer_shape for i in wdmask.describe(variables)}
+    assert layer_shapes["layers.fc.kernel"] == (8, 16) and layer_shapes["layers.ln.scale"] == (8,)
+
+
+def test_densegeneral_head_axes_are_not_layers():
+    mha = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8)
+    params = mha.init(jax.random.key(0), jnp.ones((1, 3, 8)))["params"]
+    inv = {i.dotted: i for i in wdmask.describe(params)}  # query kernel (8, 2, 4): embed, heads, head_dim
+    assert inv["query.kernel"].shape == (8, 2, 4) and inv["query.kernel"].stacked == 0
+    assert inv["query.bias"].stacked == 0 and inv["out.kernel"].stacked == 0
+    boxed = {"attn": {"query": {"kernel": nn.Partitioned(jnp.ones((8, 2, 4)), ("embed", "heads", "kv")),
+                                "bias": nn.Partitioned(jnp.ones((3, 2, 4)), ("layers", "heads", "kv"))}}}
+    inv = {i.dotted: i.stacked_axes for i in wdmask.describe(boxed)}
+    assert inv == {"attn.query.kernel": (), "attn.query.bias": (0,)}
+
+
+class NBlk(nnx.Module):
+    def __init__(self, rngs):
+        self.lin = nnx.Linear(8, 16, rngs=rngs)
+        self.ln = nnx.LayerNorm(8, rngs=rngs)
+
+
+def test_nnx_vmap_at_axis_1_and_param_scan_axis():
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=0, out_axes=1)
+    def make(rngs):
+        return NBlk(rngs)
+
+    inv = {i.dotted: (i.shape, i.stacked_axes) for i in wdmask.describe(make(nnx.Rngs(0)))}
+    assert inv == {"lin.bias": ((16, 3), (1,)), "lin.kernel": ((8, 3, 16), (1,)),
+                   "ln.bias": ((8, 3), (1,)), "ln.scale": ((8, 3), (1,))}
+
+    class Custom(nnx.Module):
+        def __init__(self):
+            self.w = nnx.Param(jnp.ones((4, 3, 4)), param_scan_axis=1)
+
+    assert [i.stacked_axes for i in wdmask.describe(Custom())] == [(1,)]
+
+
+def test_linen_module_overriding_init_and_tolinen_bridge():
+    class Custom(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(4, name="fc")(nn.LayerNorm(name="ln")(x))
+
+        def init(self, rng, x):  # a project's own init
+            return super().init(rng, x)
+
+    inv = {i.dotted: (i.layer, i.role) for i in wdmask.describe(Custom(), sample=X)}
+    assert inv == {"fc.bias": ("linear", "bias"), "fc.kernel": ("linear", "kernel"),
+                   "ln.bias": ("norm.layer", "bias"), "ln.scale": ("norm.layer", "scale")}
+
+    class N(nnx.Module):
+        def __init__(self, rngs):
+            self.ln = nnx.LayerNorm(8, rngs=rngs)
+            self.fc = nnx.Linear(8, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc(self.ln(x))
+
+    inv = {i.dotted: (i.layer, i.role) for i in wdmask.describe(nnx.bridge.ToLinen(N), sample=X)}
+    assert inv == {"fc.bias": ("linear", "bias"), "fc.kernel": ("linear", "kernel"),
+                   "ln.bias": ("norm.layer", "bias"), "ln.scale": ("norm.layer", "scale")}
+
+
+def test_untraceable_module_falls_back_to_names_with_a_warning():
+    class NeedsTwo(nn.Module):
+        @nn.compact
+        def __call__(self, x, y):  # `sample` gives one argument: the trace fails inside flax
+            return nn.Dense(4)(x) + y
+
+    params = {"Dense_0": {"kernel": jnp.ones((8, 4)), "bias": jnp.ones(4)}}
+    with pytest.warns(wdmask.UnclassifiedWarning, match="could not trace"):
+        inv = wdmask.describe(NeedsTwo(), sample=X, params=params)
+    assert {i.dotted: i.role for i in inv} == {"Dense_0.bias": "bias", "Dense_0.kernel": "kernel"}
+    with pytest.raises(wdmask.MaskError, match="Pass the params pytree"):
+        wdmask.describe(NeedsTwo(), sample=X)
+
+
+def test_state_restored_without_target():
+    params = {"Dense_0": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2))}}
+    tx = optax.chain(wdmask.decay(0.5), optax.sgd(1.0))
+    state = tx.init(params)
+    restored = ({"inner": {"inner_state": {}}}, state[1])  # what orbax gives back without a target
+    with pytest.raises(wdmask.MaskError, match=r"restored from a checkpoint without a target.*tx.init\(params\)"):
+        tx.update(params, restored, params)
+    with pytest.raises(wdmask.MaskError, match="order of transforms"):
+        tx.update(params, (state[1], state[0]), params)

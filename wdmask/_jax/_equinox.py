@@ -1,0 +1,272 @@
+r"""An Equinox model (``eqx.Module``) -> inventory, and its params in the form optax sees them.
+
+Equinox is optional and never imported here: a model is recognised through
+``sys.modules.get("equinox")`` (an ``eqx.Module`` exists only if equinox was imported).
+
+* **Owners**: every ``eqx.Module`` reachable from the model, found by walking its pytree; a
+  leaf's owner is the innermost module on its key path (``layers.0.weight`` is owned by
+  ``layers.0``). Key paths are ``jax.tree_util``'s (``GetAttrKey``/``SequenceKey``), as strings.
+* **Kinds** from the exact ``equinox.nn`` classes along the MRO (user subclasses included), then
+  the user class name (a class called ``...Norm`` is a norm, ``wdmask._kinds``).
+* **Roles** from a per-class table (``Linear.weight`` -> kernel, ``PReLU.negative_slope`` ->
+  gain, ``LSTMCell.weight_hh`` -> kernel), else the leaf name.
+* **Trainable leaves** are what ``eqx.filter(model, eqx.is_inexact_array)`` keeps, minus the
+  initial state held by ``eqx.nn.StateIndex`` (BatchNorm running statistics before
+  ``eqx.nn.make_with_state``): those are state, never decayed. Non-array leaves (an
+  ``axis_name`` string, an activation function) are skipped.
+* **Masks** have exactly the structure of ``eqx.filter(model, eqx.is_inexact_array)``: the same
+  Module types with Python bools where arrays are and ``None`` elsewhere, which is what
+  ``optax.masked`` / ``optax.adamw(mask=...)`` need for the usual
+  ``opt.init(eqx.filter(model, eqx.is_inexact_array))``.
+* **stacked**: a layer built with ``eqx.filter_vmap`` holds arrays with extra leading axes; the
+  layer's own attributes (``in_features``, ``kernel_size``, ``shape``) give the per-layer rank.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from wdmask._errors import MaskError
+from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, key_str
+from wdmask._kinds import kind_from_name, role_from_name
+from wdmask._types import ParamInfo, Path
+
+__all__ = ["describe_equinox", "flatten_params", "is_equinox", "merge_uses", "trainable"]
+
+# Exact classes (attributes of ``equinox.nn``), looked up along the MRO.
+_EQX_KINDS: dict[str, str] = {
+    "SpectralNorm": "other", "WeightNorm": "other",  # wrappers: their own leaves are not a norm's gain/shift
+    "Conv": "conv", "ConvTranspose": "conv",  # Conv1d/2d/3d and ConvTranspose1d/2d/3d subclass these
+    "Linear": "linear", "LSTMCell": "linear", "GRUCell": "linear",
+    "Embedding": "embedding",
+    "BatchNorm": "norm.batch", "LayerNorm": "norm.layer", "GroupNorm": "norm.group", "RMSNorm": "norm.rms",
+    "PReLU": "other",
+}
+# Roles of the leaves of exact classes, when the leaf name alone would not tell.
+_EQX_ROLES: dict[str, dict[str, str]] = {
+    "Linear": {"weight": "kernel", "bias": "bias"},
+    "Conv": {"weight": "kernel", "bias": "bias"},
+    "ConvTranspose": {"weight": "kernel", "bias": "bias"},
+    "LSTMCell": {"weight_ih": "kernel", "weight_hh": "kernel", "bias": "bias"},
+    "GRUCell": {"weight_ih": "kernel", "weight_hh": "kernel", "bias": "bias", "bias_n": "bias"},
+    "Embedding": {"weight": "embedding"},
+    "PReLU": {"negative_slope": "gain"},
+    "WeightNorm": {"g": "gain"},
+}
+
+
+def _eqx() -> Any:
+    return sys.modules.get("equinox")
+
+
+def is_equinox(obj: Any) -> bool:
+    """Whether ``obj`` is an ``eqx.Module`` instance (without importing equinox).
+
+    Example:
+      >>> is_equinox({"w": 1})
+      False
+    """
+    eqx = _eqx()
+    return eqx is not None and isinstance(obj, eqx.Module) and not isinstance(obj, type)
+
+
+def trainable(tree: PyTree) -> PyTree:
+    """``eqx.filter(tree, eqx.is_inexact_array)``: what optax sees of an Equinox model (idempotent)."""
+    eqx = _eqx()
+    return eqx.filter(tree, eqx.is_inexact_array)
+
+
+def _exact_base(cls: type) -> type | None:
+    """The first class along the MRO that ``equinox.nn`` exports under its own name and knows."""
+    import equinox.nn as enn
+
+    for base in cls.__mro__:
+        if base.__name__ in _EQX_KINDS and getattr(enn, base.__name__, None) is base:
+            return base
+    return None
+
+
+def _kind(cls: type) -> tuple[str, str]:
+    """``(kind, exact base name or "")`` of a module class."""
+    base = _exact_base(cls)
+    if base is not None:
+        return _EQX_KINDS[base.__name__], base.__name__
+    return kind_from_name(cls.__name__) or "other", ""
+
+
+def module_type(cls: type) -> str:
+    """``"equinox.nn.Linear"`` for public ``equinox.nn`` classes, else module + qualname."""
+    import equinox.nn as enn
+
+    if cls.__module__.startswith("equinox.") and getattr(enn, cls.__name__, None) is cls:
+        return f"equinox.nn.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _layer_ndim(base: str, kind: str, role: str, module: Any) -> int | None:
+    """Per-layer rank of a leaf from the layer's attributes (``None``: not told)."""
+    if base in ("Conv", "ConvTranspose"):
+        n = getattr(module, "num_spatial_dims", None)
+        if isinstance(n, int):
+            return {"kernel": n + 2, "bias": n + 1}.get(role)  # equinox conv biases are (out, 1, ..., 1)
+        return None
+    if base in ("Linear", "LSTMCell", "GRUCell"):
+        return {"kernel": 2, "bias": 1}.get(role)
+    if base == "Embedding":
+        return 2
+    if base in ("LayerNorm", "RMSNorm"):
+        shape = getattr(module, "shape", None)
+        if isinstance(shape, int):
+            return 1
+        return len(shape) if isinstance(shape, tuple) else None
+    if base in ("BatchNorm", "GroupNorm"):
+        return 1
+    return None
+
+
+def _walk(model: Any) -> tuple[dict[Path, Any], list[tuple[Path, Any]]]:
+    """Every module by path (pre-order) and every leaf ``(path, value)`` in ``jax.tree_util`` flatten order."""
+    import jax
+
+    eqx = _eqx()
+    owners: dict[Path, Any] = {}
+    leaves: list[tuple[Path, Any]] = []
+
+    def visit(node: Any, path: Path) -> None:
+        owners[path] = node
+        pairs = jax.tree_util.tree_flatten_with_path(
+            node, is_leaf=lambda x: x is not node and isinstance(x, eqx.Module))[0]
+        for keypath, child in pairs:
+            sub = (*path, *(key_str(k) for k in keypath))
+            if isinstance(child, eqx.Module) and child is not node:
+                visit(child, sub)
+            else:
+                leaves.append((sub, child))
+
+    visit(model, ())
+    return owners, leaves
+
+
+def _owner(path: Path, owners: Mapping[Path, Any]) -> tuple[Path, Any]:
+    for n in range(len(path) - 1, -1, -1):
+        if path[:n] in owners:
+            return path[:n], owners[path[:n]]
+    return (), None  # pragma: no cover - the root owns the rest
+
+
+def merge_uses(info: ParamInfo, uses: Any) -> ParamInfo:
+    """``info`` with the layer kind / role a usage trace gives (``wdmask._usage.classify``), if any.
+
+    A class-known norm keeps its kind (its ``mul``/``add`` are its scale/shift); a trace with no
+    evidence (``unused``) leaves ``info`` unchanged.
+
+    Example:
+      >>> from wdmask._usage import Use
+      >>> info = ParamInfo(("blk", "alpha"), (8,))
+      >>> merged = merge_uses(info, (Use("mul"),))
+      >>> merged.role, merged.source, merged.usage
+      ('gain', 'graph', ('mul',))
+    """
+    import dataclasses
+
+    from wdmask._usage import classify, usage_names
+
+    if not uses:
+        return info
+    found = classify(uses, known=info.layer)
+    names = usage_names(uses)
+    if found is None:
+        return dataclasses.replace(info, usage=names)
+    layer, role = found
+    return dataclasses.replace(info, layer=layer, role=role, source="graph", usage=names)
+
+
+def _trace(model: Any, sample: Any) -> dict[Path, Any] | None:
+    """Usages of ``model(*sample)`` from ``wdmask._jax._usage.trace_usage`` when that tracer is available."""
+    try:
+        from wdmask._jax._usage import trace_usage  # written in parallel; absent in older trees
+    except ImportError:
+        return None
+    eqx = _eqx()
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    args = tuple(sample) if isinstance(sample, (tuple, list)) else (sample,)
+
+    def forward(p: PyTree) -> Any:
+        return eqx.combine(p, static)(*args)
+
+    return trace_usage(forward, params)
+
+
+def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Path, Any] | None = None, *,
+                     sample: Any = None) -> list[ParamInfo]:
+    """Inventory of an Equinox model: one ``ParamInfo`` per trainable (inexact-array) leaf, in flatten order.
+
+    Args:
+      model: an ``eqx.Module``.
+      params: the params to describe (``eqx.filter(model, eqx.is_inexact_array)`` or a model of
+        the same structure); defaults to the model's own.
+      uses: per-path usages from a trace (``wdmask._jax._usage.trace_usage``); merged with the
+        class evidence through ``wdmask._usage.classify``.
+      sample: positional arguments of ``model(...)``: traced for ``uses`` when the usage tracer is available.
+    Returns:
+      A list of ``ParamInfo``.
+    Raises:
+      MaskError: ``params`` do not belong to ``model``.
+    Example:
+      >>> import equinox as eqx, jax
+      >>> lin = eqx.nn.Linear(3, 2, key=jax.random.key(0))
+      >>> [(str(i), i.layer, i.role) for i in describe_equinox(lin)]
+      [('weight', 'linear', 'kernel'), ('bias', 'linear', 'bias')]
+    """
+    eqx = _eqx()
+    owners, all_leaves = _walk(model)
+    state_paths = {p for p, m in owners.items() if isinstance(m, eqx.nn.StateIndex)}
+    model_leaves = [(p, x) for p, x in all_leaves if eqx.is_inexact_array(x)]
+    if params is not None:
+        got_leaves, _ = flatten(trainable(params))
+        want = [p for p, _ in model_leaves]
+        got = [leaf.path for leaf in got_leaves]
+        if want != got:
+            raise MaskError(f"`params` do not match `model` ({type(model).__name__}): {first_difference(want, got)}; "
+                            "pass eqx.filter(model, eqx.is_inexact_array) of this model")
+        shapes = {leaf.path: (leaf.shape, leaf.dtype) for leaf in got_leaves}
+    else:
+        shapes = {p: (tuple(int(d) for d in x.shape), str(x.dtype)) for p, x in model_leaves}
+    if uses is None and sample is not None:
+        uses = _trace(model, sample)
+    out = []
+    for path, _ in model_leaves:
+        owner_path, module = _owner(path, owners)
+        if any(path[:len(s)] == s for s in state_paths):
+            continue  # initial state of a stateful layer (eqx.nn.State), not a parameter
+        shape, dtype = shapes[path]
+        kind, base = _kind(type(module))
+        name = path[len(owner_path)] if len(path) > len(owner_path) else ""
+        role = _EQX_ROLES.get(base, {}).get(name) or role_from_name(kind, name, owner_path[-1] if owner_path else "")
+        ndim = _layer_ndim(base, kind, role, module)
+        stacked = len(shape) - ndim if ndim is not None and len(shape) > ndim else 0
+        source = "type" if base else "name" if kind != "other" else "shape"
+        info = ParamInfo(path, shape, dtype, kind, role, stacked, None, module_type(type(module)), source)
+        if uses is not None:
+            info = merge_uses(info, uses.get(path, ()))
+        out.append(info)
+    return out
+
+
+def flatten_params(params: PyTree) -> tuple[PyTree, tuple[list[Leaf], Any]]:
+    """``trainable(params)`` and its ``flatten``, with the initial state under ``eqx.nn.StateIndex`` not trainable.
+
+    Takes a full model or its filtered params; the mask built on the result has the structure of
+    ``eqx.filter(model, eqx.is_inexact_array)``.
+    """
+    eqx = _eqx()
+    params = trainable(params)
+    leaves, treedef = flatten(params)
+    owners, _ = _walk(params)
+    roots = [p for p, m in owners.items() if isinstance(m, eqx.nn.StateIndex)]
+    if roots:
+        leaves = [leaf._replace(trainable=False) if any(leaf.path[:len(r)] == r for r in roots) else leaf
+                  for leaf in leaves]
+    return params, (leaves, treedef)

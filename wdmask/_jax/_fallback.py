@@ -1,0 +1,146 @@
+r"""Describing never crashes on structure it cannot trace: read what can be read, report the rest.
+
+* A linen module that overrides ``init`` is traced through flax's own ``nn.Module.init`` (which
+  runs the module's ``__call__``), never through the override (which may take other arguments,
+  or call methods on the unbound module: "Can't access module paths on unbound modules").
+* If tracing still fails (a ``__call__`` that needs more than ``sample``, a wrapper flax cannot
+  intercept), the variables come from ``params=`` or from the module's own ``init`` run
+  abstractly without interception, and the leaves are described from their names and partition
+  metadata; an ``UnclassifiedWarning`` says why the classes are unknown.
+* NNX modules wrapped for linen (``nnx.bridge.ToLinen``): the linen trace sees one opaque
+  module; the wrapped NNX class is built abstractly (``nnx.eval_shape``) and its own classes
+  (``nnx.iter_modules``) give the kinds of the leaves under it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from wdmask._errors import MaskError, UnclassifiedWarning
+from wdmask._jax._tree import PyTree
+from wdmask._types import ParamInfo, Path
+
+
+def own_init(model: Any) -> Callable[..., Any]:
+    """``model.init`` when it is flax's own, else flax's ``nn.Module.init`` bound to ``model``."""
+    import flax.linen as nn
+
+    if getattr(type(model), "init", None) is nn.Module.init:
+        return model.init
+    return lambda *args, **kwargs: nn.Module.init(model, *args, **kwargs)
+
+
+def traced_or_error(trace: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """Run ``trace``; return ``(result, None)`` or ``(None, error)`` for any error raised inside flax/jax."""
+    try:
+        return trace(), None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, NotImplementedError) as e:
+        return None, e
+    except Exception as e:
+        if type(e).__module__.startswith(("flax", "jax")):
+            return None, e
+        raise
+
+
+def describe_untraced(model: Any, sample: Any, params: PyTree | None, error: BaseException) -> list[ParamInfo]:
+    """Inventory from names when ``model.init`` could not be traced with the interceptor."""
+    import jax
+
+    from wdmask._jax._describe import describe
+    from wdmask._jax._linen import as_args
+
+    tree = params
+    if tree is None:
+        rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+        try:
+            tree = jax.eval_shape(model.init, rngs, *as_args(sample))
+        except Exception as e2:  # the module's own init does not run on `sample` either
+            raise MaskError(
+                f"describe(): could not trace {type(model).__name__}.init on `sample` ({type(error).__name__}: "
+                f"{error}); and its own `init` failed too ({type(e2).__name__}: {e2}). Pass the params pytree "
+                "instead: wdmask.describe(variables['params']) (names only), or mask(params, rules)."[:2000]
+            ) from None
+    warnings.warn(
+        f"describe(): could not trace {type(model).__name__} with the class interceptor "
+        f"({type(error).__name__}: {str(error)[:200]}); its leaves are described from names and partition "
+        "metadata only (explicit names such as `bn1` stay unclassified)",
+        UnclassifiedWarning, stacklevel=4)
+    return describe(tree)
+
+
+def _nnx_owners(bridge: Any) -> dict[Path, Any] | None:
+    """NNX modules inside a ``ToLinen`` instance, by path relative to it (built abstractly)."""
+    from flax import nnx
+
+    cls = getattr(bridge, "nnx_class", None)
+    if cls is None:
+        return None
+    args, kwargs = tuple(getattr(bridge, "args", ()) or ()), dict(getattr(bridge, "kwargs", None) or {})
+
+    def build() -> Any:  # the Rngs must be made inside the abstract trace
+        extra = {} if getattr(bridge, "skip_rng", False) else {"rngs": nnx.Rngs(0)}
+        return cls(*args, **kwargs, **extra)
+
+    try:
+        module = nnx.eval_shape(build)
+    except Exception:
+        return None
+    return {tuple(str(p) for p in path): m for path, m in nnx.iter_modules(module)}
+
+
+def _bridges(model: Any) -> dict[Path, Any]:
+    """``ToLinen`` instances reachable as the model itself or dataclass fields of linen modules."""
+    import flax.linen as nn
+    from flax.nnx import bridge
+
+    found: dict[Path, Any] = {}
+
+    def visit(m: Any, path: Path, depth: int) -> None:
+        if isinstance(m, bridge.ToLinen):
+            found[path] = m
+            return
+        if depth > 8 or not dataclasses.is_dataclass(m):
+            return
+        for f in dataclasses.fields(m):
+            if f.name in ("parent", "name"):
+                continue
+            child = getattr(m, f.name, None)
+            if isinstance(child, nn.Module):
+                visit(child, (*path, child.name or f.name), depth + 1)
+
+    visit(model, (), 0)
+    return found
+
+
+def refine_bridged(inventory: list[ParamInfo], model: Any, owners: dict[Path, type]) -> list[ParamInfo]:
+    """Kinds of leaves under ``nnx.bridge.ToLinen`` from the wrapped NNX module's own classes."""
+    from flax.nnx import bridge
+
+    if not any(isinstance(cls, type) and issubclass(cls, bridge.ToLinen) for cls in owners.values()):
+        return inventory
+    from wdmask._jax._classes import kind_from_class, module_type_name
+    from wdmask._jax._linen import _owner
+    from wdmask._jax._nnx import _NNX_KINDS
+    from wdmask._kinds import role_from_name
+
+    inner = {path: _nnx_owners(b) for path, b in _bridges(model).items()}
+    out = []
+    for info in inventory:
+        root = next((p for p in sorted(inner, key=len, reverse=True) if info.path[:len(p)] == p), None)
+        table = inner.get(root) if root is not None else None
+        if table is None:
+            out.append(info)
+            continue
+        rel = info.path[len(root):]
+        owner_path, module = _owner(rel, table)
+        if module is None:
+            out.append(info)
+            continue
+        kind = kind_from_class(type(module), _NNX_KINDS, "flax.nnx")
+        role = role_from_name(kind, rel[-1], owner_path[-1] if owner_path else "")
+        out.append(dataclasses.replace(info, layer=kind, role=role, module_type=module_type_name(type(module)),
+                                       feeds_norm=None if kind in ("conv", "linear") else info.feeds_norm))
+    return out
