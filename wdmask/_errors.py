@@ -19,7 +19,15 @@ ScalarOrSchedule = Any
 
 
 class RuleError(ValueError):
-    """A rule, a rule set or a rules file is invalid, or (``strict=True``) matches nothing."""
+    """A rule, a rule set or a rules file is invalid, or (``strict=True``) matches nothing.
+
+    ``detail`` is the message without the label of the rule it is about (``" `layer`: unknown kind ..."``),
+    so a caller that knows a better label (``rules[3]`` in a file) can put its own in front.
+    """
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class MaskError(ValueError):

@@ -118,9 +118,7 @@ class Rule:
         try:
             _validate(self)
         except RuleError as e:  # worded to follow a label; from_dict relabels it with `where`
-            error = RuleError(f"Rule({self.text}){e}")
-            error.detail = str(e)  # type: ignore[attr-defined]
-            raise error from None
+            raise RuleError(f"Rule({self.text}){e}", detail=str(e)) from None
         object.__setattr__(self, "_match", _compile(self))
 
     @property
@@ -159,7 +157,7 @@ class Rule:
         try:
             return cls(**data)
         except RuleError as e:
-            raise RuleError(f"{where} {{{_text(data)}}}{e.detail}") from None  # type: ignore[attr-defined]
+            raise RuleError(f"{where} {{{_text(data)}}}{e.detail}") from None
 
     def __repr__(self) -> str:
         return f"Rule({self.text})"

@@ -16,6 +16,7 @@ from wdmask_torch._audit import AuditRow as AuditRow
 from wdmask_torch._audit import audit as audit
 from wdmask_torch._describe import describe as describe
 from wdmask_torch._describe import register_norm as register_norm
+from wdmask_torch._describe import unregister_norm as unregister_norm
 from wdmask_torch._describe import unwrap as unwrap
 from wdmask_torch._infer import infer_rules as infer_rules
 from wdmask_torch._migrate import group_chains as group_chains
@@ -25,4 +26,4 @@ from wdmask_torch._port import to_flax as to_flax
 from wdmask_torch._schedule import to_optax_schedule as to_optax_schedule
 
 __all__ = ("AuditReport", "AuditRow", "audit", "describe", "from_flax", "group_chains", "groups", "infer_rules",
-           "register_norm", "to_flax", "to_optax", "to_optax_schedule", "unwrap")
+           "register_norm", "unregister_norm", "to_flax", "to_optax", "to_optax_schedule", "unwrap")

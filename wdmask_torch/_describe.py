@@ -31,7 +31,7 @@ from wdmask._usage import classify, usage_names
 if TYPE_CHECKING:
     from wdmask_torch._usage import Trace
 
-__all__ = ["describe", "module_kind", "register_norm", "unwrap"]
+__all__ = ["describe", "module_kind", "register_norm", "unregister_norm", "unwrap"]
 
 #: Name tokens wrappers insert into ``named_parameters()`` names; removed from paths.
 WRAPPER_TOKENS: tuple[str, ...] = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
@@ -106,6 +106,26 @@ def register_norm(cls: type[nn.Module], kind: str = "norm.layer") -> type[nn.Mod
         raise ValueError(f"register_norm: `kind` {kind!r} is not a norm kind; valid: {', '.join(norms)}")
     _REGISTRY[cls] = kind
     return cls
+
+
+def unregister_norm(cls: type[nn.Module]) -> None:
+    """Undo ``register_norm(cls)``: describe classifies ``cls`` by its class and name again.
+
+    Raises:
+      KeyError: ``cls`` was not registered; the message lists the registered classes.
+    Examples:
+      >>> class Gain(nn.Module):
+      ...     def __init__(self):
+      ...         super().__init__()
+      ...         self.g = nn.Parameter(torch.ones(4))
+      >>> _ = register_norm(Gain, "norm.rms"); unregister_norm(Gain)
+      >>> [(i.layer, i.role) for i in describe(nn.Sequential(Gain()))]
+      [('other', 'other')]
+    """
+    if cls not in _REGISTRY:
+        known = ", ".join(c.__qualname__ for c in _REGISTRY) or "none"
+        raise KeyError(f"unregister_norm: {cls!r} is not registered (registered: {known})")
+    del _REGISTRY[cls]
 
 
 def qualified_name(cls: type) -> str:
