@@ -10,6 +10,8 @@ Example:
 """
 
 from wdmask import presets as presets
+from wdmask._audit import AuditReport as AuditReport
+from wdmask._audit import AuditRow as AuditRow
 from wdmask._config import dumps as dumps
 from wdmask._config import load as load
 from wdmask._config import loads as loads
@@ -20,8 +22,11 @@ from wdmask._errors import MaskError as MaskError
 from wdmask._errors import RuleError as RuleError
 from wdmask._errors import UnclassifiedWarning as UnclassifiedWarning
 from wdmask._errors import UnmatchedRuleWarning as UnmatchedRuleWarning
+from wdmask._infer import Inferred as Inferred
 from wdmask._jax._apply import decay as decay
 from wdmask._jax._apply import mask as mask
+from wdmask._jax._audit import audit as audit
+from wdmask._jax._audit import infer_rules as infer_rules
 from wdmask._jax._declare import no_decay as no_decay
 from wdmask._jax._describe import describe as describe
 from wdmask._pair import Difference as Difference
@@ -38,9 +43,9 @@ from wdmask._types import ParamInfo as ParamInfo
 __version__ = "0.1.0"
 
 __all__ = (
-    "Decision", "Difference", "Explanation", "MaskError", "PairError", "ParamInfo", "Rule", "RuleError", "Rules",
-    "UnclassifiedWarning", "UnmatchedRuleWarning",
-    "compare", "decay", "decide", "describe", "dumps", "explain", "lamb", "lars", "load", "loads", "mask", "no_decay",
-    "pair",
+    "AuditReport", "AuditRow", "Decision", "Difference", "Explanation", "Inferred", "MaskError", "PairError",
+    "ParamInfo", "Rule", "RuleError", "Rules", "UnclassifiedWarning", "UnmatchedRuleWarning",
+    "audit", "compare", "decay", "decide", "describe", "dumps", "explain", "infer_rules", "lamb", "lars", "load",
+    "loads", "mask", "no_decay", "pair",
     "presets",
 )

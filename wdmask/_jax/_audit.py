@@ -1,0 +1,263 @@
+r"""``audit`` and ``infer_rules`` for Optax: read the weight decay a transform or a mask applies, per leaf.
+
+What is read (``_read``):
+
+* an ``optax.GradientTransformation`` (``adamw(mask=)``, ``chain(add_decayed_weights(wd, mask), ...)``,
+  ``chain(wdmask.decay(...), sgd(...))``, ``multi_transform``, ``inject_hyperparams(adamw)(...)``):
+  one probe step ``tx.update(zeros, tx.init(ones), ones)`` from a fresh state on params of ones
+  with ``params``' structure, in float64 (``jax.enable_x64`` locally, so ``update / param`` is read
+  to ~1e-16). With a zero gradient only the decay moves a leaf, so per leaf
+  :math:`|\Delta\theta / \theta|` is the decay it gets this step:
+
+  - decoupled decay (``adamw``, ``chain(..., add_decayed_weights(wd, mask), scale(-lr))``) and decay
+    before a linear optimizer (``chain(add_decayed_weights(wd, mask), sgd(lr))``): exactly
+    :math:`\eta\lambda m` per leaf — which leaves *and* their ratios are revealed; the reference is
+    :math:`\eta\lambda` (times a constant such as momentum's ``1 + mu`` under Nesterov), not
+    :math:`\lambda` alone;
+  - coupled decay before an adaptive scaling (``chain(add_decayed_weights(wd, mask), adam(lr))``):
+    Adam normalizes :math:`\lambda m \theta` to about :math:`\pm\eta` whatever :math:`m`, so *which* leaves
+    are decayed is revealed, their ratios are not (pass ``ratios=False`` when the rules use
+    multipliers other than 0 and 1);
+* a bool mask pytree (or a prefix of one, as ``optax.masked`` accepts), or a callable
+  ``params -> mask``: which leaves are decayed, never how much (``ratios=False``).
+
+A transform whose zero-gradient first step moves parameters for other reasons (noise, lookahead
+sync) is read as decaying them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from wdmask import presets
+from wdmask._audit import AuditReport, audit_inventory
+from wdmask._errors import MaskError
+from wdmask._infer import Inferred, infer_inventory
+from wdmask._jax._describe import describe, describe_flattened
+from wdmask._jax._tree import Leaf, _box_test, _flax_boxes, _unbox, first_difference, flatten, key_str
+from wdmask._rules import RuleLike, Rules
+from wdmask._types import ParamInfo, Path
+
+__all__ = ["audit", "infer_rules"]
+
+PyTree = Any
+WHAT_MSG = ("`tx_or_mask` must be an optax.GradientTransformation, a bool mask pytree with `params`' structure "
+            "(or a prefix of it, as optax.masked takes), or a callable params -> such a mask; got {what}")
+#: The unit of a transform's probe reading, for reports.
+MEASURE = "|update/param|"
+
+
+def _what(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:200]
+
+
+def _is_transform(obj: Any) -> bool:
+    try:
+        import optax
+    except ImportError:  # pragma: no cover - optax is part of the jax extra
+        optax = None
+    if optax is not None and isinstance(obj, optax.GradientTransformation):
+        return True
+    return callable(getattr(obj, "init", None)) and callable(getattr(obj, "update", None)) and not isinstance(
+        obj, type)
+
+
+def _is_leaf() -> Callable[[Any], bool] | None:
+    boxes = _flax_boxes()
+    return _box_test(boxes) if boxes else None
+
+
+def _probe(tx: Any, params: PyTree, leaves: list[Leaf]) -> list[float]:
+    """``|update / param|`` per leaf of one zero-gradient step of ``tx`` on float64 params of ones."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    def ones(x: Any) -> Any:
+        dtype = getattr(x, "dtype", None)
+        if dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
+            return jnp.ones(jnp.shape(x), jnp.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else
+                            jnp.float64)
+        return x
+
+    with jax.enable_x64(True):
+        try:
+            probe = jax.tree.map(ones, params)
+            zeros = jax.tree.map(jnp.zeros_like, probe)
+            updates, _ = tx.update(zeros, tx.init(probe), probe)
+        except Exception as e:
+            raise ValueError(f"wdmask: probing `tx_or_mask` failed: tx.update(zeros, tx.init(params), params) with "
+                             f"params of ones raised {type(e).__name__}: {e}"[:1500]) from e
+        pairs, _ = jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_leaf())
+        got = [tuple(key_str(k) for k in kp) for kp, _ in pairs]
+        want = [tuple(key_str(k) for k in leaf.keypath) for leaf in leaves]
+        if got != want:
+            raise MaskError(f"wdmask: the updates of `tx_or_mask` do not have the structure of `params`: "
+                            f"{first_difference(want, got)}")
+        out = []
+        for leaf, (_, raw) in zip(leaves, pairs, strict=True):
+            if not leaf.trainable:
+                out.append(0.0)
+                continue
+            values = np.abs(np.asarray(_unbox(raw), dtype=np.complex128 if "complex" in leaf.dtype else np.float64))
+            if values.size == 0:
+                out.append(0.0)
+                continue
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"wdmask: the probe update of {'.'.join(leaf.path)!r} is not finite "
+                                 f"({values.ravel()[:3].tolist()}...): an optimizer with eps=0 divides 0 by 0 on "
+                                 "undecayed leaves; audit it with eps > 0, or audit its mask")
+            lo, hi = float(values.min()), float(values.max())
+            if hi - lo > 1e-9 * hi:
+                raise ValueError(f"wdmask: the probe update of {'.'.join(leaf.path)!r} is not uniform "
+                                 f"(|update/param| from {lo:g} to {hi:g}): `tx_or_mask` does more than weight decay "
+                                 "on a zero gradient, its decay cannot be read; audit its mask instead")
+            out.append(float(f"{hi:.12g}"))
+        return out
+
+
+def _mask_values(mask: PyTree, params: PyTree, leaves: list[Leaf], where: str) -> list[float]:
+    """1.0/0.0 per leaf of ``params`` from a bool mask (or a prefix of one)."""
+    import jax
+    import numpy as np
+
+    is_leaf = _is_leaf()
+    try:
+        _, mask_def = jax.tree_util.tree_flatten(mask, is_leaf=is_leaf)
+        subtrees = mask_def.flatten_up_to(params)
+    except Exception:
+        mask_paths = [tuple(key_str(k) for k in kp) for kp, _ in
+                      jax.tree_util.tree_flatten_with_path(mask, is_leaf=is_leaf)[0]]
+        params_paths = [tuple(key_str(k) for k in leaf.keypath) for leaf in leaves]
+        raise MaskError(f"wdmask: {where} does not have the structure of `params` (nor a prefix of it): "
+                        f"{first_difference(params_paths, mask_paths)}. Build it from these params "
+                        f"(e.g. wdmask.mask(params, rules))") from None
+    out: list[float] = []
+    for (keypath, value), sub in zip(jax.tree_util.tree_flatten_with_path(mask, is_leaf=is_leaf)[0], subtrees,
+                                     strict=True):
+        if isinstance(value, (bool, np.bool_)) or (getattr(value, "shape", None) == () and "bool" in str(
+                getattr(value, "dtype", ""))):
+            flag = bool(value)
+        else:
+            at = ".".join(key_str(k) for k in keypath)
+            if not keypath:
+                raise TypeError(WHAT_MSG.format(what=_what(value)))
+            raise TypeError(f"wdmask: {where} leaf {at!r} must be a bool, got {_what(value)}; a mask holds one "
+                            "Python bool per params leaf")
+        out += [1.0 if flag else 0.0] * len(jax.tree_util.tree_leaves(sub, is_leaf=is_leaf))
+    if len(out) != len(leaves):  # pragma: no cover - flatten_up_to guarantees it
+        raise MaskError(f"wdmask: {where} covers {len(out)} leaves, `params` has {len(leaves)}")
+    return out
+
+
+def _read(tx_or_mask: Any, params: PyTree) -> tuple[list[Leaf], dict[Path, float], bool]:
+    """Leaves of ``params``, each trainable leaf's effective decay, and whether values are magnitudes."""
+    if params is None:
+        raise MaskError("wdmask: `params` is None; pass the params pytree the transform or mask is for")
+    leaves, _ = flatten(params)
+    if _is_transform(tx_or_mask):
+        values, magnitudes = _probe(tx_or_mask, params, leaves), True
+    else:
+        if tx_or_mask is None or (isinstance(tx_or_mask, (str, bytes, int, float, type)) and not isinstance(
+                tx_or_mask, bool)):
+            raise TypeError(WHAT_MSG.format(what=_what(tx_or_mask)))
+        if getattr(tx_or_mask, "__module__", "").startswith("optax"):
+            raise TypeError(WHAT_MSG.format(what=_what(tx_or_mask)) + "; call the optax factory first, e.g. "
+                            "optax.adamw(1e-3, weight_decay=1e-2, mask=...), not optax.adamw")
+        mask, where = tx_or_mask, "`tx_or_mask` (a mask)"
+        if callable(tx_or_mask):
+            try:
+                mask = tx_or_mask(params)
+            except Exception as e:
+                raise ValueError(f"wdmask: calling the mask function `tx_or_mask` on `params` raised "
+                                 f"{type(e).__name__}: {e}"[:1000]) from e
+            where = "the mask `tx_or_mask(params)` returned"
+            if callable(mask) or mask is None:
+                raise TypeError(f"wdmask: {where} is {_what(mask)}, not a bool pytree")
+        values, magnitudes = _mask_values(mask, params, leaves, where), False
+    return leaves, {leaf.path: v for leaf, v in zip(leaves, values, strict=True) if leaf.trainable}, magnitudes
+
+
+def _inventory(params: PyTree, leaves: list[Leaf], model: Any, sample: Any) -> list[ParamInfo]:
+    if model is not None:
+        return describe(model, sample, params=params)
+    if sample is not None:
+        raise TypeError("wdmask: `sample` goes with `model=` (a linen module); pass model=... as well")
+    return describe_flattened(params, leaves)
+
+
+def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] = presets.standard, *,
+          model: Any = None, sample: Any = None, ratios: bool | None = None) -> AuditReport:
+    r"""Where an Optax transform's (or a mask's) weight decay disagrees with ``rules``, leaf by leaf.
+
+    A transform is read by one zero-gradient probe step from a fresh state (see the module
+    docstring): per leaf :math:`|\Delta\theta/\theta|`, e.g. :math:`\eta\lambda` on the leaves
+    ``optax.adamw(mask=)`` decays and 0 elsewhere. As ``wdmask_torch.audit`` does, the report checks
+    *which* leaves are decayed and their ratios to the reference (the most common decay of the
+    multiplier-1 leaves), whatever the value. Coupled decay before Adam
+    (``chain(add_decayed_weights(wd, mask), adam(lr))``) reveals which leaves, not the ratios; a
+    bool mask or a mask callable only which leaves.
+
+    Args:
+      tx_or_mask: an ``optax.GradientTransformation`` (``adamw(mask=)``, ``chain(...)``,
+        ``multi_transform``, ``inject_hyperparams(...)``), a bool mask pytree (or a prefix of one),
+        or a callable ``params -> mask``.
+      params: the params pytree the transform is applied to (its values are not used).
+      rules: the rules the transform should follow.
+      model: the linen or NNX module of ``params`` (exact layer kinds, scan axes).
+      sample: example inputs of a linen ``model``.
+      ratios: compare decay ratios, not only which leaves are decayed; default: ``True`` for a
+        transform, ``False`` for a mask.
+    Returns:
+      An ``AuditReport``: ``report.ok``, ``report.assert_ok()``, ``print(report)``.
+    Raises:
+      TypeError: ``tx_or_mask`` is none of the above, or a mask leaf is not a bool.
+      MaskError: a mask or the updates do not have ``params``' structure (naming the first difference).
+      ValueError: the probe step failed or gave an update that is not a pure decay.
+    Examples:
+      >>> import jax.numpy as jnp, optax, wdmask
+      >>> params = {"Dense_0": {"bias": jnp.ones(3), "kernel": jnp.ones((2, 3))},
+      ...           "LayerNorm_0": {"bias": jnp.ones(3), "scale": jnp.ones(3)}}
+      >>> hand_made = lambda p: {k: {n: n != "bias" for n in v} for k, v in p.items()}
+      >>> report = wdmask.audit(optax.adamw(1e-3, weight_decay=1e-2, mask=hand_made), params)
+      >>> [r.path for r in report.problems], report.reference
+      (['LayerNorm_0.scale'], 1e-05)
+    """
+    leaves, actual, magnitudes = _read(tx_or_mask, params)
+    inventory = _inventory(params, leaves, model, sample)
+    compare = magnitudes if ratios is None else bool(ratios)
+    return audit_inventory(inventory, {p: [v] for p, v in actual.items()}, rules, ratios=compare,
+                           subject="transform" if magnitudes else "mask", measure=MEASURE)
+
+
+def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: Any = None,
+                ratios: bool | None = None) -> Inferred:
+    """The shortest rules reproducing which leaves an Optax transform (or a mask) decays, and how much.
+
+    The search is ``wdmask_torch.infer_rules``' (vocabulary first, paths only when needed, exact
+    by construction): ``wdmask.mask(params, result.rules, model=model, sample=sample)`` equals the
+    mask. For a transform, multipliers are ratios to ``result.weight_decay``, the reference
+    ``|update/param|`` of a zero-gradient step (``lr * wd`` for ``adamw``); for a mask,
+    ``weight_decay`` is ``None``.
+
+    Args:
+      tx_or_mask: an ``optax.GradientTransformation``, a bool mask pytree or a callable ``params -> mask``.
+      params: the params pytree.
+      model: the linen or NNX module of ``params``: the rules may then use exact kinds and per-layer ndim.
+      sample: example inputs of a linen ``model``.
+      ratios: infer multipliers from decay ratios (default: ``True`` for a transform, ``False`` for a mask).
+    Returns:
+      ``Inferred(rules, weight_decay)``.
+    Raises:
+      TypeError, MaskError, ValueError: as ``audit``.
+    Examples:
+      >>> import jax, jax.numpy as jnp, wdmask
+      >>> params = {"Dense_0": {"bias": jnp.ones(3), "kernel": jnp.ones((2, 3))},
+      ...           "LayerNorm_0": {"bias": jnp.ones(3), "scale": jnp.ones(3)}}
+      >>> wdmask.infer_rules(lambda p: jax.tree.map(lambda x: x.ndim > 1, p), params).rules
+      Rules(inferred: [{ndim='<=1', decay=False}])
+    """
+    leaves, actual, magnitudes = _read(tx_or_mask, params)
+    inventory = _inventory(params, leaves, model, sample)
+    return infer_inventory(inventory, actual, ratios=magnitudes if ratios is None else bool(ratios))
