@@ -17,7 +17,7 @@ Two facts about every value of the jaxpr are computed first (one forward pass, i
 Followed **through** (the value is still "the parameter"): ``reshape``, ``transpose``,
 ``convert_element_type``, ``squeeze``, ``expand_dims``, ``broadcast_in_dim``, ``copy``, ``name``
 (``checkpoint_name`` tags), static ``slice``/``pad``/``rev``, a ``dynamic_slice``/``gather`` whose index
-is a loop counter or a single constant (a stacked layer's slice), any op whose other operands are
+is a loop counter (a stacked layer's slice; a static ``W[0]`` is a ``slice``), any op whose other operands are
 not activations (``concatenate`` of params, ``W * mask``, ``1 + scale``, weight standardisation), and
 into sub-jaxprs: ``jit``/``pjit``, ``remat``/``checkpoint``, ``scan`` (a scanned param enters the
 body as an ``xs`` slice), ``while`` (body), ``cond`` branches, ``custom_jvp_call``,
@@ -31,8 +31,9 @@ op                                     use
 ``dot_general``                        ``contract`` -- except the *operand rule* below
 ``conv_general_dilated``               ``contract`` (layer hint ``conv``); the same operand rule
 ``gather`` / ``dynamic_slice``         index depends on the inputs: ``gather_data``; index built
-                                       from ``iota``/constants only and selecting several rows:
-                                       ``gather_pos`` (a position table indexed by ``jnp.arange(T)``)
+                                       from ``iota``/constants only: ``gather_pos`` (a position
+                                       table indexed by ``jnp.arange(T)``, a table read at a
+                                       constant index); index a loop counter: followed through
 ``add`` / ``sub``                      ``add``; ``norm_shift`` after a normalisation (below);
                                        ``gather_pos`` for a table *added whole* (below)
 ``mul`` / ``div``                      ``mul``; ``norm_scale`` when the activation was just
@@ -71,7 +72,8 @@ name is recognised this way.
 
 Limits (reported as "no evidence", never guessed): unknown primitives (``pallas_call``, FFT) that
 consume a parameter together with activations; position ids passed in as *inputs* look like token
-ids (``gather_data``).
+ids (``gather_data``), and a token table the sample reads at a constant index (BERT's
+``token_type_ids`` defaulting to zeros) looks like a position table (``gather_pos``): pass the ids.
 """
 
 from __future__ import annotations
@@ -360,20 +362,6 @@ def _constant_index(an: _Analysis, var: Any, jaxpr: Any, chain: tuple[tuple[Any,
     return const(var, jaxpr, chain)
 
 
-def _index_count(eqn: Any) -> int:
-    """How many rows a gather/dynamic_slice selects (1 for a dynamic_slice)."""
-    if eqn.primitive.name != "gather":
-        return 1
-    idx = _shape(eqn.invars[1])
-    dnums = eqn.params.get("dimension_numbers")
-    vector_dim = len(idx) - 1 if dnums is None else getattr(dnums, "index_vector_dim", len(idx) - 1)
-    count = 1
-    for axis, size in enumerate(idx):
-        if axis != vector_dim:
-            count *= size
-    return count
-
-
 def _non_singleton(var: Any) -> int:
     return sum(1 for d in _shape(var) if d != 1)
 
@@ -444,7 +432,7 @@ class _Walker:
                 self.uses.add(Use("gather_data"))
                 return
             consts = [_constant_index(an, v, jaxpr, chain) for v in index]
-            if all(c is True for c in consts) and _index_count(eqn) > 1:
+            if all(c is True for c in consts):
                 self.uses.add(Use("gather_pos"))
                 return
             self._next(eqn, jaxpr, chain, batched, nonlinear)  # a slice of a stacked parameter
