@@ -73,6 +73,47 @@ def test_token_fed_to_dense_is_activation_kernel_is_contract():
                                  "w2": ["contract"]}
 
 
+def test_usage_is_followed_into_sub_jaxprs():
+    params = {"w": jnp.ones((D, D)), "stack": jnp.ones((3, D, D)), "g": jnp.ones(D), "b": jnp.ones(D),
+              "scan_w": jnp.ones((3, D, D)), "c": jnp.ones(D)}
+
+    @jax.custom_jvp
+    def scale(x, g):
+        return x * g
+
+    scale.defjvp(lambda primals, tangents: (scale(*primals), tangents[0] * primals[1]))
+
+    def fn(p):
+        h = jax.checkpoint(lambda h, w: jax.jit(lambda a, b: a @ b)(h, w))(X, p["w"])
+        h = jax.lax.fori_loop(0, 3, lambda i, h: h @ p["stack"][i], h)  # a stacked weight sliced by the counter
+        h = jax.lax.cond(h.sum() > 0, lambda h: scale(h, p["g"]), lambda h: h + p["b"], h)
+        h, _ = jax.lax.scan(lambda h, w: (h @ w, None), h, p["scan_w"])  # enters the body as an xs slice
+        return h * jax.nn.softplus(p["c"])  # softplus: elementwise before meeting the activations
+
+    assert usage(fn, params) == {"b": ["add"], "c": ["elementwise"], "g": ["mul"], "scan_w": ["contract"],
+                                 "stack": ["contract"], "w": ["contract"]}
+
+
+class SetupNamed(nn.Module):
+    def setup(self):
+        self.conv = nn.Conv(4, (3, 3), use_bias=False)
+        self.bn1 = nn.BatchNorm(use_running_average=True)
+        self.proj = nn.Dense(3)
+
+    def __call__(self, x):
+        return self.proj(self.bn1(self.conv(x)).mean((1, 2)))
+
+
+def test_explicitly_named_setup_modules():
+    by = by_path(SetupNamed(), jnp.ones((2, 6, 6, 3), jnp.float32))
+    got = {k: (i.layer, i.role, i.source, i.feeds_norm) for k, i in by.items()}
+    assert got == {"conv.kernel": ("conv", "kernel", "graph", True), "bn1.scale": ("norm.batch", "scale", "graph", False),
+                   "bn1.bias": ("norm.batch", "bias", "graph", False),
+                   "proj.kernel": ("linear", "kernel", "graph", False), "proj.bias": ("linear", "bias", "graph", False)}
+    assert decays(by) == {"conv.kernel": True, "bn1.scale": False, "bn1.bias": False, "proj.kernel": True,
+                          "proj.bias": False}
+
+
 def test_bias_of_dense_general_is_add_not_position():
     m = nn.DenseGeneral((2, 4))
     v = jax.eval_shape(m.init, jax.random.key(0), X)

@@ -442,8 +442,8 @@ class _Walker:
                 self.uses.add(Use("concat"))
             elif name == "select_n" and 0 in positions:
                 self.unknown = True
-            else:
-                self._next(eqn, jaxpr, chain, batched, nonlinear)
+            else:  # params joined with params / constants; a piecewise select (softplus's where) is nonlinear
+                self._next(eqn, jaxpr, chain, batched, nonlinear or name == "select_n")
             return
         if name in _ADD:
             if not act_other:
@@ -507,8 +507,7 @@ def abstract(tree: PyTree) -> PyTree:
 
     def to_sds(x: Any) -> Any:
         if hasattr(x, "shape") and hasattr(x, "dtype"):
-            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)) if isinstance(
-                x, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(x.shape, x.dtype)
+            return jax.ShapeDtypeStruct(x.shape, x.dtype)
         return x
 
     return jax.tree.map(to_sds, tree)
