@@ -188,7 +188,7 @@ NNX_EXPECTED = """
     head.bias linear bias -
     head.kernel linear kernel +
     ls1.gamma other gain -
-    memory other bias - declared
+    memory other other - declared
     norm1.bias norm.layer bias -
     norm1.scale norm.layer scale -
     patch_embed.bias linear bias -
