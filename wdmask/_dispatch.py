@@ -7,7 +7,7 @@ is already imported by the caller): ``explain`` and ``compare`` take models of e
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from wdmask._engine import explain_inventory
@@ -55,7 +55,8 @@ def explain(model_or_inventory: Any, rules: Rules | Iterable[RuleLike], *, stric
 
 
 def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable[RuleLike], *,
-            sample: Any = None, example_inputs: Any = None) -> list[Difference]:
+            sample: Any = None, example_inputs: Any = None,
+            sample_kwargs: Mapping[str, Any] | None = None) -> list[Difference]:
     """Every paired parameter whose weight-decay decision differs between the torch and the Flax model.
 
     The migration check after porting a model: describe both sides (``example_inputs`` / ``sample``
@@ -69,6 +70,7 @@ def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable
       rules: the rule set to check.
       sample: example inputs of the Flax model (NHWC for the bundled ResNets).
       example_inputs: example inputs of the torch model.
+      sample_kwargs: keyword arguments of the Flax model's forward pass (``{"train": False}``).
     Returns:
       A list of ``Difference`` (empty: both frameworks decay the same parameters by the same amount).
     Raises:
@@ -87,7 +89,7 @@ def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable
     from wdmask._jax._order import flax_inventory
 
     torch_inv = wdmask_torch.describe(torch_model, example_inputs)
-    flax_inv = flax_inventory(flax_model_or_params, sample=sample, reference=torch_inv)
+    flax_inv = flax_inventory(flax_model_or_params, sample=sample, reference=torch_inv, sample_kwargs=sample_kwargs)
     return compare_inventories(torch_inv, flax_inv, rules)
 
 

@@ -42,7 +42,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-__all__ = ["USAGES", "Use", "classify", "usage_names"]
+from wdmask._types import ParamInfo
+
+__all__ = ["USAGES", "Use", "classify", "usage_names", "with_usage"]
 
 #: The neutral usage vocabulary, in priority order (the first present decides).
 USAGES: tuple[str, ...] = (
@@ -106,3 +108,24 @@ def classify(uses: Iterable[Use], known: str = "other") -> tuple[str, str] | Non
             return known, _UNDER_NORM[usage]
         return (known if known != "other" else hint or default_layer), role
     return None
+
+
+def with_usage(info: ParamInfo, uses: tuple[Use, ...] | None) -> ParamInfo:
+    """``info`` with the graph's evidence: the class's layer kind is kept when known, the graph decides the
+    role (``classify(uses, known=info.layer)``, ``source="graph"``); no evidence leaves ``info`` as it is
+    (only ``usage`` is recorded).
+
+    Example:
+      >>> info = ParamInfo(("blk", "lambda1"), (8,), source="type")
+      >>> new = with_usage(info, (Use("mul"),))
+      >>> new.role, new.source, new.usage
+      ('gain', 'graph', ('mul',))
+    """
+    if uses is None:
+        return info
+    names = usage_names(uses)
+    found = classify(uses, known=info.layer)
+    if found is None:
+        return dataclasses.replace(info, usage=names)
+    layer, role = found
+    return dataclasses.replace(info, layer=layer, role=role, source="graph", usage=names)

@@ -222,7 +222,8 @@ def _labeler(by_path: Mapping[tuple[str, ...], str]) -> Callable[[PyTree], PyTre
     return labels
 
 
-def _paired_labels(optimizer: torch.optim.Optimizer, model: Any, flax: Any, sample: Any) -> Any:
+def _paired_labels(optimizer: torch.optim.Optimizer, model: Any, flax: Any, sample: Any,
+                   sample_kwargs: Any = None) -> Any:
     """Labels from pairing the torch model with its Flax twin: each leaf gets its torch twin's group."""
     from wdmask._jax._order import flax_inventory
     from wdmask._jax._tree import is_variables
@@ -231,7 +232,7 @@ def _paired_labels(optimizer: torch.optim.Optimizer, model: Any, flax: Any, samp
 
     rows = inventory(model, include_frozen=True, fn="to_optax")
     torch_inv = [info for _, _, info in rows]
-    pairs = pair(torch_inv, flax_inventory(flax, sample=sample, reference=torch_inv))
+    pairs = pair(torch_inv, flax_inventory(flax, sample=sample, reference=torch_inv, sample_kwargs=sample_kwargs))
     group_of = {id(p): g for g, group in enumerate(optimizer.param_groups) for p in group["params"]}
     in_model = {id(p) for _, p, _ in rows}
     stray = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in in_model]
@@ -252,7 +253,8 @@ def _paired_labels(optimizer: torch.optim.Optimizer, model: Any, flax: Any, samp
 
 
 def to_optax(optimizer: torch.optim.Optimizer, model: Any = None, flax_params_or_model: Any = None, *,
-             scheduler: Any = None, labels: Any = None, sample: Any = None) -> GradientTransformation:
+             scheduler: Any = None, labels: Any = None, sample: Any = None,
+             sample_kwargs: Any = None) -> GradientTransformation:
     r"""The Optax transform whose updates equal ``optimizer.step()``'s on the paired Flax params.
 
     Built as ``optax.multi_transform`` over the torch param groups, because groups may differ in
@@ -281,6 +283,7 @@ def to_optax(optimizer: torch.optim.Optimizer, model: Any = None, flax_params_or
       labels: instead of ``model``/``flax_params_or_model``: a pytree (or ``params -> pytree``) with, per
         Flax leaf, its torch group as an int ``g`` or a string ``"group{g}"`` (``"frozen"``: no update).
       sample: example inputs of a linen ``flax_params_or_model`` (traced abstractly for call order).
+      sample_kwargs: keyword arguments of the Flax model's forward pass (``{"train": False}``).
     Returns:
       An ``optax.GradientTransformation``. Without ``model``/``labels`` and a single param group: that
       group's chain itself.
@@ -314,7 +317,7 @@ def to_optax(optimizer: torch.optim.Optimizer, model: Any = None, flax_params_or
     if labels is None:
         if flax_params_or_model is None:
             raise TypeError("to_optax: `model` needs `flax_params_or_model`: the Flax params or module it pairs with")
-        labels = _paired_labels(optimizer, model, flax_params_or_model, sample)
+        labels = _paired_labels(optimizer, model, flax_params_or_model, sample, sample_kwargs)
     else:
         labels = _normalize_labels(labels, n)
     transforms = {f"group{g}": chain for g, chain in enumerate(chains)}

@@ -27,12 +27,14 @@ _STATS = (("running_mean", "mean"), ("running_var", "var"))
 class _Torch:
     """The torch side of a port: paired leaves, their tensors and their BatchNorm running stats."""
 
-    def __init__(self, model: nn.Module, variables: Any, flax_model: Any, sample: Any, fn: str) -> None:
+    def __init__(self, model: nn.Module, variables: Any, flax_model: Any, sample: Any, fn: str,
+                 sample_kwargs: Any = None) -> None:
         inner = check_model(model, fn)
         rows = inventory(inner, include_frozen=True, fn=fn)
         torch_inv = [info for _, _, info in rows]
         source = variables if flax_model is None else flax_model
-        self.pairs = pair(torch_inv, flax_inventory(source, sample=sample, reference=torch_inv))
+        self.pairs = pair(torch_inv, flax_inventory(source, sample=sample, reference=torch_inv,
+                                                    sample_kwargs=sample_kwargs))
         self.tensors: dict[Path, torch.Tensor] = {info.path: p for _, p, info in rows}
         self.owners: dict[Path, nn.Module] = {
             info.path: inner.get_submodule(name.rpartition(".")[0]) for name, _, info in rows}
@@ -84,7 +86,7 @@ def _set(tree: Mapping[str, Any], path: Path, value: Any) -> dict[str, Any]:
 
 
 def to_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sample: Any = None,
-            dtype: Any = None) -> Any:
+            dtype: Any = None, sample_kwargs: Any = None) -> Any:
     r"""Copy a torch model's parameters and BatchNorm running stats into Flax variables.
 
     Args:
@@ -96,6 +98,7 @@ def to_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sample:
         (``layer1_0.conv1`` ~ ``layer1.0.conv1``), else by natural key order (auto-names ``Conv_0, Conv_1``).
       sample: example inputs of ``flax_model`` (or of an NNX module, to follow its call order).
       dtype: dtype of the new leaves; default: the torch tensor's (a ``.double()`` model gives float64).
+      sample_kwargs: keyword arguments of the Flax model's forward pass (``{"train": False}``).
     Returns:
       New variables (linen: a new dict, ``variables`` untouched) or the NNX module, updated.
     Raises:
@@ -118,7 +121,7 @@ def to_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sample:
         arr = np.ascontiguousarray(arr if axes is None else arr.transpose(axes))
         return jnp.asarray(arr, dtype=dtype)
 
-    side = _Torch(model, variables, flax_model, sample, "to_flax")
+    side = _Torch(model, variables, flax_model, sample, "to_flax", sample_kwargs)
     if _is_nnx(variables):
         flat = _nnx_vars(variables)
         for t, f in side.pairs:
@@ -140,7 +143,8 @@ def to_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sample:
     return out
 
 
-def from_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sample: Any = None) -> nn.Module:
+def from_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sample: Any = None,
+              sample_kwargs: Any = None) -> nn.Module:
     r"""Copy Flax parameters and BatchNorm stats into a torch model, in place (inverse of ``to_flax``).
 
     Values are cast to each torch tensor's dtype and device.
@@ -150,6 +154,7 @@ def from_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sampl
       variables: linen variables or an NNX module.
       flax_model: the linen module, with ``sample``: leaves then follow call order (see ``to_flax``).
       sample: example inputs of ``flax_model``.
+      sample_kwargs: keyword arguments of the Flax model's forward pass.
     Returns:
       ``model``.
     Raises:
@@ -172,7 +177,7 @@ def from_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sampl
         with torch.no_grad():
             dst.copy_(torch.from_numpy(np.array(arr, copy=True)).to(dtype=dst.dtype, device=dst.device))
 
-    side = _Torch(model, variables, flax_model, sample, "from_flax")
+    side = _Torch(model, variables, flax_model, sample, "from_flax", sample_kwargs)
     if _is_nnx(variables):
         flat = _nnx_vars(variables)
         for t, f in side.pairs:

@@ -63,7 +63,7 @@ def test_linen_resnet_table(resnet_inventory):
         k: v[:4] for k, v in RESNET.items()}
     assert decisions(inv, presets.standard) == {k: v[4] for k, v in RESNET.items()}
     assert decisions(inv, presets.standard_scale_invariant) == {k: v[5] for k, v in RESNET.items()}
-    assert all(i.source == "type" for i in inv)
+    assert all(i.source == "graph" for i in inv)  # every leaf is used by the traced forward pass
     by = {i.dotted: i for i in inv}
     assert by["bn1.scale"].module_type == "flax.linen.BatchNorm"
     assert by["fc.kernel"].module_type == "flax.linen.Dense"
@@ -282,7 +282,8 @@ def test_user_and_subclassed_norms():
     assert by["norm_a.weight"].module_type.endswith("test_describe.MyRMSNorm")
     assert (by["norm_b.scale"].layer, by["norm_b.scale"].role) == ("norm.batch", "scale")
     assert by["norm_b.scale"].module_type.endswith("test_describe.MyBatchNorm")
-    assert (by["pos"].layer, by["pos"].role) == ("other", "other")
+    # a 1-D vector added to the activations is a bias by usage, whatever its name
+    assert (by["pos"].layer, by["pos"].role, by["pos"].source) == ("other", "bias", "graph")
     assert by["proj.kernel"].feeds_norm is True  # into the user norm class
 
 

@@ -56,7 +56,9 @@ X = jnp.ones((2, N, D), jnp.float32)
 def _init():  # once, jitted: eager init dispatches (and compiles) every small op
     return jax.jit(ViT().init)(jax.random.key(0), X)["params"]
 
-# path: layer role standard-decision [declared]
+# path: layer role standard-decision [declared]; roles are what the forward pass does with each leaf:
+# `memory.sum(0)` and `table.sum()` are added to the activations (biases), and `word_embeddings` is read at a
+# constant index (`jnp.zeros`), never by the inputs: a constant lookup, like a position table.
 EXPECTED = """
     blocks_0.ls1.gamma other gain -
     blocks_0.norm1.bias norm.layer bias -
@@ -68,15 +70,15 @@ EXPECTED = """
     cls_token other token -
     head.bias linear bias -
     head.kernel linear kernel +
-    memory other other - declared
+    memory other bias - declared
     norm.bias norm.layer bias -
     norm.scale norm.layer scale -
     patch_embed.bias linear bias -
     patch_embed.kernel linear kernel +
     pos_embed other position -
     position_embeddings.embedding embedding position -
-    relative_position_bias_table other position -
-    word_embeddings.embedding embedding embedding +
+    relative_position_bias_table other bias -
+    word_embeddings.embedding embedding position -
 """
 
 

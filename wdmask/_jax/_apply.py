@@ -103,7 +103,7 @@ class MaskSpec:
 
 
 def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
-          flat: tuple[list[Leaf], Any] | None = None) -> MaskSpec:
+          flat: tuple[list[Leaf], Any] | None = None, sample_kwargs: Mapping[str, Any] | None = None) -> MaskSpec:
     """The spec of ``params``; ``flat`` is ``flatten(params)`` when the caller has it already."""
     refuse_torch(params, "mask", "params")
     refuse_torch(model, "mask", "model")
@@ -113,10 +113,11 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
         params, flat = flatten_params(params)
     leaves, treedef = flat if flat is not None else flatten(params)
     if model is not None:
-        inventory = describe(model, sample, params=params)
+        inventory = describe(model, sample, params=params, sample_kwargs=sample_kwargs)
     else:
-        if sample is not None:
-            raise TypeError("wdmask: `sample` goes with `model=` (a linen module); pass model=... as well")
+        if sample is not None or sample_kwargs:
+            raise TypeError("wdmask: `sample`/`sample_kwargs` go with `model=` (a linen or NNX module); pass "
+                            "model=... as well")
         inventory = describe_flattened(params, leaves)
     decisions = decide(inventory, rules, strict=strict)
     multipliers = tuple(decisions[leaf.path].multiplier if leaf.trainable else 0.0 for leaf in leaves)
@@ -133,7 +134,7 @@ def _is_linen(model: Any) -> bool:
 
 
 def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: Any = None,
-         strict: bool = False) -> PyTree:
+         strict: bool = False, sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
     r"""Bool pytree with ``params``' structure: ``True`` where the decided multiplier is non-zero.
 
     Leaves outside the ``params`` collection of a variables dict, non-``Param`` NNX variables and
@@ -145,8 +146,10 @@ def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None
       params: a params pytree (dict, ``FrozenDict``, variables dict, ``nnx.State``).
       rules: ordered rules (``wdmask.presets.standard``, ...); the last match wins.
       model: the linen or NNX module the params belong to: exact layer kinds instead of names.
-      sample: example inputs of a linen ``model`` (also enables ``feeds_norm``).
+      sample: example inputs of ``model`` (linen: required; NNX: optional): enables roles from usage and
+        ``feeds_norm``; non-array leaves are static Python values.
       strict: a rule that matches nothing raises ``RuleError`` instead of warning.
+      sample_kwargs: keyword arguments of the model's forward pass (``{"train": False}``).
     Returns:
       A pytree of Python bools.
     Raises:
@@ -158,7 +161,7 @@ def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None
       >>> wdmask.mask(params, wdmask.presets.standard)
       {'Dense_0': {'bias': False, 'kernel': True}}
     """
-    return _spec(params, as_rules(rules), model, sample, strict).mask()
+    return _spec(params, as_rules(rules), model, sample, strict, sample_kwargs=sample_kwargs).mask()
 
 
 class DecayState:
@@ -224,7 +227,8 @@ def _restored_without_target(state: Any) -> bool:
 
 
 def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = presets.standard, *,
-          model: Any = None, sample: Any = None, strict: bool = False) -> Any:
+          model: Any = None, sample: Any = None, strict: bool = False,
+          sample_kwargs: Mapping[str, Any] | None = None) -> Any:
     r"""Add weight decay scaled per leaf by the multiplier ``rules`` decide.
 
     .. math:: u_i \leftarrow g_i + \lambda_t \, m_i \, \theta_i
@@ -241,8 +245,9 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
         or an optax schedule.
       rules: ordered rules; the last match wins; unmatched leaves get ``rules.default`` (1).
       model: the linen or NNX module the params belong to (exact layer kinds).
-      sample: example inputs of a linen ``model``: needed to trace it; enables ``feeds_norm``.
+      sample: example inputs of ``model`` (linen: required; NNX: optional): roles from usage, ``feeds_norm``.
       strict: a rule that matches nothing raises ``RuleError`` at ``init`` instead of warning.
+      sample_kwargs: keyword arguments of the model's forward pass (``{"train": False}``).
     Returns:
       An ``optax.GradientTransformation``; chain it before the optimizer's scaling
       (``optax.chain(wdmask.decay(1e-4), optax.sgd(0.1))``) or use it as the decay of AdamW
@@ -264,7 +269,7 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
     rules = as_rules(rules)
     check_weight_decay(weight_decay, where="wdmask.decay: ")
     refuse_torch(model, "decay", "model")
-    if model is not None and sample is None and _is_linen(model):
+    if model is not None and sample is None and not sample_kwargs and _is_linen(model):
         raise ValueError(NEEDS_SAMPLE_MSG)
     _register()
     cache: dict[Any, MaskSpec] = {}
@@ -275,7 +280,7 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
         key = (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
         spec = cache.get(key)
         if spec is None:
-            spec = cache[key] = _spec(params, rules, model, sample, strict, (leaves, treedef))
+            spec = cache[key] = _spec(params, rules, model, sample, strict, (leaves, treedef), sample_kwargs)
         return DecayState(_inner(weight_decay, spec).init(params), spec)
 
     def update_fn(updates: PyTree, state: DecayState, params: PyTree | None = None) -> tuple[PyTree, DecayState]:

@@ -73,3 +73,23 @@ def _stacked_from_ndim(shape: tuple[int, ...], ndim: int | None) -> int:
 def strip_lift(name: str) -> str:
     """``CheckpointDense_0`` -> ``Dense_0``; ``ScanBlock_2`` -> ``Block_2``."""
     return _LIFT_RX.sub("", name) if is_auto_name(name) else name
+
+
+# Exact classes, looked up along the MRO (so subclasses count); names are attributes of flax.linen.
+LINEN_KINDS: dict[str, str] = {
+    "SpectralNorm": "other", "WeightNorm": "other",  # wrappers: their own leaves are not a norm's gain/shift
+    "Conv": "conv", "ConvTranspose": "conv", "ConvLocal": "conv",
+    "Dense": "linear", "DenseGeneral": "linear", "Einsum": "linear", "Fp8Einsum": "linear",
+    "Embed": "embedding",
+    "BatchNorm": "norm.batch", "LayerNorm": "norm.layer", "GroupNorm": "norm.group",
+    "InstanceNorm": "norm.instance", "RMSNorm": "norm.rms",
+}
+#: The same for flax.nnx classes.
+NNX_KINDS: dict[str, str] = {
+    "SpectralNorm": "other", "WeightNorm": "other",
+    "Conv": "conv", "ConvTranspose": "conv",
+    "Linear": "linear", "LinearGeneral": "linear", "Einsum": "linear", "LoRALinear": "linear",
+    "Embed": "embedding",
+    "BatchNorm": "norm.batch", "LayerNorm": "norm.layer", "GroupNorm": "norm.group",
+    "InstanceNorm": "norm.instance", "RMSNorm": "norm.rms",
+}

@@ -7,7 +7,12 @@ Three inputs, three levels of trust (``ParamInfo.source``):
   (``source="type"``); per-slice shapes inside ``nn.scan``/``nn.vmap`` give ``stacked``; the
   same trace yields ``feeds_norm`` (see ``_feeds_norm``);
 * an **NNX module**: classes from ``nnx.iter_modules``, leaves from ``nnx.state(model, nnx.Param)``
-  (``source="type"``; ``feeds_norm`` is ``None``: NNX graphs are not traced);
+  (``source="type"``); with ``sample=``, one abstract forward pass gives ``feeds_norm`` and roles
+  from usage (without, ``feeds_norm`` is ``None``);
+* with a ``sample``, every parameter's **usage** in the traced forward pass (``_usage``) decides its
+  role (``source="graph"``; the class keeps the layer kind when known): Einsum kernels, explicitly
+  named modules, learned tokens, position tables, layer scales are classified by what the forward
+  pass does with them, not by their names;
 * a **plain pytree** (dict, ``FrozenDict``, ``{"params": ...}`` variables, ``nn.Partitioned``
   boxes): the Flax auto-name of the leaf's *immediate* owner (``BatchNorm_0``, ``Conv_1``,
   ``CheckpointDense_0``) gives the kind (``source="name"``); an explicitly named owner
@@ -70,12 +75,14 @@ def _is_nnx(obj: Any) -> bool:
     return isinstance(obj, nnx.Module)
 
 
-def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None = None) -> list[ParamInfo]:
+def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None = None,
+             sample_kwargs: Mapping[str, Any] | None = None) -> list[ParamInfo]:
     r"""Inventory of a Flax model or params pytree: one ``ParamInfo`` per trainable leaf, in flatten order.
 
     * linen ``nn.Module`` + ``sample`` (example inputs for ``model.init``): exact classes,
       ``stacked`` axes of ``nn.scan``/``nn.vmap``, and ``feeds_norm``; one abstract trace, no FLOPs;
-    * NNX ``nnx.Module``: exact classes; ``feeds_norm`` is ``None``;
+    * NNX ``nnx.Module``: exact classes; with ``sample``, ``feeds_norm`` and roles from usage too
+      (one abstract forward pass), else ``feeds_norm`` is ``None``;
     * params pytree (dict, ``FrozenDict``, ``{"params": ...}`` variables — only the ``params``
       collection is described —, ``nn.Partitioned``/``nnx.Param`` boxes unboxed): Flax auto-names
       of each leaf's immediate owner; explicit names (``bn1``) give ``layer="other"``.
@@ -84,7 +91,10 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
 
     Args:
       params_or_model: a linen module, an NNX module, or a params pytree.
-      sample: example inputs of a linen module (an array, or a tuple of positional arguments).
+      sample: example inputs of a linen or NNX module (an array, or a tuple of positional arguments);
+        array leaves are traced abstractly, other leaves (``False``, ``3``, ``"mean"``, ``None``) are
+        passed as static Python values.
+      sample_kwargs: keyword arguments of the forward pass (e.g. ``{"train": False}``), split the same way.
       params: the actual params to describe with a model (their paths must be the model's);
         defaults to the model's own.
     Returns:
@@ -103,16 +113,16 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
         raise TypeError(f"describe() takes a module instance or a params pytree, got the class "
                         f"{params_or_model.__name__}; instantiate it first")
     if is_equinox(params_or_model):
-        return describe_equinox(params_or_model, params, sample=sample)
+        return describe_equinox(params_or_model, params, sample=sample, sample_kwargs=sample_kwargs)
     if _is_linen(params_or_model):
-        return describe_linen(params_or_model, sample, params)
+        return describe_linen(params_or_model, sample, params, sample_kwargs=sample_kwargs)
     if _is_nnx(params_or_model):
-        return describe_nnx(params_or_model, params)
+        return describe_nnx(params_or_model, params, sample, sample_kwargs=sample_kwargs)
     if params is not None:
         raise TypeError("describe(): `params=` only goes with a model; pass the params pytree as the first argument")
-    if sample is not None:
-        raise TypeError("describe(): `sample` only goes with a linen module; a params pytree is described by its "
-                        "names (pass the module to get exact classes and feeds_norm)")
+    if sample is not None or sample_kwargs:
+        raise TypeError("describe(): `sample`/`sample_kwargs` only go with a linen or NNX module; a params pytree "
+                        "is described by its names (pass the module to get exact classes, usage and feeds_norm)")
     leaves, _ = flatten(params_or_model)
     return refine_from_metadata(describe_tree(leaves), params_or_model)
 

@@ -29,11 +29,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from wdmask._errors import MaskError
-from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, key_str
+from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, key_str, owner_of
 from wdmask._kinds import kind_from_name, role_from_name
 from wdmask._types import ParamInfo, Path
+from wdmask._usage import with_usage
 
-__all__ = ["describe_equinox", "flatten_params", "is_equinox", "merge_uses", "trainable"]
+__all__ = ["describe_equinox", "flatten_params", "is_equinox", "trainable"]
 
 # Exact classes (attributes of ``equinox.nn``), looked up along the MRO.
 _EQX_KINDS: dict[str, str] = {
@@ -149,58 +150,26 @@ def _walk(model: Any) -> tuple[dict[Path, Any], list[tuple[Path, Any]]]:
     return owners, leaves
 
 
-def _owner(path: Path, owners: Mapping[Path, Any]) -> tuple[Path, Any]:
-    for n in range(len(path) - 1, -1, -1):
-        if path[:n] in owners:
-            return path[:n], owners[path[:n]]
-    return (), None  # pragma: no cover - the root owns the rest
 
 
-def merge_uses(info: ParamInfo, uses: Any) -> ParamInfo:
-    """``info`` with the layer kind / role a usage trace gives (``wdmask._usage.classify``), if any.
 
-    A class-known norm keeps its kind (its ``mul``/``add`` are its scale/shift); a trace with no
-    evidence (``unused``) leaves ``info`` unchanged.
+def _trace(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None = None) -> dict[Path, Any]:
+    """Usages of ``model(*sample, **sample_kwargs)`` from one abstract trace (``wdmask._jax._usage.trace_usage``)."""
+    from wdmask._jax._sample import Sample
+    from wdmask._jax._usage import trace_usage
 
-    Example:
-      >>> from wdmask._usage import Use
-      >>> info = ParamInfo(("blk", "alpha"), (8,))
-      >>> merged = merge_uses(info, (Use("mul"),))
-      >>> merged.role, merged.source, merged.usage
-      ('gain', 'graph', ('mul',))
-    """
-    import dataclasses
-
-    from wdmask._usage import classify, usage_names
-
-    if not uses:
-        return info
-    found = classify(uses, known=info.layer)
-    names = usage_names(uses)
-    if found is None:
-        return dataclasses.replace(info, usage=names)
-    layer, role = found
-    return dataclasses.replace(info, layer=layer, role=role, source="graph", usage=names)
-
-
-def _trace(model: Any, sample: Any) -> dict[Path, Any] | None:
-    """Usages of ``model(*sample)`` from ``wdmask._jax._usage.trace_usage`` when that tracer is available."""
-    try:
-        from wdmask._jax._usage import trace_usage  # written in parallel; absent in older trees
-    except ImportError:
-        return None
     eqx = _eqx()
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    args = tuple(sample) if isinstance(sample, (tuple, list)) else (sample,)
+    s = Sample.of(sample, sample_kwargs)
 
     def forward(p: PyTree) -> Any:
-        return eqx.combine(p, static)(*args)
+        return s.call(eqx.combine(p, static), s.arrays)
 
     return trace_usage(forward, params)
 
 
 def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Path, Any] | None = None, *,
-                     sample: Any = None) -> list[ParamInfo]:
+                     sample: Any = None, sample_kwargs: Mapping[str, Any] | None = None) -> list[ParamInfo]:
     """Inventory of an Equinox model: one ``ParamInfo`` per trainable (inexact-array) leaf, in flatten order.
 
     Args:
@@ -209,7 +178,9 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
         the same structure); defaults to the model's own.
       uses: per-path usages from a trace (``wdmask._jax._usage.trace_usage``); merged with the
         class evidence through ``wdmask._usage.classify``.
-      sample: positional arguments of ``model(...)``: traced for ``uses`` when the usage tracer is available.
+      sample: positional arguments of ``model(...)`` (arrays are traced abstractly, other values passed
+        as static Python values): one abstract trace gives every leaf's usage.
+      sample_kwargs: keyword arguments of ``model(...)``, e.g. ``{"inference": True}``.
     Returns:
       A list of ``ParamInfo``.
     Raises:
@@ -234,11 +205,11 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
         shapes = {leaf.path: (leaf.shape, leaf.dtype) for leaf in got_leaves}
     else:
         shapes = {p: (tuple(int(d) for d in x.shape), str(x.dtype)) for p, x in model_leaves}
-    if uses is None and sample is not None:
-        uses = _trace(model, sample)
+    if uses is None and (sample is not None or sample_kwargs):
+        uses = _trace(model, sample, sample_kwargs)
     out = []
     for path, _ in model_leaves:
-        owner_path, module = _owner(path, owners)
+        owner_path, module = owner_of(path, owners)
         if any(path[:len(s)] == s for s in state_paths):
             continue  # initial state of a stateful layer (eqx.nn.State), not a parameter
         shape, dtype = shapes[path]
@@ -250,7 +221,7 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
         source = "type" if base else "name" if kind != "other" else "shape"
         info = ParamInfo(path, shape, dtype, kind, role, stacked, None, module_type(type(module)), source)
         if uses is not None:
-            info = merge_uses(info, uses.get(path, ()))
+            info = with_usage(info, uses.get(path, ()))
         out.append(info)
     return out
 

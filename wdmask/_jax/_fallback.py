@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from wdmask._errors import MaskError, UnclassifiedWarning
@@ -45,18 +45,22 @@ def traced_or_error(trace: Callable[[], Any]) -> tuple[Any, BaseException | None
         raise
 
 
-def describe_untraced(model: Any, sample: Any, params: PyTree | None, error: BaseException) -> list[ParamInfo]:
+def describe_untraced(model: Any, sample: Any, params: PyTree | None, error: BaseException, *,
+                      sample_kwargs: Mapping[str, Any] | None = None) -> list[ParamInfo]:
     """Inventory from names when ``model.init`` could not be traced with the interceptor."""
     import jax
 
-    from wdmask._jax._describe import describe
-    from wdmask._jax._linen import as_args
+    from wdmask._jax._plain import describe_tree
+    from wdmask._jax._sample import Sample
+    from wdmask._jax._stacks import refine_from_metadata
+    from wdmask._jax._tree import flatten
 
     tree = params
     if tree is None:
         rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
         try:
-            tree = jax.eval_shape(model.init, rngs, *as_args(sample))
+            s = Sample.of(sample, sample_kwargs)
+            tree = jax.eval_shape(lambda arrays: s.call(lambda *a, **k: model.init(rngs, *a, **k), arrays), s.arrays)
         except Exception as e2:  # the module's own init does not run on `sample` either
             raise MaskError(
                 f"describe(): could not trace {type(model).__name__}.init on `sample` ({type(error).__name__}: "
@@ -68,7 +72,7 @@ def describe_untraced(model: Any, sample: Any, params: PyTree | None, error: Bas
         f"({type(error).__name__}: {str(error)[:200]}); its leaves are described from names and partition "
         "metadata only (explicit names such as `bn1` stay unclassified)",
         UnclassifiedWarning, stacklevel=4)
-    return describe(tree)
+    return refine_from_metadata(describe_tree(flatten(tree)[0]), tree)
 
 
 def _nnx_owners(bridge: Any) -> dict[Path, Any] | None:
@@ -121,9 +125,8 @@ def refine_bridged(inventory: list[ParamInfo], model: Any, owners: dict[Path, ty
 
     if not any(isinstance(cls, type) and issubclass(cls, bridge.ToLinen) for cls in owners.values()):
         return inventory
-    from wdmask._jax._classes import kind_from_class, module_type_name
-    from wdmask._jax._linen import _owner
-    from wdmask._jax._nnx import _NNX_KINDS
+    from wdmask._jax._classes import NNX_KINDS, kind_from_class, module_type_name
+    from wdmask._jax._tree import owner_of
     from wdmask._kinds import role_from_name
 
     inner = {path: _nnx_owners(b) for path, b in _bridges(model).items()}
@@ -135,11 +138,11 @@ def refine_bridged(inventory: list[ParamInfo], model: Any, owners: dict[Path, ty
             out.append(info)
             continue
         rel = info.path[len(root):]
-        owner_path, module = _owner(rel, table)
+        owner_path, module = owner_of(rel, table)
         if module is None:
             out.append(info)
             continue
-        kind = kind_from_class(type(module), _NNX_KINDS, "flax.nnx")
+        kind = kind_from_class(type(module), NNX_KINDS, "flax.nnx")
         role = role_from_name(kind, rel[-1], owner_path[-1] if owner_path else "")
         out.append(dataclasses.replace(info, layer=kind, role=role, module_type=module_type_name(type(module)),
                                        feeds_norm=None if kind in ("conv", "linear") else info.feeds_norm))

@@ -1,7 +1,9 @@
-r"""``feeds_norm`` for linen: does a conv/dense output go straight into a norm layer?
+r"""``feeds_norm`` for linen and NNX: does a conv/dense output go straight into a norm layer?
 
-While ``model.init`` is traced once with ``jax.make_jaxpr``, the describe interceptor wraps every
-conv/dense ``__call__`` output and every norm ``__call__`` input in
+While the forward pass is traced once with ``jax.make_jaxpr`` (linen: ``model.apply`` under an
+``nn.intercept_methods`` interceptor; NNX: the merged module with each class's ``__call__`` patched
+for the trace -- the same trace gives roles from usage, see ``_usage``), every
+conv/dense ``__call__`` output and every norm ``__call__`` input is wrapped in
 ``jax.ad_checkpoint.checkpoint_name`` tags (identity ops that survive in the jaxpr as ``name``
 equations). The jaxpr is then walked forward from each output tag:
 

@@ -1,8 +1,11 @@
-"""A linen module + ``sample`` -> inventory, from one abstract trace of ``model.init``.
+"""A linen module + ``sample`` -> inventory, from two abstract traces (``model.init``, ``model.apply``).
 
 An ``nn.intercept_methods`` interceptor records the exact class of every module
-(``source="type"``) and per-slice shapes inside ``nn.scan``/``nn.vmap`` (``stacked``); the same
-trace yields ``feeds_norm`` (see ``_feeds_norm``).
+(``source="type"``) and per-slice shapes inside ``nn.scan``/``nn.vmap`` (``stacked``) while
+``model.init`` is traced with ``jax.eval_shape``; then one ``jax.make_jaxpr`` of ``model.apply``
+(params as invars) yields ``feeds_norm`` (see ``_feeds_norm``) and every parameter's usage (see
+``_usage``): the class keeps the layer kind, the graph decides the role (``source="graph"``).
+Non-array leaves of ``sample`` and ``sample_kwargs`` are static arguments (see ``_sample``).
 """
 
 from __future__ import annotations
@@ -11,26 +14,20 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from wdmask._errors import MaskError
-from wdmask._jax._classes import kind_from_class, module_type_name
+from wdmask._jax._classes import LINEN_KINDS, kind_from_class, module_type_name
 from wdmask._jax._fallback import describe_untraced, own_init, refine_bridged, traced_or_error
 from wdmask._jax._plain import describe_tree
+from wdmask._jax._sample import Sample
 from wdmask._jax._stacks import box_metadata, slice_axes
-from wdmask._jax._tree import PyTree, _unbox, first_difference, flatten
+from wdmask._jax._tree import PyTree, _unbox, first_difference, flatten, owner_of
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
+from wdmask._usage import Use, with_usage
 
-# Exact classes, looked up along the MRO (so subclasses count); names are attributes of flax.linen.
-_LINEN_KINDS: dict[str, str] = {
-    "SpectralNorm": "other", "WeightNorm": "other",  # wrappers: their own leaves are not a norm's gain/shift
-    "Conv": "conv", "ConvTranspose": "conv", "ConvLocal": "conv",
-    "Dense": "linear", "DenseGeneral": "linear", "Einsum": "linear", "Fp8Einsum": "linear",
-    "Embed": "embedding",
-    "BatchNorm": "norm.batch", "LayerNorm": "norm.layer", "GroupNorm": "norm.group",
-    "InstanceNorm": "norm.instance", "RMSNorm": "norm.rms",
-}
 NEEDS_SAMPLE_MSG = (
     "describing a linen module needs `sample`: example inputs for `model.init` (an array, or a tuple of "
-    "positional arguments such as `(x, False)`); shapes are traced abstractly, nothing is computed. "
+    "positional arguments such as `(x, False)`; keyword arguments go in `sample_kwargs={'train': False}`; "
+    "non-array values are passed as static Python values); shapes are traced abstractly, nothing is computed. "
     "Alternatively describe the params pytree alone (name heuristics: explicit names such as `bn1` stay unknown)."
 )
 
@@ -38,12 +35,13 @@ NEEDS_SAMPLE_MSG = (
 
 
 class LinenTrace(NamedTuple):
-    """What tracing ``model.init`` once with the interceptor records."""
+    """What tracing ``model.init`` (classes, shapes) and ``model.apply`` (graph) abstractly records."""
 
     owners: dict[Path, type]  # module path -> class, first writer wins, in call (pre-)order
     slice_shapes: dict[Path, tuple[int, ...]]  # leaf path -> per-slice shape seen inside the module
     variables: Any  # abstract variables (ShapeDtypeStruct leaves)
     feeds_norm: dict[Path, bool] | None  # producer module path -> feeds a norm; None if not traced
+    usage: dict[Path, tuple[Use, ...]] | None = None  # params leaf path -> uses; None if not traced
 
 
 def _is_lifted(cls: type) -> bool:
@@ -52,66 +50,98 @@ def _is_lifted(cls: type) -> bool:
 
 def as_args(sample: Any) -> tuple[Any, ...]:
     """``sample`` as positional arguments: a tuple/list is unpacked, anything else is one argument."""
-    return tuple(sample) if isinstance(sample, (tuple, list)) else (sample,)
+    return Sample.of(sample).args
 
 
-def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True) -> LinenTrace:
-    """Trace ``model.init`` abstractly, recording module classes, per-slice shapes and norm feeding."""
-    import flax.linen as nn
-    import jax
-
-    from wdmask._jax import _feeds_norm
-
-    owners: dict[Path, type] = {}
-    slices: dict[Path, tuple[int, ...]] = {}
-    tagger = _feeds_norm.Tagger() if feeds_norm else None
+def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, ...]] | None,
+                 tagger: Any) -> Callable[..., Any]:
+    """An ``nn.intercept_methods`` interceptor recording classes / per-slice shapes and tagging for feeds_norm."""
+    from flax.linen import Module
 
     def interceptor(next_fun: Callable[..., Any], args: Any, kwargs: Any, ctx: Any) -> Any:
         module = ctx.module
         cls = type(module)
-        if _is_lifted(cls):
+        if _is_lifted(cls) or not isinstance(module, Module):
             return next_fun(*args, **kwargs)
         path = tuple(str(p) for p in module.path)
-        owners.setdefault(path, cls)
-        kind = kind_from_class(cls, _LINEN_KINDS, "flax.linen")
+        if owners is not None:
+            owners.setdefault(path, cls)
         is_call = ctx.method_name == "__call__"
-        if tagger is not None and is_call and kind.startswith("norm.") and args:
+        kind = kind_from_class(cls, LINEN_KINDS, "flax.linen") if tagger is not None and is_call else ""
+        if kind.startswith("norm.") and args:
             args = (tagger.tag_input(path, args[0]), *args[1:])
         out = next_fun(*args, **kwargs)
-        params = module.variables.get("params", {}) if module.scope is not None else {}
-        for name, value in params.items():
-            if not isinstance(value, Mapping):
-                slices.setdefault((*path, str(name)), tuple(_unbox(value).shape))
-        if tagger is not None and is_call and kind in ("conv", "linear"):
+        if slices is not None:
+            params = module.variables.get("params", {}) if module.scope is not None else {}
+            for name, value in params.items():
+                if not isinstance(value, Mapping):
+                    slices.setdefault((*path, str(name)), tuple(_unbox(value).shape))
+        if kind in ("conv", "linear"):
             out = tagger.tag_output(path, out)
         return out
 
-    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-    args = as_args(sample)
-    with nn.intercept_methods(interceptor):
-        if tagger is None:
-            variables = jax.eval_shape(own_init(model), rngs, *args)
-            feeds = None
-        else:
-            closed, variables = jax.make_jaxpr(own_init(model), return_shape=True)(rngs, *args)
-            feeds = tagger.analyze(closed)
-    return LinenTrace(owners, slices, variables, feeds)
+    return interceptor
 
 
-def _owner(path: Path, owners: Mapping[Path, Any]) -> tuple[Path, Any]:
-    for n in range(len(path) - 1, -1, -1):
-        if path[:n] in owners:
-            return path[:n], owners[path[:n]]
-    return (), None
+def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
+                sample_kwargs: Mapping[str, Any] | None = None) -> LinenTrace:
+    """Trace ``model.init`` abstractly (classes, per-slice shapes); with ``feeds_norm`` also ``model.apply``
+    (one ``jax.make_jaxpr``: norm feeding and every parameter's usage). Two abstract traces at most."""
+    import flax.linen as nn
+    import jax
+
+    from wdmask._jax import _feeds_norm
+    from wdmask._jax._usage import abstract, leaf_paths, merge_uses, usage_from_jaxpr
+
+    s = Sample.of(sample, sample_kwargs)
+    owners: dict[Path, type] = {}
+    slices: dict[Path, tuple[int, ...]] = {}
+
+    def init(arrays: Any) -> Any:
+        rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+        args, kwargs = s.rebuild(arrays)
+        return own_init(model)(rngs, *args, **kwargs)
+
+    with nn.intercept_methods(_interceptor(owners, slices, None)):
+        variables = jax.eval_shape(init, abstract(s.arrays))
+    if not feeds_norm:
+        return LinenTrace(owners, slices, variables, None)
+    params = variables.get("params", {}) if isinstance(variables, Mapping) else {}
+    others = {k: v for k, v in variables.items() if k != "params"} if isinstance(variables, Mapping) else {}
+    tagger = _feeds_norm.Tagger()
+
+    def forward(params: Any, others: Any, arrays: Any) -> Any:
+        rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+        args, kwargs = s.rebuild(arrays)
+        return model.apply({"params": params, **others}, *args, rngs=rngs, mutable=True, **kwargs)
+
+    abstract_params = abstract(params)
+    with nn.intercept_methods(_interceptor(None, None, tagger)):
+        closed = jax.make_jaxpr(forward)(abstract_params, abstract(others), abstract(s.arrays))
+    invars = list(closed.jaxpr.invars)
+    n_params = len(jax.tree.leaves(abstract_params))
+    n_data = len(jax.tree.leaves(abstract(s.arrays)))
+    data = invars[len(invars) - n_data:] if n_data else []
+    uses = usage_from_jaxpr(closed, invars[:n_params], data)
+    usage = merge_uses(leaf_paths(params), uses)
+    return LinenTrace(owners, slices, variables, tagger.analyze(closed), usage)
 
 
-def describe_linen(model: Any, sample: Any, params: PyTree | None) -> list[ParamInfo]:
-    """Inventory of a linen module from one abstract trace of ``model.init(rng, *sample)``."""
-    if sample is None:
+
+def describe_linen(model: Any, sample: Any, params: PyTree | None, *,
+                   sample_kwargs: Mapping[str, Any] | None = None) -> list[ParamInfo]:
+    """Inventory of a linen module from abstract traces of ``model.init`` and ``model.apply`` on ``sample``."""
+    return describe_linen_traced(model, sample, params, sample_kwargs=sample_kwargs)[0]
+
+
+def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
+                          sample_kwargs: Mapping[str, Any] | None = None) -> tuple[list[ParamInfo], list[Path]]:
+    """``describe_linen`` and the module call order, from the same two traces."""
+    if sample is None and not sample_kwargs:
         raise ValueError(NEEDS_SAMPLE_MSG)
-    trace, error = traced_or_error(lambda: trace_linen(model, sample, feeds_norm=True))
+    trace, error = traced_or_error(lambda: trace_linen(model, sample, feeds_norm=True, sample_kwargs=sample_kwargs))
     if trace is None:  # never raise from deep inside flax: describe what can be read, and say so
-        return describe_untraced(model, sample, params, error)
+        return describe_untraced(model, sample, params, error, sample_kwargs=sample_kwargs), []
     model_leaves, _ = flatten(trace.variables)
     if params is None:
         leaves = model_leaves
@@ -129,23 +159,24 @@ def describe_linen(model: Any, sample: Any, params: PyTree | None) -> list[Param
     for leaf in leaves:
         if not leaf.trainable:
             continue
-        owner_path, cls = _owner(leaf.path, trace.owners)
+        owner_path, cls = owner_of(leaf.path, trace.owners)
         name = leaf.path[-1] if leaf.path else ""
         if cls is None:  # pragma: no cover - the root module always owns the rest
             out.append(describe_tree([leaf])[0])
             continue
-        kind = kind_from_class(cls, _LINEN_KINDS, "flax.linen")
+        kind = kind_from_class(cls, LINEN_KINDS, "flax.linen")
         role = role_from_name(kind, name, owner_path[-1] if owner_path else "")
         declared = "no_decay" if leaf.declared or leaf.path in declared_paths else ""
         axes = slice_axes(leaf.shape, trace.slice_shapes.get(leaf.path), meta.get(leaf.path))
         feeds = None
         if trace.feeds_norm is not None:
             feeds = trace.feeds_norm.get(owner_path, False) if kind in ("conv", "linear") else False
-        out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
-                             module_type_name(cls), "type", declared, stacked_axes=axes))
-    return refine_bridged(out, model, trace.owners)
+        info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
+                         module_type_name(cls), "type", declared, stacked_axes=axes)
+        out.append(with_usage(info, trace.usage.get(leaf.path) if trace.usage is not None else None))
+    return refine_bridged(out, model, trace.owners), list(trace.owners)
 
 
-def linen_call_order(model: Any, sample: Any) -> list[Path]:
+def linen_call_order(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | None = None) -> list[Path]:
     """Module paths in first-call order (pairing follows call order, never sorted keys)."""
-    return list(trace_linen(model, sample, feeds_norm=False).owners)
+    return list(trace_linen(model, sample, feeds_norm=False, sample_kwargs=sample_kwargs).owners)

@@ -145,3 +145,16 @@ def first_difference(expected: Sequence[Path], got: Sequence[Path]) -> str:
     if len(got) > len(expected):
         return f"unexpected {'.'.join(got[len(expected)])!r} (expected {len(expected)} leaves, got {len(got)})"
     return "same paths, different container types (e.g. dict vs FrozenDict vs nnx.State, or a box added/removed)"
+
+
+def owner_of(path: Path, owners: Mapping[Path, Any]) -> tuple[Path, Any]:
+    """The longest proper prefix of ``path`` in ``owners`` (module path -> module/class), and its value.
+
+    Example:
+      >>> owner_of(("blocks", "ln", "scale"), {(): "root", ("blocks", "ln"): "LayerNorm"})
+      (('blocks', 'ln'), 'LayerNorm')
+    """
+    for n in range(len(path) - 1, -1, -1):
+        if path[:n] in owners:
+            return path[:n], owners[path[:n]]
+    return (), None

@@ -1,0 +1,79 @@
+"""``sample`` / ``sample_kwargs`` -> the arguments of one abstract trace: traced arrays and static values.
+
+Every trace of a Flax model (linen ``init``, the usage trace of ``apply``, the NNX forward) goes
+through ``Sample``: array leaves (``jax.Array``, ``numpy`` arrays and scalars,
+``jax.ShapeDtypeStruct``) are traced; every other leaf (``bool``, ``int``, ``float``, ``str``,
+``None``, enums, ...) is passed as the static Python value it is, so ``sample=(x, False)`` reaches
+``__call__(x, train=False)``-style code as a real ``False``, never a tracer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["Sample"]
+
+
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+class Sample:
+    """Example inputs: positional ``args`` (``sample``: a tuple/list is unpacked, anything else is one
+    argument) and keyword ``kwargs`` (``sample_kwargs``), split into traced arrays and static values.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> s = Sample.of((jnp.zeros(3), False), {"train": False})
+      >>> len(s.arrays), s.call(lambda x, flag, train: (x.shape, flag, train), s.arrays)
+      (1, ((3,), False, False))
+    """
+
+    def __init__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        import jax
+
+        self.args = args
+        self.kwargs = dict(kwargs)
+        leaves, self._treedef = jax.tree_util.tree_flatten((self.args, self.kwargs))
+        self._leaves = leaves
+        self._slots = [i for i, x in enumerate(leaves) if _is_array(x)]
+        #: The array leaves, in flatten order: the traced inputs.
+        self.arrays: list[Any] = [leaves[i] for i in self._slots]
+
+    @classmethod
+    def of(cls, sample: Any, sample_kwargs: Mapping[str, Any] | None = None) -> Sample:
+        """``Sample`` from the public ``sample=`` / ``sample_kwargs=`` arguments (a ``Sample`` is returned as is)."""
+        if isinstance(sample, Sample):
+            if sample_kwargs:
+                return cls(sample.args, {**sample.kwargs, **sample_kwargs})
+            return sample
+        if sample_kwargs is None:
+            sample_kwargs = {}
+        if not isinstance(sample_kwargs, Mapping) or not all(isinstance(k, str) for k in sample_kwargs):
+            raise TypeError(f"`sample_kwargs` must be a dict of keyword arguments (str keys), e.g. "
+                            f"{{'train': False}}; got {type(sample_kwargs).__name__} {sample_kwargs!r}"[:300])
+        if sample is None:
+            args: tuple[Any, ...] = ()
+        else:
+            args = tuple(sample) if isinstance(sample, (tuple, list)) else (sample,)
+        return cls(args, sample_kwargs)
+
+    @property
+    def empty(self) -> bool:
+        """No positional and no keyword arguments."""
+        return not self.args and not self.kwargs
+
+    def rebuild(self, arrays: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``(args, kwargs)`` with the array leaves replaced by ``arrays`` (tracers), statics kept."""
+        leaves = list(self._leaves)
+        arrays = list(arrays)
+        for i, a in zip(self._slots, arrays, strict=True):
+            leaves[i] = a
+        args, kwargs = self._treedef.unflatten(leaves)
+        return tuple(args), dict(kwargs)
+
+    def call(self, fn: Callable[..., Any], arrays: Any) -> Any:
+        """``fn(*args, **kwargs)`` with the array leaves replaced by ``arrays``."""
+        args, kwargs = self.rebuild(arrays)
+        return fn(*args, **kwargs)

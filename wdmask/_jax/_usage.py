@@ -1,0 +1,574 @@
+r"""Roles from usage on the JAX side: walk the jaxpr of a forward pass from each parameter.
+
+``trace_usage(fn, params)`` traces ``jax.make_jaxpr(fn)`` on *abstract* params (shapes and dtypes
+only: no FLOPs, no memory). The params' array leaves are the jaxpr's invars; arrays ``fn`` closes
+over (the model inputs) are its constvars. Each parameter is followed forward until its **first
+real consumer**, which gives a ``wdmask._usage.Use``; the core table (``wdmask._usage.classify``)
+turns the uses into a layer kind and a role.
+
+Two facts about every value of the jaxpr are computed first (one forward pass, into sub-jaxprs):
+
+* **data**: the value depends on the model inputs (``fn``'s closed-over arrays, or the ``inputs``
+  invars of ``usage_from_jaxpr``);
+* **activation**: data, *or* derived from a parameter that was broadcast to a batch axis (a
+  ``broadcast_in_dim``/``tile`` that grows an axis to a size > 1, as ``jnp.broadcast_to(cls, (B, 1, D))``
+  does). A parameter "meets activations" when its derived value meets an activation.
+
+Followed **through** (the value is still "the parameter"): ``reshape``, ``transpose``,
+``convert_element_type``, ``squeeze``, ``expand_dims``, ``broadcast_in_dim``, ``copy``, ``name``
+(``checkpoint_name`` tags), static ``slice``/``pad``/``rev``, a ``dynamic_slice``/``gather`` whose index
+is a loop counter (a stacked layer's slice; a static ``W[0]`` is a ``slice``), any op whose other operands are
+not activations (``concatenate`` of params, ``W * mask``, ``1 + scale``, weight standardisation), and
+into sub-jaxprs: ``jit``/``pjit``, ``remat``/``checkpoint``, ``scan`` (a scanned param enters the
+body as an ``xs`` slice), ``while`` (body), ``cond`` branches, ``custom_jvp_call``,
+``custom_vjp_call``, ``closed_call``; out of a sub-jaxpr through its outputs.
+
+The first op where the parameter meets an activation decides:
+
+=====================================  ===========================================================
+op                                     use
+=====================================  ===========================================================
+``dot_general``                        ``contract`` -- except the *operand rule* below
+``conv_general_dilated``               ``contract`` (layer hint ``conv``); the same operand rule
+``gather`` / ``dynamic_slice``         index depends on the inputs: ``gather_data``; index built
+                                       from ``iota``/constants only: ``gather_pos`` (a position
+                                       table indexed by ``jnp.arange(T)``, a table read at a
+                                       constant index); index a loop counter: followed through
+``add`` / ``sub``                      ``add``; ``norm_shift`` after a normalisation (below);
+                                       ``gather_pos`` for a table *added whole* (below)
+``mul`` / ``div``                      ``mul``; ``norm_scale`` when the activation was just
+                                       normalised by its own statistics (below)
+``concatenate``, ``select_n``          ``concat`` (a learned token, latent, probe or mask token
+(``jnp.where``), ``dynamic_update_     joined to the sequence or substituted into it)
+slice``, ``scatter``
+other ops with an activation           ``elementwise`` for ``max``/``min``/``pow``/``clamp``;
+                                       nothing (no evidence) for ops this walker does not know
+=====================================  ===========================================================
+
+A parameter that went through a *nonlinear* elementwise function (``exp``, ``log``, ``logistic``,
+``tanh``, ``sqrt``, ``rsqrt``, ``abs``, ``max``/``min`` with a constant, the primitives of
+``softplus``, ...) before it meets activations is ``elementwise`` (a state-space ``A_log`` used as
+``-exp(A_log) * dt``) -- unless it is contracted, which stays ``contract`` (a weight-normalised kernel).
+A parameter that reaches no consumer is ``unused``.
+
+**Operand rule** for ``dot_general``/``conv``: the operand that is an activation is the activation; a
+parameter-only operand is the kernel. A parameter broadcast to a batch axis *is* an activation, so a
+latent array or token ``jnp.broadcast_to(latents, (B, N, D))`` fed into a ``Dense`` is ``concat``
+(token), and that Dense's kernel ``contract``. Both operands parameter-only and neither broadcast
+(a product of two weight matrices, a low-rank factorisation ``x @ (A @ B)``): both are kernels.
+Both operands activations (a broadcast weight in a batched matmul; a learned query used as-is in
+attention, which is mathematically a linear map of the keys): ``contract``. Use a batch size > 1 in
+the sample: a broadcast to a batch of 1 is no broadcast.
+
+**Added whole**: ``add``/``sub`` of a parameter value with more than one non-singleton axis (a
+``(1, L, D)`` or sliced ``(T, D)`` position table) gives ``gather_pos``, unless the activation comes
+straight (through shape-only ops) out of a ``dot_general``/``conv``: then it is that contraction's bias
+(Flax ``DenseGeneral``'s ``(heads, head_dim)`` bias is an ``add``).
+
+**Normalised**: the activation operand is ``rsqrt`` of an activation, or a ``mul``/``div`` (up to a few
+levels) with such an ``rsqrt`` or a division by ``sqrt`` of an activation -- ``x * rsqrt(var + eps)``,
+Flax's ``rsqrt(var + eps) * scale``, ``x / sqrt(mean(x**2) + eps)``. A custom norm with any class
+name is recognised this way.
+
+Limits (reported as "no evidence", never guessed): unknown primitives (``pallas_call``, FFT) that
+consume a parameter together with activations; position ids passed in as *inputs* look like token
+ids (``gather_data``), and a token table the sample reads at a constant index (BERT's
+``token_type_ids`` defaulting to zeros) looks like a position table (``gather_pos``): pass the ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from wdmask._jax._tree import PyTree, flatten
+from wdmask._types import Path
+from wdmask._usage import Use
+
+__all__ = ["trace_usage", "usage_from_jaxpr"]
+
+DATA, ACT, PARAM = 1, 2, 4
+
+# Shape-only ops: the parameter's value passes through unchanged (operand 0).
+_PASS = frozenset({
+    "reshape", "transpose", "convert_element_type", "squeeze", "expand_dims", "broadcast_in_dim", "copy", "copy_p",
+    "name", "slice", "pad", "rev", "reduce_precision", "tile", "optimization_barrier", "sharding_constraint",
+    "mesh_cast", "device_put", "real", "imag", "conj", "neg", "reduce_sum", "cumsum", "squeeze_p", "transpose_p",
+})
+_SHAPE_ONLY = frozenset({
+    "reshape", "transpose", "convert_element_type", "squeeze", "expand_dims", "broadcast_in_dim", "copy", "copy_p",
+    "name", "reduce_precision", "sharding_constraint", "mesh_cast", "device_put",
+})
+_NONLINEAR = frozenset({
+    "exp", "exp2", "log", "log1p", "expm1", "logistic", "tanh", "sqrt", "rsqrt", "cbrt", "abs", "sign", "sin", "cos",
+    "tan", "erf", "erfc", "erf_inv", "integer_pow", "square", "reduce_max", "reduce_min", "floor", "ceil", "round",
+    "lgamma", "digamma", "sinh", "cosh", "asinh", "acosh", "atanh", "asin", "acos", "atan", "cumlogsumexp",
+    "cummax", "cummin", "sort", "logsumexp",
+})
+_BINARY_NONLINEAR = frozenset({"max", "min", "pow", "atan2", "rem", "nextafter", "clamp"})
+_ADD = frozenset({"add", "sub", "add_any"})
+_MUL = frozenset({"mul", "div"})
+_CONTRACT = {"dot_general": "", "conv_general_dilated": "conv", "ragged_dot": "", "ragged_dot_general": ""}
+_INSERT = frozenset({"concatenate", "select_n", "dynamic_update_slice", "scatter", "scatter-add", "scatter_add"})
+
+
+def _is_var(v: Any) -> bool:
+    return hasattr(v, "aval") and not hasattr(v, "val")
+
+
+def _subjaxprs(eqn: Any) -> Iterator[Any]:
+    """The (open) sub-jaxprs of an equation, in parameter order."""
+    for value in eqn.params.values():
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        for item in items:
+            inner = getattr(item, "jaxpr", item)  # ClosedJaxpr -> Jaxpr
+            if hasattr(inner, "eqns") and hasattr(inner, "invars"):
+                yield inner
+
+
+def _shape(v: Any) -> tuple[int, ...]:
+    return tuple(getattr(getattr(v, "aval", None), "shape", ()) or ())
+
+
+def _expands(eqn: Any) -> bool:
+    """A ``broadcast_in_dim``/``tile`` that grows some axis to a size > 1 (a broadcast to a batch)."""
+    name = eqn.primitive.name
+    if name == "tile":
+        return any(r > 1 for r in eqn.params.get("reps", ()))
+    if name != "broadcast_in_dim":
+        return False
+    src = _shape(eqn.invars[0])
+    dims = eqn.params.get("broadcast_dimensions", ())
+    for axis, size in enumerate(eqn.params.get("shape", ())):
+        if size <= 1:
+            continue
+        if axis not in dims or src[dims.index(axis)] == 1:
+            return True
+    return False
+
+
+class _Links:
+    """How each sub-jaxpr's invars/outvars map to an equation's (the call structure), built once."""
+
+    @staticmethod
+    def inputs(eqn: Any) -> list[tuple[Any, list[tuple[int, int]]]]:
+        """``[(sub_jaxpr, [(eqn_in_index, sub_in_index), ...]), ...]`` for the equation's sub-jaxprs."""
+        name = eqn.primitive.name
+        n = len(eqn.invars)
+        if name == "while":
+            cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+            body = eqn.params["body_jaxpr"].jaxpr
+            cond = eqn.params["cond_jaxpr"].jaxpr
+            carry = n - cn - bn
+            body_map = [(cn + i, i) for i in range(bn)] + [(cn + bn + i, bn + i) for i in range(carry)]
+            cond_map = [(i, i) for i in range(cn)] + [(cn + bn + i, cn + i) for i in range(carry)]
+            return [(body, body_map), (cond, cond_map)]
+        out = []
+        for sub in _subjaxprs(eqn):
+            offset = n - len(sub.invars)  # 0 for jit/remat/scan/custom_*, 1 for cond's index
+            if offset < 0:
+                continue
+            out.append((sub, [(offset + i, i) for i in range(len(sub.invars))]))
+        return out
+
+    @staticmethod
+    def outputs(eqn: Any, sub: Any) -> list[tuple[int, int]]:
+        """``[(sub_out_index, eqn_out_index)]``: which sub-jaxpr outputs become which equation outputs."""
+        name = eqn.primitive.name
+        if name == "while":
+            if sub is eqn.params["body_jaxpr"].jaxpr:
+                return [(i, i) for i in range(len(eqn.outvars))]
+            return []
+        if len(sub.outvars) == len(eqn.outvars):
+            return [(i, i) for i in range(len(eqn.outvars))]
+        return []
+
+
+class _Analysis:
+    """Per-variable flags (DATA/ACT/PARAM), use lists and producers of every reachable jaxpr."""
+
+    def __init__(self, closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any]) -> None:
+        self.flags: dict[int, int] = {}
+        self.root = closed.jaxpr
+        self._uses: dict[int, dict[int, list[Any]]] = {}
+        self._producers: dict[int, dict[int, Any]] = {}
+        self._done: set[tuple[int, tuple[int, ...]]] = set()
+        for v in param_invars:
+            self.flags[id(v)] = PARAM
+        for v in data_vars:
+            self.flags[id(v)] = self.flags.get(id(v), 0) | DATA | ACT
+        self.run(self.root, [self.flag(v) for v in self.root.invars])
+
+    def flag(self, v: Any) -> int:
+        return self.flags.get(id(v), 0) if _is_var(v) else 0
+
+    def _set(self, v: Any, f: int) -> None:
+        if _is_var(v) and f:
+            self.flags[id(v)] = self.flags.get(id(v), 0) | f
+
+    def run(self, jaxpr: Any, in_flags: Sequence[int]) -> list[int]:
+        """Propagate flags through ``jaxpr`` called with ``in_flags``; the flags of its outputs."""
+        for v, f in zip(jaxpr.invars, in_flags, strict=False):
+            self._set(v, f)
+        key = (id(jaxpr), tuple(self.flag(v) for v in jaxpr.invars))
+        if key not in self._done:
+            self._done.add(key)
+            for eqn in jaxpr.eqns:
+                self._eqn(eqn)
+        return [self.flag(v) for v in jaxpr.outvars]
+
+    def _eqn(self, eqn: Any) -> None:
+        ins = [self.flag(v) for v in eqn.invars]
+        links = _Links.inputs(eqn)
+        if not links:
+            f = 0
+            for x in ins:
+                f |= x
+            if f & PARAM and not f & DATA and _expands(eqn):
+                f |= ACT
+            for v in eqn.outvars:
+                self._set(v, f)
+            return
+        name = eqn.primitive.name
+        loop = name in ("scan", "while")
+        for _ in range(3 if loop else 1):  # carries: iterate to a fixed point (flags only grow)
+            before = [self.flag(v) for v in eqn.outvars]
+            for sub, mapping in links:
+                sub_in = [0] * len(sub.invars)
+                for k, i in mapping:
+                    sub_in[i] = ins[k]
+                outs = self.run(sub, sub_in)
+                for i, o in _Links.outputs(eqn, sub):
+                    self._set(eqn.outvars[o], outs[i])
+            if not loop:
+                break
+            if name == "scan":
+                nc, ncarry = eqn.params["num_consts"], eqn.params["num_carry"]
+                for i in range(ncarry):
+                    ins[nc + i] |= self.flag(eqn.outvars[i])
+            else:
+                cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+                for i, v in enumerate(eqn.outvars):
+                    ins[cn + bn + i] |= self.flag(v)
+            if [self.flag(v) for v in eqn.outvars] == before:
+                break
+
+    def uses(self, jaxpr: Any, var: Any) -> list[Any]:
+        table = self._uses.get(id(jaxpr))
+        if table is None:
+            table = {}
+            for eqn in jaxpr.eqns:
+                for v in eqn.invars:
+                    if _is_var(v):
+                        lst = table.setdefault(id(v), [])
+                        if not lst or lst[-1] is not eqn:
+                            lst.append(eqn)
+            self._uses[id(jaxpr)] = table
+        return table.get(id(var), [])
+
+    def producer(self, jaxpr: Any, var: Any) -> Any:
+        table = self._producers.get(id(jaxpr))
+        if table is None:
+            table = {id(v): eqn for eqn in jaxpr.eqns for v in eqn.outvars}
+            self._producers[id(jaxpr)] = table
+        return table.get(id(var))
+
+    # -- backward questions about an operand -------------------------------------------------------
+
+    def _source(self, var: Any, jaxpr: Any, ops: frozenset[str]) -> tuple[Any, Any, Any]:
+        """Walk back from ``var`` through ``ops`` (operand 0) and out of sub-jaxpr calls:
+        ``(producing eqn or None, its jaxpr, the var)``."""
+        for _ in range(64):
+            eqn = self.producer(jaxpr, var)
+            if eqn is None:
+                return None, jaxpr, var
+            if eqn.primitive.name in ops and eqn.invars:
+                var = eqn.invars[0]
+                continue
+            subs = list(_subjaxprs(eqn))
+            if len(subs) == 1 and eqn.primitive.name not in ("scan", "while", "cond"):
+                sub = subs[0]
+                k = eqn.outvars.index(var) if var in eqn.outvars else -1
+                if 0 <= k < len(sub.outvars) and _is_var(sub.outvars[k]):
+                    jaxpr, var = sub, sub.outvars[k]
+                    continue
+            return eqn, jaxpr, var
+        return None, jaxpr, var  # pragma: no cover - a 64-op chain of reshapes
+
+    def straight_from_contraction(self, var: Any, jaxpr: Any) -> bool:
+        eqn, _, _ = self._source(var, jaxpr, _SHAPE_ONLY)
+        return eqn is not None and eqn.primitive.name in _CONTRACT
+
+    def normalized(self, var: Any, jaxpr: Any, depth: int = 3) -> bool:
+        """``var`` is an activation just divided by its own RMS / std (see the module docstring)."""
+        eqn, jx, _ = self._source(var, jaxpr, _SHAPE_ONLY)
+        if eqn is None:
+            return False
+        name = eqn.primitive.name
+        if name == "rsqrt":
+            return bool(self.flag(eqn.invars[0]) & ACT)
+        if name == "div" and len(eqn.invars) == 2:
+            den, _, _ = self._source(eqn.invars[1], jx, _SHAPE_ONLY)
+            if den is not None and den.primitive.name == "sqrt" and self.flag(den.invars[0]) & ACT:
+                return True
+        if name in ("mul", "div", "sub") and depth > 0:
+            return any(_is_var(v) and self.normalized(v, jx, depth - 1) for v in eqn.invars)
+        return False
+
+
+def _constant_index(an: _Analysis, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...]) -> bool | None:
+    """Whether an index is built from literals/``iota``/nested constants only (True), from a loop
+    counter (None), or from the inputs (False: callers check DATA first)."""
+    seen: set[int] = set()
+
+    def const(v: Any, jx: Any, ch: tuple[tuple[Any, Any], ...]) -> bool | None:
+        if not _is_var(v):
+            return True
+        if id(v) in seen:
+            return True
+        seen.add(id(v))
+        if an.flag(v) & DATA:
+            return False
+        eqn = an.producer(jx, v)
+        if eqn is not None:
+            subs = _Links.inputs(eqn)
+            if subs:  # a call: its outputs are constant iff its inputs are (conservatively, all of them)
+                results = [const(x, jx, ch) for x in eqn.invars]
+                return None if None in results else all(results)
+            results = [const(x, jx, ch) for x in eqn.invars]
+            return None if None in results else all(results)
+        if v in getattr(jx, "constvars", ()):
+            return jx is not an.root  # top-level constvars are the closed-over inputs
+        if v in jx.invars and ch:
+            parent, call = ch[-1]
+            i = jx.invars.index(v)
+            name = call.primitive.name
+            if name == "scan":
+                nc, ncarry = call.params["num_consts"], call.params["num_carry"]
+                if nc <= i < nc + ncarry:
+                    return None  # a loop counter / carry
+                return const(call.invars[i], parent, ch[:-1])
+            if name == "while":
+                return None
+            for sub, mapping in _Links.inputs(call):
+                if sub is jx:
+                    k = next((k for k, j in mapping if j == i), None)
+                    if k is not None:
+                        return const(call.invars[k], parent, ch[:-1])
+            return None
+        return False  # a top-level invar that is not data: a parameter or state used as an index
+
+    return const(var, jaxpr, chain)
+
+
+def _non_singleton(var: Any) -> int:
+    return sum(1 for d in _shape(var) if d != 1)
+
+
+class _Walker:
+    """Follows one parameter from its invar to its first real consumers."""
+
+    def __init__(self, an: _Analysis) -> None:
+        self.an = an
+        self.uses: set[Use] = set()
+        self.unknown = False
+        self.seen: set[tuple[int, bool, bool]] = set()
+
+    def follow(self, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...], batched: bool,
+               nonlinear: bool) -> None:
+        key = (id(var), batched, nonlinear)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        an = self.an
+        for i, out in enumerate(jaxpr.outvars):
+            if out is var and chain:
+                parent, call = chain[-1]
+                for j, o in _Links.outputs(call, jaxpr):
+                    if j == i:
+                        self.follow(call.outvars[o], parent, chain[:-1], batched, nonlinear)
+        for eqn in an.uses(jaxpr, var):
+            self._eqn(eqn, var, jaxpr, chain, batched, nonlinear)
+
+    def _next(self, eqn: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool) -> None:
+        for out in eqn.outvars:
+            self.follow(out, jaxpr, chain, batched, nonlinear)
+
+    def _eqn(self, eqn: Any, var: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool) -> None:
+        an = self.an
+        name = eqn.primitive.name
+        positions = [k for k, v in enumerate(eqn.invars) if v is var]
+        others = [v for v in eqn.invars if v is not var]
+        act_other = any(an.flag(v) & ACT for v in others)
+        links = _Links.inputs(eqn)
+        if links:
+            for sub, mapping in links:
+                for k, i in mapping:
+                    if k in positions:
+                        self.follow(sub.invars[i], sub, (*chain, (jaxpr, eqn)), batched, nonlinear)
+            return
+        if name in _PASS:
+            if positions == [0] or (name == "pad" and 0 in positions):
+                self._next(eqn, jaxpr, chain, batched or _expands(eqn), nonlinear)
+            return
+        if name in _CONTRACT:
+            if set(positions) == {0, 1} or positions[0] > 1:
+                self.uses.add(Use("contract", _CONTRACT[name]))
+                return
+            other = eqn.invars[1 - positions[0]]
+            other_act = bool(an.flag(other) & ACT)
+            if batched and not other_act:
+                self.uses.add(Use("concat"))  # a broadcast parameter is the activation; the other is the kernel
+            else:
+                self.uses.add(Use("contract", _CONTRACT[name]))
+            return
+        if name in ("gather", "dynamic_slice"):
+            if positions != [0]:
+                self.unknown = True  # a parameter used as an index
+                return
+            index = eqn.invars[1:]
+            if any(an.flag(v) & DATA for v in index):
+                self.uses.add(Use("gather_data"))
+                return
+            consts = [_constant_index(an, v, jaxpr, chain) for v in index]
+            if all(c is True for c in consts):
+                self.uses.add(Use("gather_pos"))
+                return
+            self._next(eqn, jaxpr, chain, batched, nonlinear)  # a slice of a stacked parameter
+            return
+        if name in _INSERT:
+            if act_other:
+                self.uses.add(Use("concat"))
+            elif name == "select_n" and 0 in positions:
+                self.unknown = True
+            else:  # params joined with params / constants; a piecewise select (softplus's where) is nonlinear
+                self._next(eqn, jaxpr, chain, batched, nonlinear or name == "select_n")
+            return
+        if name in _ADD:
+            if not act_other:
+                self._next(eqn, jaxpr, chain, batched, nonlinear)
+                return
+            other = others[0]
+            if nonlinear:
+                self.uses.add(Use("elementwise"))
+            elif an.normalized(other, jaxpr):
+                self.uses.add(Use("norm_shift"))
+            elif _non_singleton(var) > 1 and not an.straight_from_contraction(other, jaxpr):
+                self.uses.add(Use("gather_pos"))
+            else:
+                self.uses.add(Use("add"))
+            return
+        if name in _MUL:
+            if not act_other:
+                self._next(eqn, jaxpr, chain, batched, nonlinear)
+                return
+            if nonlinear:
+                self.uses.add(Use("elementwise"))
+            elif name == "mul" and an.normalized(others[0], jaxpr):
+                self.uses.add(Use("norm_scale"))
+            else:
+                self.uses.add(Use("mul"))
+            return
+        if name in _BINARY_NONLINEAR:
+            if act_other:
+                self.uses.add(Use("elementwise"))
+            else:
+                self._next(eqn, jaxpr, chain, batched, True)
+            return
+        if name in _NONLINEAR:
+            self._next(eqn, jaxpr, chain, batched, True)
+            return
+        if act_other:
+            self.unknown = True  # an op this walker does not know, with activations: no evidence
+            return
+        self._next(eqn, jaxpr, chain, batched, True)
+
+    def result(self) -> tuple[Use, ...]:
+        if self.uses:
+            return tuple(sorted(self.uses))
+        return () if self.unknown else (Use("unused"),)
+
+
+def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any]) -> list[tuple[Use, ...]]:
+    """The uses of each of ``param_invars`` (vars of ``closed.jaxpr.invars``), given which vars are inputs."""
+    an = _Analysis(closed, param_invars, data_vars)
+    out = []
+    for v in param_invars:
+        walker = _Walker(an)
+        walker.follow(v, an.root, (), False, False)
+        out.append(walker.result())
+    return out
+
+
+def abstract(tree: PyTree) -> PyTree:
+    """``tree`` with every array leaf replaced by a ``jax.ShapeDtypeStruct`` (boxes kept)."""
+    import jax
+
+    def to_sds(x: Any) -> Any:
+        if hasattr(x, "shape") and hasattr(x, "dtype"):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype)
+        return x
+
+    return jax.tree.map(to_sds, tree)
+
+
+def leaf_paths(params: PyTree) -> list[Path]:
+    """The ``wdmask`` path of each *array* leaf of ``params`` (``jax.tree`` order, boxes looked through)."""
+    import jax
+
+    leaves, _ = flatten(params)
+    raw, _ = jax.tree_util.tree_flatten_with_path(params)
+    out: list[Path] = []
+    j = 0
+    for keypath, _x in raw:
+        while j < len(leaves) and tuple(keypath[:len(leaves[j].keypath)]) != leaves[j].keypath:
+            j += 1
+        if j == len(leaves):
+            raise ValueError(f"trace_usage: leaf {jax.tree_util.keystr(keypath)} of `params` is not in the "
+                             "flattened params (an unexpected container)")  # pragma: no cover
+        out.append(leaves[j].path)
+    return out
+
+
+def merge_uses(paths: Sequence[Path], uses: Sequence[tuple[Use, ...]]) -> dict[Path, tuple[Use, ...]]:
+    """Uses per path (a box holding several arrays gets the union)."""
+    merged: dict[Path, set[Use]] = {}
+    for path, u in zip(paths, uses, strict=True):
+        merged.setdefault(path, set()).update(u)
+    out = {}
+    for path, u in merged.items():
+        real = {x for x in u if x.usage != "unused"}
+        out[path] = tuple(sorted(real or u))
+    return out
+
+
+def trace_usage(fn: Callable[[PyTree], Any], params: PyTree) -> dict[Path, tuple[Use, ...]]:
+    r"""How a forward pass uses each parameter, from one abstract trace (no FLOPs, no memory).
+
+    Args:
+      fn: maps a params pytree of ``params``' structure (leaves may be ``jax.ShapeDtypeStruct``) to the
+        model output, closing over the model inputs (the arrays it closes over count as the inputs).
+      params: the params pytree (arrays, ``jax.ShapeDtypeStruct``, ``nn.Partitioned``/``nnx.Param`` boxes).
+    Returns:
+      ``{path: uses}`` for every leaf (``wdmask`` paths, as ``describe`` gives them); ``()`` when the
+      parameter met activations only in ops the walker does not know (no evidence).
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.ones((4, 3))
+      >>> params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2), "g": jnp.ones(2)}
+      >>> uses = trace_usage(lambda p: (x @ p["w"] + p["b"]) * p["g"], params)
+      >>> {k[0]: [u.usage for u in v] for k, v in uses.items()}
+      {'b': ['add'], 'g': ['mul'], 'w': ['contract']}
+    """
+    import jax
+
+    paths = leaf_paths(params)
+    closed = jax.make_jaxpr(fn)(abstract(params))
+    invars = list(closed.jaxpr.invars)
+    if len(invars) != len(paths):
+        raise ValueError(f"trace_usage: `fn` was traced with {len(paths)} param leaves but its jaxpr has "
+                         f"{len(invars)} inputs; `fn` must take exactly the params pytree")
+    uses = usage_from_jaxpr(closed, invars, list(closed.jaxpr.constvars))
+    return merge_uses(paths, uses)
+
+
