@@ -191,3 +191,38 @@ def test_compare_reports_a_difference() -> None:
 def test_from_flax_names_itself_when_model_is_not_a_module() -> None:
     with pytest.raises(TypeError, match=r"wdmask_torch\.from_flax\(model\)"):  # used to say to_flax
         from_flax({"weight": torch.zeros(2)}, {})
+
+
+def test_pair_follows_call_order_of_explicitly_named_flax_modules() -> None:
+    # Sorted pytree keys (bn, conv, head) differ from call order (conv, bn, head): describe(model, sample)
+    # must list the leaves in call order so pair() matches each torch layer with its twin.
+    import jax.numpy as jnp
+    import torch
+    from flax import linen as nn
+
+    import wdmask
+    import wdmask_torch
+
+    class TorchNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, bias=False)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.bn(self.conv(x)).mean((2, 3)))
+
+    class FlaxNet(nn.Module):
+        @nn.compact
+        def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+            x = nn.Conv(4, (3, 3), padding="VALID", use_bias=False, name="conv")(x)
+            x = nn.BatchNorm(use_running_average=True, name="bn")(x)
+            return nn.Dense(2, name="head")(x.mean((1, 2)))
+
+    flax_inv = wdmask.describe(FlaxNet(), sample=jnp.zeros((1, 8, 8, 3)))
+    assert [str(i) for i in flax_inv] == ["conv.kernel", "bn.bias", "bn.scale", "head.bias", "head.kernel"]
+    pairs = wdmask.pair(wdmask_torch.describe(TorchNet()), flax_inv)
+    assert [(str(t), str(f)) for t, f in pairs] == [
+        ("conv.weight", "conv.kernel"), ("bn.weight", "bn.scale"), ("bn.bias", "bn.bias"),
+        ("head.weight", "head.kernel"), ("head.bias", "head.bias")]

@@ -31,11 +31,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wdmask._jax._equinox import describe_equinox, is_equinox
-from wdmask._jax._linen import describe_linen
-from wdmask._jax._nnx import describe_nnx
+from wdmask._jax._linen import describe_linen_traced
+from wdmask._jax._nnx import describe_nnx_traced
 from wdmask._jax._plain import describe_tree
 from wdmask._jax._stacks import refine_from_metadata
 from wdmask._jax._tree import Leaf, PyTree, flatten
+from wdmask._pair import order_by_modules
 from wdmask._types import ParamInfo
 
 TORCH_MODULE_MSG = ("wdmask.{fn}: `{arg}` is a torch module ({name}); wdmask.{fn} works on Flax/JAX params and "
@@ -77,7 +78,11 @@ def _is_nnx(obj: Any) -> bool:
 
 def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None = None,
              sample_kwargs: Mapping[str, Any] | None = None) -> list[ParamInfo]:
-    r"""Inventory of a Flax model or params pytree: one ``ParamInfo`` per trainable leaf, in flatten order.
+    r"""Inventory of a Flax/Equinox model or params pytree: one ``ParamInfo`` per trainable leaf.
+
+    Order: a model traced on ``sample`` (linen, NNX) lists its leaves in **module call order** (the
+    order ``wdmask.pair`` needs to match torch's ``named_parameters()``); a model without a sample and
+    a params pytree list them in pytree flatten order (sorted keys: ``Block_10`` before ``Block_2``).
 
     * linen ``nn.Module`` + ``sample`` (example inputs for ``model.init``): exact classes,
       ``stacked`` axes of ``nn.scan``/``nn.vmap``, and ``feeds_norm``; one abstract trace, no FLOPs;
@@ -115,9 +120,11 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
     if is_equinox(params_or_model):
         return describe_equinox(params_or_model, params, sample=sample, sample_kwargs=sample_kwargs)
     if _is_linen(params_or_model):
-        return describe_linen(params_or_model, sample, params, sample_kwargs=sample_kwargs)
+        inventory, order = describe_linen_traced(params_or_model, sample, params, sample_kwargs=sample_kwargs)
+        return order_by_modules(inventory, order) if order else inventory
     if _is_nnx(params_or_model):
-        return describe_nnx(params_or_model, params, sample, sample_kwargs=sample_kwargs)
+        inventory, nnx_order = describe_nnx_traced(params_or_model, params, sample, sample_kwargs=sample_kwargs)
+        return order_by_modules(inventory, nnx_order) if nnx_order else inventory
     if params is not None:
         raise TypeError("describe(): `params=` only goes with a model; pass the params pytree as the first argument")
     if sample is not None or sample_kwargs:

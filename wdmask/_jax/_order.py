@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdmask._pair import natural_key, order_by_modules, order_like
+from wdmask._pair import natural_key, order_like
 from wdmask._types import ParamInfo, Path
 
 __all__ = ["flax_inventory", "nnx_call_order"]
@@ -35,16 +35,10 @@ def flax_inventory(flax_model_or_params: Any, *, sample: Any = None,
     from flax import nnx
 
     from wdmask._jax._describe import describe
-    from wdmask._jax._linen import describe_linen_traced
-    from wdmask._jax._nnx import describe_nnx_traced
 
     obj = flax_model_or_params
-    if isinstance(obj, nn.Module):
-        inventory, order = describe_linen_traced(obj, sample, None, sample_kwargs=sample_kwargs)
-        return order_by_modules(inventory, order)
-    if isinstance(obj, nnx.Module) and (sample is not None or sample_kwargs):
-        inventory, nnx_order = describe_nnx_traced(obj, None, sample, sample_kwargs=sample_kwargs)
-        return order_by_modules(inventory, nnx_order or [])
+    if isinstance(obj, nn.Module) or (isinstance(obj, nnx.Module) and (sample is not None or sample_kwargs)):
+        return describe(obj, sample, sample_kwargs=sample_kwargs)  # traced: already in call order
     inventory = describe(obj)
     named = order_like(inventory, reference) if reference is not None else None
     return named if named is not None else sorted(inventory, key=lambda i: natural_key(i.path))
