@@ -74,7 +74,7 @@ def render_text(renderable: Any, width: int | None = None) -> str:
     console = Console(width=width or terminal_width(), record=True, file=io.StringIO(), color_system=None,
                       legacy_windows=False)
     console.print(renderable)
-    return console.export_text()
+    return "".join(line.rstrip() + "\n" for line in console.export_text().splitlines())
 
 
 @dataclasses.dataclass(frozen=True)
