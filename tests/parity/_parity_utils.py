@@ -45,6 +45,8 @@ OPTIMIZERS: dict[str, tuple[Callable[[list[dict[str, Any]]], torch.optim.Optimiz
 ARCHS = {
     "resnet18": (torch_models.resnet18, flax_models.resnet18, {"width": 8, "layers": (1, 1, 1, 1)}),
     "resnet50": (torch_models.resnet50, flax_models.resnet50, {"width": 4, "layers": (1, 2, 1, 1)}),
+    # the default run's parity model: the same structure (stem, four stages, downsample shortcuts), half the width
+    "resnet18_tiny": (torch_models.resnet18, flax_models.resnet18, {"width": 4, "layers": (1, 1, 1, 1)}),
 }
 BATCH, SIZE, CLASSES = 8, 16, 10
 
