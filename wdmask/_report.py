@@ -11,8 +11,11 @@ from typing import Any
 
 
 def terminal_width() -> int:
-    """Columns of the terminal (``COLUMNS`` when set, else the terminal's size, else 80)."""
-    return max(20, shutil.get_terminal_size((80, 24)).columns)
+    """Columns of the terminal: ``COLUMNS`` when set, else the terminal's size; 160 when output is not a terminal.
+
+    Not a terminal (a pipe, a log file): nothing constrains the width, and one line per row greps better.
+    """
+    return max(20, shutil.get_terminal_size((160, 24)).columns)
 
 
 class Wrapped:
