@@ -150,8 +150,11 @@ class Explanation(Sequence[Row]):
                     share += natural[i] - least
             if sum(natural) > avail and share >= 2 * 12:
                 path_min = max([12] + [len(p) for row in cells for p in Wrapped(row[0], ". ").pieces])
-                path = min(natural[0], max(path_min, share * natural[0] // (natural[0] + natural[-1])))
-                path = min(path, share - 12)
+                if share - natural[0] >= min(natural[-1], 24):  # whole paths (greppable) while reasons stay readable
+                    path = natural[0]
+                else:
+                    path = min(natural[0], max(path_min, share * natural[0] // (natural[0] + natural[-1])))
+                    path = min(path, share - 12)
                 widths[0], widths[-1] = path, share - path
         # Every cell is a Text or a Wrapped, never a str: user text (paths, reasons, ``why``) is not markup.
         table = Table(title=Text(self.title) if self.title else None, caption=Text(self.summary()))
