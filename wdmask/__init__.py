@@ -29,6 +29,7 @@ from wdmask._jax._audit import audit as audit
 from wdmask._jax._audit import infer_rules as infer_rules
 from wdmask._jax._declare import no_decay as no_decay
 from wdmask._jax._describe import describe as describe
+from wdmask._pair import Comparison as Comparison
 from wdmask._pair import Difference as Difference
 from wdmask._pair import PairError as PairError
 from wdmask._pair import pair as pair
@@ -43,7 +44,8 @@ from wdmask._types import ParamInfo as ParamInfo
 __version__ = "0.1.0"
 
 __all__ = (
-    "AuditReport", "AuditRow", "Decision", "Difference", "Explanation", "Inferred", "MaskError", "PairError",
+    "AuditReport", "AuditRow", "Comparison", "Decision", "Difference", "Explanation", "Inferred", "MaskError",
+    "PairError",
     "ParamInfo", "Rule", "RuleError", "Rules", "UnclassifiedWarning", "UnmatchedRuleWarning",
     "audit", "compare", "decay", "decide", "describe", "dumps", "explain", "infer_rules", "lamb", "lars", "load",
     "loads", "mask", "no_decay", "pair",

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from wdmask._engine import explain_inventory
-from wdmask._pair import Difference, compare_inventories
+from wdmask._pair import Comparison, compare_inventories
 from wdmask._report import Explanation
 from wdmask._rules import RuleLike, Rules
 from wdmask._types import ParamInfo
@@ -56,7 +56,7 @@ def explain(model_or_inventory: Any, rules: Rules | Iterable[RuleLike], *, stric
 
 def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable[RuleLike], *,
             sample: Any = None, example_inputs: Any = None,
-            sample_kwargs: Mapping[str, Any] | None = None) -> list[Difference]:
+            sample_kwargs: Mapping[str, Any] | None = None) -> Comparison:
     """Every paired parameter whose weight-decay decision differs between the torch and the Flax model.
 
     The migration check after porting a model: describe both sides (``example_inputs`` / ``sample``
@@ -72,7 +72,8 @@ def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable
       example_inputs: example inputs of the torch model.
       sample_kwargs: keyword arguments of the Flax model's forward pass (``{"train": False}``).
     Returns:
-      A list of ``Difference`` (empty: both frameworks decay the same parameters by the same amount).
+      A ``Comparison``: a sequence of ``Difference`` that prints as a table; empty (``bool(report)`` is
+      ``False``, ``report == []``) when both frameworks decay the same parameters by the same amount.
     Raises:
       PairError: the models do not have the same layers in the same order.
     Examples:
@@ -80,10 +81,22 @@ def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable
       >>> from flax import linen as nn
       >>> t = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
       >>> f = nn.Sequential([nn.Dense(4), nn.LayerNorm()])
-      >>> compare(t, f, wdmask.presets.standard, sample=jnp.zeros((1, 3)))
-      []
-      >>> [str(d) for d in compare(t, f, [wdmask.Rule(path="0.weight", decay=False)], sample=jnp.zeros((1, 3)))]
-      ['torch 0.weight: no decay (rule 0) != flax layers_0.kernel: decay (default)']
+      >>> report = compare(t, f, wdmask.presets.standard, sample=jnp.zeros((1, 3)))
+      >>> bool(report), report == []
+      (False, True)
+      >>> print(report)
+      4 paired parameters: every decision is the same in torch and Flax (rules 'standard')
+      >>> report = compare(t, f, [wdmask.Rule(path="0.weight", decay=False)], sample=jnp.zeros((1, 3)))
+      >>> len(report), [str(d) for d in report]
+      (1, ['torch 0.weight: no decay (rule 0) != flax layers_0.kernel: decay (default)'])
+      >>> print(report.text(width=72))
+                        weight decay decisions that differ
+      ┏━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┓
+      ┃ torch path ┃ torch decision    ┃ flax path       ┃ flax decision   ┃
+      ┡━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━┩
+      │ 0.weight   │ no decay (rule 0) │ layers_0.kernel │ decay (default) │
+      └────────────┴───────────────────┴─────────────────┴─────────────────┘
+             4 paired parameters: 1 decision differs (rules 'custom')
     """
     import wdmask_torch
     from wdmask._jax._order import flax_inventory

@@ -22,7 +22,8 @@ from wdmask._errors import UnmatchedRuleWarning
 from wdmask._rules import RuleLike, Rules, as_rules
 from wdmask._types import Decision, ParamInfo, Path
 
-__all__ = ["Difference", "PairError", "compare_inventories", "flax_axes", "natural_key", "order_by_modules", "pair"]
+__all__ = ["Comparison", "Difference", "PairError", "compare_inventories", "flax_axes", "natural_key",
+           "order_by_modules", "pair"]
 
 ORDER_HINT = ("both inventories must list the same layers in the same call order; describe the Flax side with "
               "the model (linen: and `sample=`) so it follows call order, not sorted pytree keys")
@@ -207,6 +208,79 @@ class Difference:
                 f"flax {self.flax.dotted}: {_verdict(self.flax_decision)}")
 
 
+class Comparison(Sequence[Difference]):
+    """What ``compare`` found: a sequence of ``Difference`` (empty: both sides decide the same); prints as a table.
+
+    ``len``, indexing and iteration go over the differences; ``bool(report)`` is ``False`` when there are
+    none, and a report equals a list of the same differences (``report == []`` when both sides agree).
+
+    Example:
+      >>> t = [ParamInfo(("fc", "bias"), (2,), layer="linear", role="bias")]
+      >>> report = compare_inventories(t, t, [{"role": "bias", "decay": False}])
+      >>> bool(report), len(report), report == [], list(report)
+      (False, 0, True, [])
+      >>> print(report)
+      1 paired parameter: every decision is the same in torch and Flax (rules 'custom')
+    """
+
+    def __init__(self, differences: Sequence[Difference], pairs: int, rules_name: str = "") -> None:
+        self.differences = tuple(differences)
+        self.pairs = pairs
+        self.rules_name = rules_name or "custom"
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.differences[i]
+
+    def __len__(self) -> int:
+        return len(self.differences)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Comparison):
+            return self.differences == other.differences
+        if isinstance(other, (list, tuple)):
+            return list(self.differences) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def summary(self) -> str:
+        """One line: how many pairs, how many decisions differ."""
+        pairs = f"{self.pairs} paired parameter{'' if self.pairs == 1 else 's'}"
+        if not self.differences:
+            return f"{pairs}: every decision is the same in torch and Flax (rules {self.rules_name!r})"
+        n = len(self.differences)
+        return f"{pairs}: {n} decision{' differs' if n == 1 else 's differ'} (rules {self.rules_name!r})"
+
+    def __repr__(self) -> str:
+        return f"Comparison({list(self.differences)!r}, pairs={self.pairs})"
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        from wdmask._report import Wrapped
+
+        if not self.differences:
+            yield Text(self.summary())
+            return
+        table = Table(title=Text("weight decay decisions that differ"), caption=Text(self.summary()))
+        for col in ("torch path", "torch decision", "flax path", "flax decision"):
+            table.add_column(Text(col), overflow="fold")
+        for d in self.differences:
+            table.add_row(Wrapped(d.torch.dotted), Text(_verdict(d.torch_decision)), Wrapped(d.flax.dotted),
+                          Text(_verdict(d.flax_decision)))
+        yield table
+
+    def text(self, width: int | None = None) -> str:
+        """The report as plain text, ``width`` columns wide (default: the terminal's, ``COLUMNS``)."""
+        from wdmask._report import render_text
+
+        return render_text(self, width).rstrip("\n") if self.differences else self.summary()
+
+    def __str__(self) -> str:
+        return self.text()
+
+
 def _decide_quietly(inventory: Sequence[ParamInfo], rules: Rules) -> tuple[dict[Path, Decision], list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnmatchedRuleWarning)
@@ -215,7 +289,7 @@ def _decide_quietly(inventory: Sequence[ParamInfo], rules: Rules) -> tuple[dict[
 
 
 def compare_inventories(torch_inventory: Sequence[ParamInfo], flax_inventory: Sequence[ParamInfo],
-                        rules: Rules | Iterable[RuleLike]) -> list[Difference]:
+                        rules: Rules | Iterable[RuleLike]) -> Comparison:
     """``compare`` on two inventories (the Flax one in call order): pair them, decide both, list differences.
 
     A rule that matches nothing on *both* sides warns once.
@@ -223,8 +297,8 @@ def compare_inventories(torch_inventory: Sequence[ParamInfo], flax_inventory: Se
     Example:
       >>> t = [ParamInfo(("fc", "bias"), (2,), layer="linear", role="bias")]
       >>> f = [ParamInfo(("fc", "bias"), (2,), layer="linear", role="bias")]
-      >>> compare_inventories(t, f, [{"role": "bias", "decay": False}])
-      []
+      >>> compare_inventories(t, f, [{"role": "bias", "decay": False}]) == []
+      True
     """
     rules = as_rules(rules)
     pairs = pair(torch_inventory, flax_inventory)
@@ -232,5 +306,5 @@ def compare_inventories(torch_inventory: Sequence[ParamInfo], flax_inventory: Se
     f_dec, f_warn = _decide_quietly(flax_inventory, rules)
     if t_warn and f_warn:
         warnings.warn(t_warn[0], UnmatchedRuleWarning, stacklevel=2)
-    return [Difference(t, f, t_dec[t.path], f_dec[f.path]) for t, f in pairs
-            if t_dec[t.path].multiplier != f_dec[f.path].multiplier]
+    return Comparison([Difference(t, f, t_dec[t.path], f_dec[f.path]) for t, f in pairs
+                       if t_dec[t.path].multiplier != f_dec[f.path].multiplier], len(pairs), rules.name)

@@ -4,8 +4,80 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Sequence
+import re
+import shutil
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+
+def terminal_width() -> int:
+    """Columns of the terminal: ``COLUMNS`` when set, else the terminal's size; 160 when output is not a terminal.
+
+    Not a terminal (a pipe, a log file): nothing constrains the width, and one line per row greps better.
+    """
+    return max(20, shutil.get_terminal_size((160, 24)).columns)
+
+
+class Wrapped:
+    """A table cell that wraps at its own break points (after ``.`` in a path) and never crops or drops text.
+
+    Rich wraps only at spaces and folds other text at an arbitrary character; a dotted path
+    ``layer1.0.downsample.0.weight`` reads better broken after a dot. Pieces longer than the
+    column are folded as a last resort, so every character is always printed.
+
+    Example:
+      >>> from rich.console import Console
+      >>> console = Console(width=12, file=io.StringIO(), color_system=None)
+      >>> with console.capture() as cap:
+      ...     console.print(Wrapped("layer1.0.downsample.weight"))
+      >>> cap.get().splitlines()
+      ['layer1.0.', 'downsample.', 'weight']
+    """
+
+    def __init__(self, text: str, after: str = ".", style: str = "") -> None:
+        self.text = text
+        self.style = style
+        self.pieces = [p for p in re.split(f"(?<=[{re.escape(after)}])", text) if p] or [""]
+
+    def lines(self, width: int) -> list[str]:
+        """Greedy fill of ``width`` columns with whole pieces; a piece wider than ``width`` is folded."""
+        width = max(1, width)
+        out: list[str] = []
+        line = ""
+        for piece in self.pieces:
+            if len(line) + len(piece) <= width:
+                line += piece
+                continue
+            if line:
+                out.append(line)
+            while len(piece) > width:
+                out.append(piece[:width])
+                piece = piece[width:]
+            line = piece
+        return [*out, line]
+
+    def __rich_measure__(self, console: Any, options: Any) -> Any:
+        from rich.measure import Measurement
+
+        return Measurement(max(len(p) for p in self.pieces), len(self.text)).clamp(max_width=options.max_width)
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        from rich.text import Text
+
+        yield Text("\n".join(self.lines(options.max_width)), style=self.style, no_wrap=True, overflow="fold")
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def render_text(renderable: Any, width: int | None = None) -> str:
+    """Plain text of a rich renderable at ``width`` columns (default: the terminal's)."""
+    from rich.console import Console
+
+    console = Console(width=width or terminal_width(), record=True, file=io.StringIO(), color_system=None,
+                      legacy_windows=False)
+    console.print(renderable)
+    return "".join(line.rstrip() + "\n" for line in console.export_text().splitlines())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +94,9 @@ class Row:
     feeds_norm: bool | None
     source: str
     aliases: tuple[str, ...] = ()  # other owners of a tied tensor
+
+
+_COLUMNS = ("path", "layer", "role", "shape", "decay", "rule", "reason")
 
 
 class Explanation(Sequence[Row]):
@@ -45,28 +120,54 @@ class Explanation(Sequence[Row]):
         parts = [f"{n} x multiplier {m:g}" if m else f"{n} no decay" for m, n in sorted(counts.items())]
         return f"{len(self.rows)} parameters: " + ", ".join(parts)
 
-    def table(self) -> Any:
-        """A ``rich.table.Table`` of the rows."""
-        from rich.table import Table
-
-        table = Table(title=self.title or None, caption=self.summary())
-        table.add_column("path", overflow="fold", min_width=12)
-        for col in ("layer", "role", "shape", "decay", "rule"):
-            table.add_column(col, no_wrap=True)
-        table.add_column("reason", overflow="fold", min_width=18)
+    def _cells(self) -> list[tuple[str, ...]]:
+        out = []
         for r in self.rows:
             mult = "no" if r.multiplier == 0 else ("yes" if r.multiplier == 1 else f"x{r.multiplier:g}")
-            path = r.path + "".join(f" (= {a})" for a in r.aliases)
-            table.add_row(path, r.layer, r.role, "x".join(map(str, r.shape)) or "()", mult,
-                          "-" if r.rule is None else str(r.rule), r.reason)
+            out.append((r.path + "".join(f" (= {a})" for a in r.aliases), r.layer, r.role,
+                        "x".join(map(str, r.shape)) or "()", mult, "-" if r.rule is None else str(r.rule), r.reason))
+        return out
+
+    def table(self, width: int | None = None) -> Any:
+        """A ``rich.table.Table`` of the rows; with ``width``, path and reason share what the other columns leave.
+
+        Rich alone shrinks the widest column first, so at 80 columns the reason became a narrow strip;
+        here the short columns keep their width and the path and reason wrap (paths after a dot).
+        """
+        from rich.table import Table
+        from rich.text import Text
+
+        cells = self._cells()
+        natural = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(_COLUMNS)]
+        widths: list[int | None] = [None] * len(_COLUMNS)
+        if width is not None:
+            avail = width - (3 * len(_COLUMNS) + 1)  # "│ " + " " per column, and the closing "│"
+            share = avail - sum(natural[1:-1])
+            if share < 40:  # narrow: let the layer kind wrap after its dot and the shape after an "x"
+                for i, after in ((1, "."), (3, "x")):
+                    least = max([len(_COLUMNS[i])] + [len(p) for row in cells for p in Wrapped(row[i], after).pieces])
+                    widths[i] = least
+                    share += natural[i] - least
+            if sum(natural) > avail and share >= 2 * 12:
+                path_min = max([12] + [len(p) for row in cells for p in Wrapped(row[0], ". ").pieces])
+                if share - natural[0] >= min(natural[-1], 24):  # whole paths (greppable) while reasons stay readable
+                    path = natural[0]
+                else:
+                    path = min(natural[0], max(path_min, share * natural[0] // (natural[0] + natural[-1])))
+                    path = min(path, share - 12)
+                widths[0], widths[-1] = path, share - path
+        # Every cell is a Text or a Wrapped, never a str: user text (paths, reasons, ``why``) is not markup.
+        table = Table(title=Text(self.title) if self.title else None, caption=Text(self.summary()))
+        for col, w in zip(_COLUMNS, widths, strict=True):
+            table.add_column(Text(col), overflow="fold", width=w)
+        for row in cells:
+            table.add_row(Wrapped(row[0], ". "), Wrapped(row[1]), Text(row[2]), Wrapped(row[3], "x"), Text(row[4]),
+                          Text(row[5]), Text(row[6]))
         return table
 
-    def __rich__(self) -> Any:
-        return self.table()
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        yield self.table(options.max_width)
 
     def __str__(self) -> str:
-        from rich.console import Console
-
-        console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
-        console.print(self.table())
-        return console.export_text()
+        """The table as plain text, as wide as the terminal (``COLUMNS``); long cells wrap, none is cropped."""
+        return render_text(self)

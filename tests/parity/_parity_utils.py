@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,8 @@ OPTIMIZERS: dict[str, tuple[Callable[[list[dict[str, Any]]], torch.optim.Optimiz
 ARCHS = {
     "resnet18": (torch_models.resnet18, flax_models.resnet18, {"width": 8, "layers": (1, 1, 1, 1)}),
     "resnet50": (torch_models.resnet50, flax_models.resnet50, {"width": 4, "layers": (1, 2, 1, 1)}),
+    # the default run's parity model: the same structure (stem, four stages, downsample shortcuts), half the width
+    "resnet18_tiny": (torch_models.resnet18, flax_models.resnet18, {"width": 4, "layers": (1, 1, 1, 1)}),
 }
 BATCH, SIZE, CLASSES = 8, 16, 10
 
@@ -99,6 +102,20 @@ class BNCounter:
         return hook
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _grads(model: Any, params: Any, stats: Any, x: jax.Array, y: jax.Array) -> Any:
+    """Gradients and new BatchNorm stats; jitted once per model config and shared by every optimizer's trainer.
+
+    The forward/backward pass is most of the compile time; the optimizer update is compiled per trainer.
+    """
+    def loss_fn(params: Any) -> Any:
+        logits, new = model.apply({"params": params, "batch_stats": stats}, x, mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new["batch_stats"]
+
+    (_, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, new_stats
+
+
 class Trainer:
     """Trains the twins in lock step on the same batches; ``diff`` compares every param and BN stat."""
 
@@ -120,15 +137,15 @@ class Trainer:
         self.tensors = dict(zip([i.path for i in wdmask_torch.describe(tw.torch_model)],
                                 tw.torch_model.parameters(), strict=True))
 
-        def loss_fn(params: Any, stats: Any, x: jax.Array, y: jax.Array) -> Any:
-            logits, new = model.apply({"params": params, "batch_stats": stats}, x, mutable=["batch_stats"])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new["batch_stats"]
-
         @jax.jit
-        def step(params: Any, stats: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> Any:
-            (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, x, y)
+        def update(grads: Any, opt_state: Any, params: Any) -> Any:
             updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), stats, opt_state
+            return optax.apply_updates(params, updates), opt_state
+
+        def step(params: Any, stats: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> Any:
+            grads, stats = _grads(model, params, stats, x, y)
+            params, opt_state = update(grads, opt_state, params)
+            return params, stats, opt_state
 
         self._step = step
 

@@ -23,8 +23,11 @@ from wdmask._jax._order import flax_inventory
 from wdmask._pair import PairError, pair
 from wdmask_torch._port import from_flax, to_flax
 
+#: The models whose pairing and port are checked: ResNet-50 (bottlenecks) only with ``-m slow``.
+MODELS = [pytest.param("resnet18"), pytest.param("resnet50", marks=pytest.mark.slow)]
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+
+@pytest.mark.parametrize("arch", MODELS)
 def test_linen_inventory_pairs_in_call_order(arch: str) -> None:
     tw = twins(arch)
     pairs = pair(wdmask_torch.describe(tw.torch_model), flax_inventory(tw.flax_model, sample=tw.sample))
@@ -81,7 +84,7 @@ def _state(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items() if "num_batches" not in k}
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", MODELS)
 def test_port_round_trips_exactly(arch: str) -> None:
     tw = twins(arch)
     with torch.no_grad():  # non-trivial running stats

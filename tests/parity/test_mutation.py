@@ -15,7 +15,7 @@ from wdmask import Rule, presets
     ([Rule(path="fc.bias", decay=True)], [], "fc.bias"),
 ], ids=["flax_side", "torch_side"])
 def test_flipped_decision_is_caught(torch_extra: list[Rule], flax_extra: list[Rule], named: str) -> None:
-    trainer = Trainer(twins("resnet18"), "momentum", presets.standard + torch_extra, presets.standard + flax_extra)
+    trainer = Trainer(twins("resnet18_tiny"), "momentum", presets.standard + torch_extra, presets.standard + flax_extra)
     (x, y), = batches(1, "float64")
     trainer.step(x, y)
     diffs = trainer.diff()

@@ -8,7 +8,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from dist_worker import ddp_worker
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
+# Two spawned processes each import torch and build a model: ~10 s on a quiet machine, so only with -m slow.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")]
 
 
 def free_port() -> int:
