@@ -117,9 +117,9 @@ def pair(torch_inventory: Sequence[ParamInfo], flax_inventory: Sequence[ParamInf
     out = []
     for i, (t, f) in enumerate(zip(ts, fs, strict=False)):
         why = ""
-        if _known(f) and t.layer != f.layer:
+        if _known(f) and _known(t) and t.layer != f.layer:
             why = f"layer kinds differ ({t.layer} vs {f.layer})"
-        elif (t.role != f.role and f.role != "other") or _rank(t) != _rank(f):
+        elif t.role != "other" and ((t.role != f.role and f.role != "other") or _rank(t) != _rank(f)):
             why = f"roles differ ({t.role} vs {f.role} `{f.path[-1]}`)"
         elif f.shape != flax_shape(t):
             layout = "" if flax_axes(t) is None else f" after the {t.layer} layout change"
@@ -282,9 +282,14 @@ class Comparison(Sequence[Difference]):
 
 
 def _decide_quietly(inventory: Sequence[ParamInfo], rules: Rules) -> tuple[dict[Path, Decision], list[str]]:
+    """``decide``, holding back unmatched-rule warnings (a rule may match on one side only); every other
+    warning (``UnclassifiedWarning``: a guess on this side) is passed on."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnmatchedRuleWarning)
         decisions = decide(inventory, rules)
+    for w in caught:
+        if not issubclass(w.category, UnmatchedRuleWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return decisions, [str(w.message) for w in caught if issubclass(w.category, UnmatchedRuleWarning)]
 
 

@@ -96,11 +96,12 @@ class Row:
     aliases: tuple[str, ...] = ()  # other owners of a tied tensor
 
 
-_COLUMNS = ("path", "layer", "role", "shape", "decay", "rule", "reason")
+#: ``from`` is how the layer kind and role were learned: graph (traced usage), type, name or shape (nothing).
+_COLUMNS = ("path", "layer", "role", "from", "shape", "decay", "rule", "reason")
 
 
 class Explanation(Sequence[Row]):
-    """Rows of (path, layer, role, shape, multiplier, winning rule, reason); prints as a table."""
+    """Rows of (path, layer, role, source, shape, multiplier, winning rule, reason); prints as a table."""
 
     def __init__(self, rows: Sequence[Row], title: str = "") -> None:
         self.rows = tuple(rows)
@@ -124,7 +125,7 @@ class Explanation(Sequence[Row]):
         out = []
         for r in self.rows:
             mult = "no" if r.multiplier == 0 else ("yes" if r.multiplier == 1 else f"x{r.multiplier:g}")
-            out.append((r.path + "".join(f" (= {a})" for a in r.aliases), r.layer, r.role,
+            out.append((r.path + "".join(f" (= {a})" for a in r.aliases), r.layer, r.role, r.source,
                         "x".join(map(str, r.shape)) or "()", mult, "-" if r.rule is None else str(r.rule), r.reason))
         return out
 
@@ -144,7 +145,7 @@ class Explanation(Sequence[Row]):
             avail = width - (3 * len(_COLUMNS) + 1)  # "│ " + " " per column, and the closing "│"
             share = avail - sum(natural[1:-1])
             if share < 40:  # narrow: let the layer kind wrap after its dot and the shape after an "x"
-                for i, after in ((1, "."), (3, "x")):
+                for i, after in ((1, "."), (4, "x")):
                     least = max([len(_COLUMNS[i])] + [len(p) for row in cells for p in Wrapped(row[i], after).pieces])
                     widths[i] = least
                     share += natural[i] - least
@@ -161,8 +162,8 @@ class Explanation(Sequence[Row]):
         for col, w in zip(_COLUMNS, widths, strict=True):
             table.add_column(Text(col), overflow="fold", width=w)
         for row in cells:
-            table.add_row(Wrapped(row[0], ". "), Wrapped(row[1]), Text(row[2]), Wrapped(row[3], "x"), Text(row[4]),
-                          Text(row[5]), Text(row[6]))
+            table.add_row(Wrapped(row[0], ". "), Wrapped(row[1]), Text(row[2]), Text(row[3]), Wrapped(row[4], "x"),
+                          Text(row[5]), Text(row[6]), Text(row[7]))
         return table
 
     def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:

@@ -26,7 +26,7 @@ _SCALE = Rule(role="scale", decay=False, why="a norm gain named `scale` outside 
               optional=True)
 _BIAS = Rule(role="bias", decay=False, why="biases: decay is pointless", optional=True)
 _GAINS = Rule(role=["gain", "position", "token", "elementwise"], decay=False,
-              why="gains, position tables, learned tokens, elementwise-only parameters: not linear maps",
+              why="not a linear map (gain, position table, token, elementwise-only)",
               optional=True)
 _DECLARED = Rule(declared="no_decay", decay=False, why="declared by the model (no_weight_decay, no_decay)",
                  optional=True)

@@ -44,9 +44,15 @@ def test_linen_inventory_pairs_in_call_order(arch: str) -> None:
 
 
 def test_sorted_keys_do_not_pair() -> None:
+    # params alone keep pytree (sorted-key) order: pairing them fails, and the error says what to pass
     tw = twins("resnet18")
-    with pytest.raises(PairError, match=r"torch leaf #0 `conv1.weight` .* with Flax `bn1.scale` .*kinds differ"):
-        pair(wdmask_torch.describe(tw.torch_model), describe(tw.flax_model, tw.sample))
+    params = jax.eval_shape(tw.flax_model.init, jax.random.key(0), tw.sample)["params"]
+    with pytest.raises(PairError, match=r"torch leaf #0 `conv1.weight` .* with Flax `bn1.scale` .*roles differ.*"
+                                        r"follows call order, not sorted pytree keys"):
+        pair(wdmask_torch.describe(tw.torch_model), describe(params))
+    # the model and its sample: call order, so the same two inventories pair
+    assert len(pair(wdmask_torch.describe(tw.torch_model), describe(tw.flax_model, tw.sample))) == len(
+        wdmask_torch.describe(tw.torch_model))
 
 
 def test_block_10_follows_call_order() -> None:
@@ -229,3 +235,30 @@ def test_pair_follows_call_order_of_explicitly_named_flax_modules() -> None:
     assert [(str(t), str(f)) for t, f in pairs] == [
         ("conv.weight", "conv.kernel"), ("bn.weight", "bn.scale"), ("bn.bias", "bn.bias"),
         ("head.weight", "head.kernel"), ("head.bias", "head.bias")]
+
+
+def test_compare_passes_on_guesses_it_sees() -> None:
+    # a parameter no class or name places is a guess on both sides: compare must say so, not swallow it
+    import jax.numpy as jnp
+    import torch
+    from flax import linen as nn
+
+    import wdmask
+
+    class TorchMix(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2, 2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.w
+
+    class FlaxMix(nn.Module):
+        @nn.compact
+        def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+            return x @ self.param("w", nn.initializers.ones, (2, 2))
+
+    torch_net = torch.nn.Sequential(torch.nn.Linear(3, 2), TorchMix())
+    flax_net = nn.Sequential([nn.Dense(2), FlaxMix()])
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"decayed by the rules' default: 1\.w\b"):
+        assert wdmask.compare(torch_net, flax_net, wdmask.presets.standard, sample=jnp.zeros((1, 3))) == []
