@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from models import TOKENS, Auto, fill, init, nnx_model
 
 import wdmask
+from tests.jax.models import TOKENS, Auto, fill, init, nnx_model
 from wdmask import presets
 
 X = jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float64).reshape(4, 3)

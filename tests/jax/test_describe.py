@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 from flax import nnx
-from models import RESNET_SAMPLE, TOKENS, Auto, NResNet, ResNet, Transformer, init, nnx_model
 
 import wdmask
+from tests.jax.models import RESNET_SAMPLE, TOKENS, Auto, NResNet, ResNet, Transformer, init, nnx_model
 from wdmask import presets
 
 Y, N = True, False

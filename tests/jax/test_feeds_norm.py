@@ -6,9 +6,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import pytest
 from flax import nnx
-from models import init
 
 import wdmask
+from tests.jax.models import init
 
 X = jnp.ones((2, 4, 4, 3), jnp.float32)
 

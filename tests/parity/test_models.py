@@ -10,12 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from _parity_utils import ARCHS, BNCounter, nhwc, twins
 from flax import linen as nn
 from flax import nnx
 
 import wdmask
 import wdmask_torch
+from tests.parity._parity_utils import ARCHS, BNCounter, nhwc, twins
 from wdmask import ParamInfo, models, presets
 from wdmask._dispatch import compare
 from wdmask._jax._describe import describe

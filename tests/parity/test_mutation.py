@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from _parity_utils import Trainer, assert_parity, batches, twins
 
+from tests.parity._parity_utils import Trainer, assert_parity, batches, twins
 from wdmask import Rule, presets
 
 

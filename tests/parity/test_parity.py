@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _parity_utils import OPTIMIZERS, Trainer, assert_parity, batches, twins
 
+from tests.parity._parity_utils import OPTIMIZERS, Trainer, assert_parity, batches, twins
 from wdmask import Rule, Rules, presets
 
 STEPS = 10

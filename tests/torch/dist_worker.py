@@ -6,10 +6,10 @@ import pathlib
 
 import torch
 import torch.distributed as dist
-import torch_models as tm
 from torch import nn
 
 import wdmask_torch
+from tests.torch import models as tm
 
 
 def ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:

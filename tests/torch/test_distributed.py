@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from dist_worker import ddp_worker
+
+from tests.torch.dist_worker import ddp_worker
 
 # Two spawned processes each import torch and build a model: ~10 s on a quiet machine, so only with -m slow.
 pytestmark = [pytest.mark.slow,

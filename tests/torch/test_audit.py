@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-import torch_models as tm
 from torch import nn
-from torch_models import substring_groups
 
 import wdmask
 import wdmask_torch
+from tests.torch import models as tm
+from tests.torch.models import substring_groups
 
 
 def test_plain_sgd_decays_bn_and_biases() -> None:

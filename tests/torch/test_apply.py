@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import pathlib
 import random
 import subprocess
 import sys
@@ -10,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch_models as tm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import wdmask
 import wdmask_torch
+from tests.torch import models as tm
 
 
 def names(groups: list[dict], model: nn.Module) -> list[list[str]]:
@@ -314,7 +315,7 @@ def test_group_order_identical_across_processes() -> None:
     specs = [tm.random_spec(rng) for _ in range(12)]
     here = [check_partition(tm.build(s)) for s in specs]
     code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import torch_models as tm, wdmask_torch\n"
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from tests.torch import models as tm; import wdmask_torch\n"
         "out = []\n"
         "for spec in json.loads(sys.argv[2]):\n"
         "    m = tm.build(spec)\n"
@@ -324,7 +325,7 @@ def test_group_order_identical_across_processes() -> None:
         "print(json.dumps(out))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), json.dumps(specs)],
+    out = subprocess.run([sys.executable, "-c", code, str(pathlib.Path(__file__).resolve().parents[2]), json.dumps(specs)],
                          capture_output=True, text=True, check=True, env=env)
     assert json.loads(out.stdout) == here
 

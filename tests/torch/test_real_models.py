@@ -9,11 +9,11 @@ import re
 import pytest
 
 torch = pytest.importorskip("torch")
-from real_models_torch import MODELS  # noqa: E402
 from torch import nn  # noqa: E402
 
 import wdmask  # noqa: E402
 import wdmask_torch  # noqa: E402
+from tests.torch.real_models import MODELS  # noqa: E402
 from wdmask import presets  # noqa: E402
 
 # --------------------------------------------------------------------------- leaf by leaf
@@ -241,13 +241,13 @@ def test_roles_and_standard_decisions_leaf_by_leaf(name):
 def test_module_types_and_sources_of_custom_classes():
     inv = {i.dotted: i for i in wdmask_torch.describe(MODELS["gpt2"]())}
     c_attn = inv["transformer.h.0.attn.c_attn.weight"]
-    assert (c_attn.shape, c_attn.source, c_attn.module_type) == ((8, 24), "name", "real_models_torch.Conv1D")
+    assert (c_attn.shape, c_attn.source, c_attn.module_type) == ((8, 24), "name", "tests.torch.real_models.Conv1D")
     inv = {i.dotted: i for i in wdmask_torch.describe(MODELS["llama"]())}
     assert inv["t5.layer_norm.weight"].source == "name"  # T5LayerNorm: named LayerNorm, RMS-style (no bias, eps)
     inv = {i.dotted: i for i in wdmask_torch.describe(MODELS["convnext"]())}
     assert inv["stem.1.weight"].source == "type" and inv["downsample_layers.0.weight"].source == "name"
     inv = {i.dotted: i for i in wdmask_torch.describe(MODELS["bnact"]())}
-    assert inv["bn1.weight"].module_type == "real_models_torch.BatchNormAct2d" and inv["bn1.weight"].source == "type"
+    assert inv["bn1.weight"].module_type == "tests.torch.real_models.BatchNormAct2d" and inv["bn1.weight"].source == "type"
 
 
 def test_layernorm_without_bias_stays_layer_norm():
@@ -492,7 +492,7 @@ def test_mingpt_anchor(model_name):
 
 
 def real_conv1d():
-    from real_models_torch import Conv1D
+    from tests.torch.real_models import Conv1D
 
     return Conv1D
 

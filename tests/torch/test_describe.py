@@ -6,11 +6,11 @@ import sys
 
 import pytest
 import torch
-import torch_models as tm
 from torch import nn
 
 import wdmask
 import wdmask_torch
+from tests.torch import models as tm
 
 # path: (layer, role, decayed by presets.standard, feeds_norm with example inputs)
 BASIC_RESNET = {
@@ -149,7 +149,7 @@ def test_scale_invariant_preset_uses_feeds_norm() -> None:
 def test_sources_and_module_types() -> None:
     by_path = {i.dotted: i for i in wdmask_torch.describe(tm.ConvNeXtTiny())}
     assert (by_path["stem.1.weight"].source, by_path["stem.1.weight"].module_type) == (
-        "name", "torch_models.LayerNorm2d")
+        "name", "tests.torch.models.LayerNorm2d")
     assert (by_path["stage2.norm.weight"].source, by_path["stage2.norm.weight"].module_type) == (
         "type", "torch.nn.LayerNorm")
     resnet = {i.dotted: i.module_type for i in wdmask_torch.describe(tm.resnet())}

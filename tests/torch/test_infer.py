@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-import torch_models as tm
 from torch import nn
-from torch_models import substring_groups
 
 import wdmask
 import wdmask_torch
+from tests.torch import models as tm
+from tests.torch.models import substring_groups
 
 
 def timm_groups(model: nn.Module, wd: float) -> list[dict]:
