@@ -7,7 +7,12 @@ Layouts, sharing the same parameter tensors and gradients (each optimizer has it
 
 * ``wdmask``: ``wdmask_torch.groups(model, presets.standard, weight_decay=wd)`` (2 groups);
 * ``single``: one group with every parameter (the floor: one multi-tensor call per step);
-* ``per-param``: one group per parameter, as config-driven trainers (mmengine ``paramwise_cfg``) build.
+* ``per-param``: one group per parameter, as config-driven trainers (mmengine ``paramwise_cfg``) build;
+* ``two groups``: plain torch, no wdmask: the 1-D tensors (no decay) then the rest, i.e. the split wdmask builds
+  for these models; ``two groups, same wd``: that split with one weight decay for both. torch's foreach and
+  fused steps run once per param group (``_init_group`` and one multi-tensor/fused call each), so
+  ``two groups / single`` is the floor of any two-group layout, wdmask or not; ``wdmask / two groups`` is
+  what wdmask adds on top (nothing: the same groups).
 
 Runs in a subprocess with ``GLIBC_TUNABLES`` set (see ``_common.GLIBC_TUNABLES``) and a fixed
 number of torch threads; ratios are medians of per-round ratios over interleaved rounds.
@@ -53,10 +58,16 @@ def layouts(model: Any, wd: float) -> dict[str, list[dict[str, Any]]]:
     from wdmask import presets
 
     params = [p for p in model.parameters() if p.requires_grad]
+    low = [p for p in params if p.ndim <= 1]
+    high = [p for p in params if p.ndim > 1]
     return {
         "wdmask": wdmask_torch.groups(model, presets.standard, weight_decay=wd),
         "single": [{"params": params, "weight_decay": wd}],
         "per-param": [{"params": [p], "weight_decay": wd} for p in params],
+        # plain torch, no wdmask: the same two groups as wdmask builds for these models (1-D tensors = norm
+        # params and biases first, with no decay), and the same split with one weight decay for both groups
+        "two groups": [{"params": low, "weight_decay": 0.0}, {"params": high, "weight_decay": wd}],
+        "two groups, same wd": [{"params": low, "weight_decay": wd}, {"params": high, "weight_decay": wd}],
     }
 
 
@@ -90,6 +101,14 @@ def measure(quick: bool, threads: int) -> list[Row]:
                 if model_name.startswith("(b)"):
                     rows.append(Row(SECTION, f"{label}: vs per-param groups", fmt_time(median(samples["per-param"])),
                                     speedup, "per-param / wdmask", "≥ 3", speedup >= 3.0))
+                    floor = paired_ratio(samples, "two groups", "single")
+                    same = paired_ratio(samples, "two groups, same wd", "single")
+                    rows.append(Row(SECTION, f"{label}: plain torch, 2 groups vs 1", fmt_time(median(samples[
+                        "two groups"])), floor, "plain 2 groups / single group", "report (floor of any 2 groups)",
+                        None, f"same split, one weight decay for both groups: {same:.3f}"))
+                    own = paired_ratio(samples, "wdmask", "two groups")
+                    rows.append(Row(SECTION, f"{label}: wdmask vs plain 2 groups", fmt_time(median(samples[
+                        "wdmask"])), own, "wdmask / plain 2 groups", "≤ 1.05", own <= 1.05))
                 else:
                     rows.append(Row(SECTION, f"{label}: vs per-param groups", fmt_time(median(samples["per-param"])),
                                     speedup, "per-param / wdmask", "report", None))

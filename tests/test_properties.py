@@ -1,6 +1,8 @@
 """Hypothesis properties of the rule engine."""
 
+import dataclasses
 import math
+import warnings
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,3 +86,52 @@ def test_decisions_do_not_depend_on_inventory_order(inv, rs, rnd):
     shuffled = list(inv)
     rnd.shuffle(shuffled)
     assert wdmask.decide(inv, rs) == wdmask.decide(shuffled, rs)
+
+
+def _last_match_wins(inv, rs):
+    """``decide``'s multipliers and winning rules restated without any memo: every rule tried on every leaf."""
+    out = {}
+    for info in inv:
+        matching = [k for k, r in enumerate(rs) if r.matches(info)]
+        if not info.is_float:
+            out[info.path] = (0.0, None)
+        elif matching:
+            out[info.path] = (rs[matching[-1]].multiplier_value, matching[-1])
+        else:
+            out[info.path] = (rs.default, None)
+    return out
+
+
+@st.composite
+def repeated_inventories(draw):
+    """Inventories of a few leaf kinds repeated under many paths (what a deep stack of blocks gives decide's memo)."""
+    kinds = draw(st.lists(st.tuples(leaf_names, st.lists(st.integers(1, 3), max_size=3).map(tuple),
+                                    st.sampled_from(LAYER_KINDS), st.sampled_from(ROLES),
+                                    st.sampled_from([None, True, False]), st.sampled_from(["float32", "int32"]),
+                                    st.sampled_from(["", "no_decay"])), min_size=1, max_size=4))
+    blocks = draw(st.integers(1, 6))
+    return [ParamInfo((f"layer{b}", segment, name), shape, dtype, layer, role, feeds_norm=feeds, declared=declared)
+            for b in range(blocks) for k, (name, shape, layer, role, feeds, dtype, declared) in enumerate(kinds)
+            for segment in (f"m{k}",)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(inventories(), repeated_inventories()), rules(), st.booleans(), st.data())
+def test_memoized_decide_equals_last_match_wins(inv, rs, without_path_rules, data):
+    extra = [Rule(declared="no_decay", decay=False), Rule(regex=r"layer\d\.m1\..*", multiplier=0.5)]
+    kept = [r for r in (*rs, *extra) if not without_path_rules or (r.path is None and r.regex is None)]
+    # some rules not optional, so the "matched nothing" report (computed from the memo) is checked too
+    rs = Rules([dataclasses.replace(r, optional=data.draw(st.booleans())) for r in kept], default=rs.default)
+    want = _last_match_wins(inv, rs)
+    unmatched = [k for k, r in enumerate(rs) if not r.optional and not any(r.matches(i) for i in inv)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = wdmask.decide(inv, rs)
+    assert {p: (d.multiplier, d.rule) for p, d in got.items()} == want
+    reported = [str(w.message) for w in caught if issubclass(w.category, wdmask.UnmatchedRuleWarning)]
+    if unmatched:
+        assert len(reported) == 1 and reported[0].startswith(f"{len(unmatched)} rule(s) matched no parameter")
+        for k in unmatched:
+            assert f"rules[{k}] " in reported[0]
+    else:
+        assert reported == []

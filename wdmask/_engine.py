@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning
 from wdmask._report import Explanation, Row
-from wdmask._rules import Rule, RuleLike, Rules, as_rules
+from wdmask._rules import CONDITIONS, Rule, RuleLike, Rules, as_rules
 from wdmask._types import Decision, ParamInfo, Path
 
 
@@ -41,29 +42,66 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
     unseen = {i for i, r in enumerate(rules) if not r.optional}
     default = Decision(rules.default, None, "default (no rule matched)")
     by_rule: dict[int, Decision] = {}  # each rule's decision, built when it first wins
+    key_of = _key_function(rules)
+    # A rule reads only the fields its conditions name, so two leaves with the same key fields get the same
+    # winning rule and the same set of matching rules: decide once per distinct key (a handful for a deep
+    # stack of identical blocks; one per leaf when a path/regex rule makes the path part of the key).
+    memo: dict[tuple[object, ...], tuple[Decision, frozenset[int]]] = {}
     out: dict[Path, Decision] = {}
     for info in inventory:
-        if not isinstance(info, ParamInfo):
+        if type(info) is not ParamInfo and not isinstance(info, ParamInfo):
             raise TypeError(f"decide() takes ParamInfo items, got {type(info).__name__}: {info!r}")
-        if info.path in out:
+        path = info.path
+        if path in out:
             raise RuleError(f"two parameters share the path {info.dotted!r}; paths must be unique")
-        decision = default
-        for i, rule in ordered:
-            if rule.matches(info):
-                if i not in by_rule:
-                    by_rule[i] = Decision(rule.multiplier_value, i, _reason(rule))
-                decision = by_rule[i]
-                unseen.discard(i)
-                break
-        if unseen:
-            unseen -= {i for i in unseen if rules[i].matches(info)}
-        if not info.is_float:
-            decision = Decision(0.0, None, f"{info.dtype} leaf: never decayed")
-        out[info.path] = decision
+        key = key_of(info)
+        hit = memo.get(key)
+        if hit is None:
+            decision = default
+            for i, rule in ordered:
+                if rule.matches(info):
+                    if i not in by_rule:
+                        by_rule[i] = Decision(rule.multiplier_value, i, _reason(rule))
+                    decision = by_rule[i]
+                    break
+            matching = frozenset(i for i in unseen if rules[i].matches(info)) if unseen else frozenset()
+            if decision.rule is not None and decision.rule in unseen:
+                matching |= {decision.rule}
+            hit = memo[key] = (decision, matching)
+        decision, matching = hit
+        if unseen and matching:
+            unseen -= matching
+        dtype = info.dtype
+        if "float" not in dtype and "complex" not in dtype:  # ParamInfo.is_float, inline
+            decision = Decision(0.0, None, f"{dtype} leaf: never decayed")
+        out[path] = decision
     if unseen and out:
         report_unmatched(rules, sorted(unseen), strict=strict)
     report_guesses(inventory, rules, out, strict=strict)
     return out
+
+
+#: The ``ParamInfo`` attributes each rule condition reads (``Rule.matches`` in ``_rules``).
+_READS: dict[str, tuple[str, ...]] = {
+    "path": ("dotted",), "regex": ("dotted",), "layer": ("layer",), "role": ("role",), "ndim": ("ndim",),
+    "feeds_norm": ("feeds_norm",), "module_type": ("module_type",), "declared": ("declared",),
+}
+assert set(_READS) == set(CONDITIONS), "a new rule condition needs its entry in _READS (decide's memo key)"
+
+
+def _key_function(rules: Rules) -> Callable[[ParamInfo], tuple[object, ...]]:
+    """The tuple of the ``ParamInfo`` fields ``rules`` read: leaves with equal keys match the same rules."""
+    fields: list[str] = []
+    for rule in rules:
+        for condition, reads in _READS.items():
+            if getattr(rule, condition) is not None:
+                fields += [f for f in reads if f not in fields]
+    if not fields:
+        return lambda info: ()
+    getter = operator.attrgetter(*fields)
+    if len(fields) == 1:
+        return lambda info: (getter(info),)
+    return getter  # type: ignore[no-any-return]
 
 
 #: How many parameter names a warning lists before "and N more".
@@ -86,16 +124,19 @@ def report_guesses(inventory: Iterable[ParamInfo], rules: Rules, decisions: dict
     * a rule conditions on ``feeds_norm`` while it is unknown (no graph) for a conv/linear leaf:
       the rule cannot match it, whatever the truth.
     """
+    on_kind = any(r.layer is not None or r.role is not None for r in rules)
+    needs = [i for i, r in enumerate(rules) if r.feeds_norm is not None]
+    if not (on_kind or needs):
+        return
     infos = [i for i in inventory if i.is_float]
     messages = []
-    if any(r.layer is not None or r.role is not None for r in rules):
+    if on_kind:
         guessed = [i.dotted for i in infos if i.unclassified and decisions[i.path].rule is None]
         if guessed:
             verdict = f"multiplier {rules.default:g}" if rules.default not in (0.0, 1.0) else (
                 "decayed" if rules.default else "not decayed")
             messages.append(f"{len(guessed)} parameter(s) have no known layer kind or role and were {verdict} by "
                             f"the rules' default: {_listed(guessed)}")
-    needs = [i for i, r in enumerate(rules) if r.feeds_norm is not None]
     if needs:
         unknown = [i.dotted for i in infos if i.feeds_norm is None and i.layer in ("conv", "linear")]
         if unknown:

@@ -352,48 +352,86 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
     """
     owners: dict[int, list[tuple[nn.Module, str]]] = {}
     names: dict[int, list[str]] = {}  # every dotted name of each tensor, first (canonical) first
+    tensors: dict[int, tuple[str, nn.Parameter]] = {}  # first name (as `named_parameters()` gives it) and tensor
     for mname, module in model.named_modules(remove_duplicate=False):
         for leaf, p in module._parameters.items():
             if p is not None:
-                owners.setdefault(id(p), []).append((module, leaf))
-                names.setdefault(id(p), []).append(canonical_name(f"{mname}.{leaf}" if mname else leaf))
+                key = id(p)
+                name = f"{mname}.{leaf}" if mname else leaf
+                if key in owners:
+                    owners[key].append((module, leaf))
+                    names[key].append(canonical_name(name))
+                else:
+                    owners[key] = [(module, leaf)]
+                    names[key] = [canonical_name(name)]
+                    tensors[key] = (name, p)
     declared_by = Declared(model)
     memo = _Memo()
-    for name, p in model.named_parameters():
+    owner_cache: dict[tuple[type, str, str], tuple[str, str, str, str]] = {}
+    # The first occurrence of each tensor in this walk is where `named_parameters()` yields it, under the name
+    # seen there (its module walk is this one with repeated subtrees left out, and it skips tensors already
+    # seen): one walk gives both, unless the model overrides how torch lists its parameters.
+    if _lists_like_torch(model):
+        order: Iterable[tuple[str, nn.Parameter]] = tensors.values()
+    else:
+        order = model.named_parameters()
+    parameter = nn.Parameter
+    uninitialized = nn.parameter.UninitializedParameter
+    for name, p in order:
         if not (p.requires_grad or include_frozen):
             continue
         dotted = canonical_name(name)
-        if isinstance(p, nn.parameter.UninitializedParameter):
+        if type(p) is not parameter and isinstance(p, uninitialized):
             raise ValueError(
                 f"parameter {dotted!r} of lazy module {type(_owner(owners, p)).__name__} is not initialized yet; "
                 "run one forward pass first (e.g. `model(example_input)`), or pass `example_inputs=` so describe "
                 "runs it")
-        all_names = names[id(p)]
-        candidates = [_owner_info(m, leaf, n.split(".")[-2] if n.count(".") else "", memo)
-                      for (m, leaf), n in zip(owners[id(p)], all_names, strict=True)]
-        layer, role, module_type, source = candidates[0] if len(candidates) == 1 else _best(candidates)
+        key = id(p)
+        all_names = names[key]
+        mine = owners[key]
+        if len(mine) == 1:
+            module, leaf = mine[0]
+            cls = type(module)
+            owner = all_names[0].rpartition(".")[0].rpartition(".")[2]
+            cached = owner_cache.get((cls, leaf, owner))
+            if cached is None:
+                cached = _owner_info(module, leaf, owner, memo)
+                if memo.class_kind(cls) is not None:  # then the answer depends only on (class, leaf, owner)
+                    owner_cache[(cls, leaf, owner)] = cached
+            layer, role, module_type, source = cached
+            aliases: tuple[str, ...] = ()
+        else:
+            candidates = [_owner_info(m, leaf, n.split(".")[-2] if n.count(".") else "", memo)
+                          for (m, leaf), n in zip(mine, all_names, strict=True)]
+            layer, role, module_type, source = _best(candidates)
+            aliases = tuple(dict.fromkeys(n for n in all_names if n != dotted))
         usage: tuple[str, ...] = ()
         if graph is not None:
-            uses = graph.uses.get(id(p), ())
+            uses = graph.uses.get(key, ())
             if uses:
                 usage = usage_names(uses)
                 found = classify(uses, known=layer)
                 if found is not None:
                     (layer, role), source = found, "graph"
-            elif id(p) not in graph.touched:
+            elif key not in graph.touched:
                 usage = ("unused",)
         feeds_norm = None
         if feeds is not None and layer in ("conv", "linear"):
-            for m, _ in owners[id(p)]:
+            for m, _ in mine:
                 if m in feeds:
                     feeds_norm = feeds[m]
                     break
         declared = "no_decay" if declared_by.any_of((dotted, *all_names), p) else ""
-        aliases = tuple(dict.fromkeys(n for n in all_names if n != dotted))
-        info = ParamInfo(tuple(dotted.split(".")), tuple(p.shape), memo.dtype_name(p.dtype), layer=layer, role=role,
-                         feeds_norm=feeds_norm, module_type=module_type, source=source, declared=declared,
-                         aliases=aliases, usage=usage)
+        info = ParamInfo(tuple(dotted.split(".")), tuple(p.shape), memo.dtype_name(p.dtype), layer, role, 0,
+                         feeds_norm, module_type, source, declared, aliases, (), usage)
         yield name, p, info
+
+
+def _lists_like_torch(model: nn.Module) -> bool:
+    """Whether ``model.named_parameters()`` is torch's own (so ``iter_params`` may derive it from its module walk)."""
+    cls = type(model)
+    return (cls.named_parameters is nn.Module.named_parameters and cls._named_members is nn.Module._named_members
+            and cls.named_modules is nn.Module.named_modules)
 
 
 def _owner(owners: dict[int, list[tuple[nn.Module, str]]], p: torch.Tensor) -> nn.Module:

@@ -52,11 +52,21 @@ def _paths(tree: PyTree) -> list[Path]:
 class MaskSpec:
     """Static per-leaf multipliers for one params structure (hashable by content, so equal specs share a jit)."""
 
-    def __init__(self, treedef: Any, paths: tuple[Path, ...], multipliers: tuple[float, ...]) -> None:
+    def __init__(self, treedef: Any, paths: tuple[Path, ...] | None, multipliers: tuple[float, ...], *,
+                 keypaths: tuple[tuple[Any, ...], ...] | None = None) -> None:
         self.treedef = treedef
-        self.paths = paths
+        self._paths = paths
+        self._keypaths = keypaths  # jax key paths; ``paths`` is built from them when first read
         self.multipliers = multipliers
         self._hash = hash((treedef, multipliers))
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """Full string key paths of the leaves (only error messages read them, so they are built lazily)."""
+        if self._paths is None:
+            self._paths = tuple(_key_path(kp) for kp in self._keypaths or ())
+            self._keypaths = None
+        return self._paths
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MaskSpec) and self._hash == other._hash and (
@@ -66,7 +76,7 @@ class MaskSpec:
         return self._hash
 
     def __repr__(self) -> str:
-        return f"MaskSpec({len(self.paths)} leaves, multipliers {sorted(set(self.multipliers))})"
+        return f"MaskSpec({len(self.multipliers)} leaves, multipliers {sorted(set(self.multipliers))})"
 
     @property
     def distinct(self) -> tuple[float, ...]:
@@ -97,7 +107,7 @@ class MaskSpec:
             diff = f"structure {treedef} vs {self.treedef}"
         raise MaskError(
             f"wdmask.decay: `{what}` do not have the structure the mask was built for at init: {diff}. "
-            f"The transform's state belongs to params with {len(self.paths)} leaves; re-run tx.init(params) "
+            f"The transform's state belongs to params with {len(self.multipliers)} leaves; re-run tx.init(params) "
             "after changing the model, and pass updates/params of that same model (same containers too)."
         )
 
@@ -122,7 +132,7 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
     decisions = decide(inventory, rules, strict=strict)
     multipliers = tuple(decisions[leaf.path].multiplier if leaf.trainable else 0.0 for leaf in leaves)
     # full key paths (a variables dict's `params` kept), as `check` compares them with `_paths(tree)`
-    return MaskSpec(treedef, tuple(_key_path(leaf.keypath) for leaf in leaves), multipliers)
+    return MaskSpec(treedef, None, multipliers, keypaths=tuple(leaf.keypath for leaf in leaves))
 
 
 def _is_linen(model: Any) -> bool:

@@ -58,7 +58,7 @@ def _unbox(x: Any) -> Any:
     return x
 
 
-def _shape_dtype(x: Any, where: str) -> tuple[tuple[int, ...], str]:
+def _shape_dtype(x: Any, where: Path) -> tuple[tuple[int, ...], str]:
     shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
     if shape is None or dtype is None:
         import numpy as np
@@ -68,15 +68,15 @@ def _shape_dtype(x: Any, where: str) -> tuple[tuple[int, ...], str]:
         except Exception:
             arr = None
         if arr is None or arr.dtype.kind not in "biufc":
-            raise MaskError(f"params leaf {where!r}: expected an array, got {type(x).__name__} {x!r}; a params "
-                            "pytree holds arrays (or nn.Partitioned / nnx.Param boxes around arrays); for an Equinox "
-                            "model pass `eqx.filter(model, eqx.is_inexact_array)`")
+            raise MaskError(f"params leaf {'.'.join(where)!r}: expected an array, got {type(x).__name__} {x!r}; a "
+                            "params pytree holds arrays (or nn.Partitioned / nnx.Param boxes around arrays); for an "
+                            "Equinox model pass `eqx.filter(model, eqx.is_inexact_array)`")
         shape, dtype = arr.shape, arr.dtype
     try:
         name = _dtype_name(dtype)
     except TypeError:  # an unhashable dtype-like object
         name = str(dtype)
-    return tuple(int(d) for d in shape), name
+    return tuple(map(int, shape)), name
 
 
 @functools.cache
@@ -102,6 +102,24 @@ def _box_test(boxes: tuple[type, ...]) -> Callable[[Any], bool]:
     return is_box
 
 
+def _box_test_kp(boxes: tuple[type, ...]) -> Callable[[Any, Any], bool]:
+    """``_box_test`` taking ``(keypath, node)``, for ``tree_flatten_with_path(..., is_leaf_takes_path=True)``."""
+    from jax.core import Tracer
+
+    by_type: dict[type, bool] = {}
+
+    def is_box(_: Any, x: Any) -> bool:
+        cls = type(x)
+        hit = by_type.get(cls)
+        if hit is None:
+            if issubclass(cls, Tracer):
+                return isinstance(x, boxes)
+            hit = by_type[cls] = isinstance(x, boxes)
+        return hit
+
+    return is_box
+
+
 def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
     """Flatten a params-like tree to leaves (boxes unboxed) and its treedef (boxes as leaves)."""
     import jax
@@ -110,23 +128,72 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
 
     boxes = _flax_boxes()
     is_box = _box_test(boxes) if boxes else None
-    pairs, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_box)
+    dict_key = jax.tree_util.DictKey
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    # Fast path: the box test matters only where the walk enters a box, and every Flax box (``AxisMetadata``
+    # such as ``nn.Partitioned``, ``nnx.Variable`` and their subclasses) flattens with an attribute key
+    # (``GetAttrKey('value')``). A walk that met only dict keys met no box, and equals the walk with the test.
+    all_strs = _dict_key_paths(pairs, dict_key) if boxes else None
+    if boxes and all_strs is None:
+        # the test takes (keypath, node) itself: jax would otherwise wrap it in one more Python call per node
+        pairs, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_box_test_kp(boxes),
+                                                              is_leaf_takes_path=True)
     variables = is_variables(tree)
     nnx_var = boxes[1] if boxes else None
-    leaves = []
-    for keypath, raw in pairs:
-        strs = tuple(key_str(k) for k in keypath)
+    leaves: list[Leaf] = []
+    append = leaves.append
+    new_leaf = tuple.__new__
+    plain: dict[type, bool] = {}  # per leaf type: an array-like that is no box and no tracer (then shape/dtype
+    dtype_names: dict[Any, str] = {}  # are read directly)
+    for n, (keypath, raw) in enumerate(pairs):
+        if all_strs is not None:
+            strs = all_strs[n]
+        else:  # key_str, inlined for the common entry (a str dict key)
+            strs = tuple([k.key if type(k) is dict_key and type(k.key) is str else key_str(k) for k in keypath])
         trainable = True
         if variables:
             trainable, strs = strs[0] == "params", strs[1:]
+        cls = type(raw)
+        fast = plain.get(cls)
+        if fast is None:
+            fast = plain[cls] = not _is_tracer_type(cls) and not (is_box is not None and is_box(raw))
+        if fast:  # `_shape_dtype` inlined for an array (the caches make it one dict look-up per leaf)
+            shape, dtype = getattr(raw, "shape", None), getattr(raw, "dtype", None)
+            if shape is not None and dtype is not None:
+                try:
+                    name = dtype_names[dtype]
+                except KeyError:
+                    name = dtype_names[dtype] = _shape_dtype(raw, strs)[1]
+                except TypeError:  # an unhashable dtype-like object
+                    name = _shape_dtype(raw, strs)[1]
+                append(new_leaf(Leaf, (keypath, strs, tuple(map(int, shape)), name, trainable, False)))
+                continue
         boxed = is_box is not None and is_box(raw)
         if boxed and isinstance(raw, nnx_var):
             from flax import nnx
 
             trainable = trainable and isinstance(raw, nnx.Param)
-        shape, dtype = _shape_dtype(_unbox(raw) if boxed else raw, ".".join(strs))
-        leaves.append(Leaf(tuple(keypath), strs, shape, dtype, trainable, boxed and is_no_decay(raw)))
+        shape, dtype = _shape_dtype(_unbox(raw) if boxed else raw, strs)
+        append(Leaf(keypath, strs, shape, dtype, trainable, boxed and is_no_decay(raw)))
     return leaves, treedef
+
+
+def _is_tracer_type(cls: type) -> bool:
+    from jax.core import Tracer
+
+    return issubclass(cls, Tracer)
+
+
+def _dict_key_paths(pairs: Sequence[tuple[tuple[Any, ...], Any]], dict_key: type) -> list[Path] | None:
+    """Each leaf's path as strings when every key of every key path is a ``DictKey``, else ``None``."""
+    out = []
+    append = out.append
+    for keypath, _ in pairs:
+        for k in keypath:
+            if type(k) is not dict_key:
+                return None
+        append(tuple([k.key if type(k.key) is str else str(k.key) for k in keypath]))
+    return out
 
 
 def first_difference(expected: Sequence[Path], got: Sequence[Path]) -> str:
