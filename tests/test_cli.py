@@ -50,9 +50,9 @@ def models(tmp_path, monkeypatch):
 
 
 def decisions(out: str) -> dict[str, str]:
-    """path -> decay column of a wide (unwrapped) explain table."""
+    """path -> decay column of a wide (unwrapped) explain table (path, layer, role, from, shape, decay, ...)."""
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
-    return {r[0]: r[4] for r in rows}
+    return {r[0]: r[5] for r in rows}
 
 
 # Expected from the principle of `standard`: a linear/conv kernel is decayed, biases and norm parameters are not.
@@ -184,7 +184,8 @@ def test_warnings_print_as_one_readable_line(tmp_path, capsys, monkeypatch):
 
 
 def _cells(out: str) -> list[list[str]]:
-    """Rows of a boxed table, each cell's wrapped lines joined (paths with "", prose with " ")."""
+    """Rows of a narrow boxed table (path, layer, role, shape, decay, rule, reason: no `from` column below 100
+    columns), each cell's wrapped lines joined (paths with "", prose with " ")."""
     rows: list[list[list[str]]] = []
     for line in out.splitlines():
         if not line.startswith("│"):

@@ -7,6 +7,7 @@ tables stay in each adapter because they name each framework's classes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 # Checked in order: the first pattern found in the lower-cased name wins.
 _KIND_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -49,6 +50,32 @@ _POSITION_OWNER = re.compile(r"(\w+_)?pos(ition)?(al)?_?(embed|embedding|embeddi
                              r"(\w+_)?relative_\w+")
 # Shift-like leaf names outside norms: ResMLP ``Affine.beta`` (the shift of a norm-free affine).
 _SHIFT = frozenset({"beta", "shift"})
+
+
+def _is_norm(kind: str) -> bool:
+    return kind.startswith("norm.")
+
+
+#: ``(role, test(kind, leaf, owner))`` in order, the first test that holds decides (leaf and owner lower-cased).
+#: Specific names first (tokens, positions, gains), then a norm's own leaves, then what a layer kind says of
+#: its leaves, then bare Flax leaf names; ``other`` when nothing holds.
+_ROLE_RULES: tuple[tuple[str, Callable[[str, str, str], object]], ...] = (
+    ("token", lambda kind, name, own: _TOKEN.fullmatch(name)),
+    ("position", lambda kind, name, own: _POSITION.fullmatch(name) or (
+        kind == "embedding" and _POSITION_OWNER.fullmatch(own))),
+    ("gain", lambda kind, name, own: not _is_norm(kind) and _GAIN.fullmatch(name)),
+    ("scale", lambda kind, name, own: _is_norm(kind) and name in SCALE_NAMES),
+    ("bias", lambda kind, name, own: _is_norm(kind) and name in SHIFT_NAMES),
+    ("other", lambda kind, name, own: _is_norm(kind)),  # a norm's extra leaf (FRN's tau): nothing to say
+    ("embedding", lambda kind, name, own: kind == "embedding" and name in EMBEDDING_NAMES),
+    ("kernel", lambda kind, name, own: kind in ("conv", "linear") and name in KERNEL_NAMES),
+    ("bias", lambda kind, name, own: name == "bias" or name.endswith("_bias") or name in _SHIFT),
+    ("gain", lambda kind, name, own: kind == "other" and own and _GAIN.fullmatch(own) and name in SCALE_NAMES),
+    ("kernel", lambda kind, name, own: name == "kernel"),
+    ("embedding", lambda kind, name, own: name == "embedding"),
+    ("scale", lambda kind, name, own: name == "scale"),  # Flax names every norm's gain `scale`, nothing else
+    ("other", lambda kind, name, own: True),
+)
 
 
 def kind_from_name(name: str) -> str | None:
@@ -110,20 +137,8 @@ def role_from_name(kind: str, leaf: str, owner: str = "") -> str:
       'scale'
 
     """
-    name = leaf.lower()
-    own = owner.lower()
-    if _TOKEN.fullmatch(name):
-        return "token"
-    if _POSITION.fullmatch(name) or (kind == "embedding" and _POSITION_OWNER.fullmatch(own)):
-        return "position"
-    if not kind.startswith("norm.") and _GAIN.fullmatch(name):
-        return "gain"
-    if kind.startswith("norm."):
-        if name in SCALE_NAMES:
-            return "scale"
-        if name in SHIFT_NAMES:
-            return "bias"
-        return "other"
+    name, own = leaf.lower(), owner.lower()
+    return next(role for role, applies in _ROLE_RULES if applies(kind, name, own))
     if kind == "embedding" and name in EMBEDDING_NAMES:
         return "embedding"
     if kind in ("conv", "linear") and name in KERNEL_NAMES:

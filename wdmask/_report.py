@@ -98,6 +98,8 @@ class Row:
 
 #: ``from`` is how the layer kind and role were learned: graph (traced usage), type, name or shape (nothing).
 _COLUMNS = ("path", "layer", "role", "from", "shape", "decay", "rule", "reason")
+#: Tables narrower than this leave out the ``from`` column (each row still carries it: ``Row.source``).
+_WIDE = 100
 
 
 class Explanation(Sequence[Row]):
@@ -139,14 +141,19 @@ class Explanation(Sequence[Row]):
         from rich.text import Text
 
         cells = self._cells()
-        natural = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(_COLUMNS)]
-        widths: list[int | None] = [None] * len(_COLUMNS)
+        columns = list(_COLUMNS)
+        if width is not None and width < _WIDE:  # narrow: the source column gives its room to paths and reasons
+            columns.remove("from")
+            cells = [row[:3] + row[4:] for row in cells]
+        shape = columns.index("shape")
+        natural = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+        widths: list[int | None] = [None] * len(columns)
         if width is not None:
-            avail = width - (3 * len(_COLUMNS) + 1)  # "│ " + " " per column, and the closing "│"
+            avail = width - (3 * len(columns) + 1)  # "│ " + " " per column, and the closing "│"
             share = avail - sum(natural[1:-1])
             if share < 40:  # narrow: let the layer kind wrap after its dot and the shape after an "x"
-                for i, after in ((1, "."), (4, "x")):
-                    least = max([len(_COLUMNS[i])] + [len(p) for row in cells for p in Wrapped(row[i], after).pieces])
+                for i, after in ((1, "."), (shape, "x")):
+                    least = max([len(columns[i])] + [len(p) for row in cells for p in Wrapped(row[i], after).pieces])
                     widths[i] = least
                     share += natural[i] - least
             if sum(natural) > avail and share >= 2 * 12:
@@ -159,11 +166,11 @@ class Explanation(Sequence[Row]):
                 widths[0], widths[-1] = path, share - path
         # Every cell is a Text or a Wrapped, never a str: user text (paths, reasons, ``why``) is not markup.
         table = Table(title=Text(self.title) if self.title else None, caption=Text(self.summary()))
-        for col, w in zip(_COLUMNS, widths, strict=True):
+        for col, w in zip(columns, widths, strict=True):
             table.add_column(Text(col), overflow="fold", width=w)
+        wrap = {0: ". ", 1: ".", shape: "x"}
         for row in cells:
-            table.add_row(Wrapped(row[0], ". "), Wrapped(row[1]), Text(row[2]), Text(row[3]), Wrapped(row[4], "x"),
-                          Text(row[5]), Text(row[6]), Text(row[7]))
+            table.add_row(*(Wrapped(c, wrap[i]) if i in wrap else Text(c) for i, c in enumerate(row)))
         return table
 
     def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:

@@ -133,3 +133,48 @@ def test_state_restored_without_target():
         tx.update(params, restored, params)
     with pytest.raises(wdmask.MaskError, match="order of transforms"):
         tx.update(params, (state[1], state[0]), params)
+
+
+def test_nnx_scan_over_layers_stacked_at_axis_1() -> None:
+    # Layers created with nnx.vmap(out_axes=1) and run with nnx.scan(in_axes=(1, Carry)): the layer axis is
+    # axis 1 of every stacked leaf (kernel (D, L, D), bias and LayerNorm (D, L)), with and without a sample.
+    from flax import nnx
+
+    layers, d = 3, 4
+
+    class Block(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.ln = nnx.LayerNorm(d, rngs=rngs)
+            self.fc = nnx.Linear(d, d, rngs=rngs)
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            return x + self.fc(self.ln(x))
+
+    class Stack(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            @nnx.split_rngs(splits=layers)
+            @nnx.vmap(in_axes=(0,), out_axes=1, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def make(rngs: nnx.Rngs) -> Block:
+                return Block(rngs)
+
+            self.blocks = make(rngs)
+            self.head = nnx.Linear(d, 2, rngs=rngs)
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            @nnx.scan(in_axes=(1, nnx.Carry), out_axes=nnx.Carry, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def body(block: Block, x: jax.Array) -> jax.Array:
+                return block(x)
+
+            return self.head(body(self.blocks, x))
+
+    model, x = Stack(nnx.Rngs(0)), jnp.ones((2, d))
+    want = {"blocks.fc.kernel": ((d, layers, d), (1,), "kernel"), "blocks.fc.bias": ((d, layers), (1,), "bias"),
+            "blocks.ln.scale": ((d, layers), (1,), "scale"), "blocks.ln.bias": ((d, layers), (1,), "bias"),
+            "head.kernel": ((d, 2), (), "kernel"), "head.bias": ((2,), (), "bias")}
+    for inv in (wdmask.describe(model), wdmask.describe(model, sample=x)):
+        assert {str(i): (i.shape, i.stacked_axes, i.role) for i in inv} == want
+        assert {str(i): i.ndim for i in inv if str(i).startswith("blocks.ln")} == {"blocks.ln.scale": 1,
+                                                                                    "blocks.ln.bias": 1}
+    assert {str(i): i.source for i in wdmask.describe(model, sample=x)} == dict.fromkeys(want, "graph")
+    decided = wdmask.mask(nnx.state(model, nnx.Param), wdmask.presets.nanogpt, model=model)
+    assert decided["blocks"]["ln"]["scale"] is False and decided["blocks"]["fc"]["kernel"] is True

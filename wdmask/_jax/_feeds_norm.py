@@ -76,7 +76,7 @@ class Tagger:
         return analyze(closed_jaxpr, self.outputs, self.inputs)
 
 
-def _subjaxprs(eqn: Any) -> Iterator[Any]:
+def subjaxprs(eqn: Any) -> Iterator[Any]:
     """The (open) sub-jaxprs of an equation, in parameter order."""
     for value in eqn.params.values():
         items = value if isinstance(value, (tuple, list)) else (value,)
@@ -144,7 +144,7 @@ def analyze(closed_jaxpr: Any, outputs: dict[str, Path], inputs: set[str]) -> di
             elif name == "while":
                 escaped = True
             else:
-                subs = list(_subjaxprs(eqn))
+                subs = list(subjaxprs(eqn))
                 if not subs:
                     escaped = True
                     continue
@@ -167,7 +167,7 @@ def analyze(closed_jaxpr: Any, outputs: dict[str, Path], inputs: set[str]) -> di
                 path = outputs[eqn.params["name"]]
                 reached, escaped = follow(eqn.outvars[0], jaxpr, chain, set())
                 verdicts[path] = verdicts.get(path, True) and reached and not escaped
-            for sub in _subjaxprs(eqn):
+            for sub in subjaxprs(eqn):
                 visit(sub, (*chain, (jaxpr, eqn, -1)))
 
     visit(closed_jaxpr.jaxpr, ())

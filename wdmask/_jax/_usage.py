@@ -78,9 +78,10 @@ ids (``gather_data``), and a token table the sample reads at a constant index (B
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from wdmask._jax._feeds_norm import subjaxprs
 from wdmask._jax._tree import PyTree, flatten
 from wdmask._types import Path
 from wdmask._usage import Use
@@ -115,15 +116,6 @@ _INSERT = frozenset({"concatenate", "select_n", "dynamic_update_slice", "scatter
 def _is_var(v: Any) -> bool:
     return hasattr(v, "aval") and not hasattr(v, "val")
 
-
-def _subjaxprs(eqn: Any) -> Iterator[Any]:
-    """The (open) sub-jaxprs of an equation, in parameter order."""
-    for value in eqn.params.values():
-        items = value if isinstance(value, (tuple, list)) else (value,)
-        for item in items:
-            inner = getattr(item, "jaxpr", item)  # ClosedJaxpr -> Jaxpr
-            if hasattr(inner, "eqns") and hasattr(inner, "invars"):
-                yield inner
 
 
 def _shape(v: Any) -> tuple[int, ...]:
@@ -164,7 +156,7 @@ class _Links:
             cond_map = [(i, i) for i in range(cn)] + [(cn + bn + i, cn + i) for i in range(carry)]
             return [(body, body_map), (cond, cond_map)]
         out = []
-        for sub in _subjaxprs(eqn):
+        for sub in subjaxprs(eqn):
             offset = n - len(sub.invars)  # 0 for jit/remat/scan/custom_*, 1 for cond's index
             if offset < 0:
                 continue
@@ -285,7 +277,7 @@ class _Analysis:
             if eqn.primitive.name in ops and eqn.invars:
                 var = eqn.invars[0]
                 continue
-            subs = list(_subjaxprs(eqn))
+            subs = list(subjaxprs(eqn))
             if len(subs) == 1 and eqn.primitive.name not in ("scan", "while", "cond"):
                 sub = subs[0]
                 k = eqn.outvars.index(var) if var in eqn.outvars else -1
