@@ -86,8 +86,9 @@ def subjaxprs(eqn: Any) -> Iterator[Any]:
                 yield inner
 
 
-class _Graph:
-    """Use-lists of every jaxpr reachable from the root, built once."""
+class UseLists:
+    """The equations that use each variable, per jaxpr reachable from the root, built once per jaxpr
+    (an equation using a variable twice, ``mul x x``, is listed once)."""
 
     def __init__(self) -> None:
         self._uses: dict[int, dict[int, list[Any]]] = {}
@@ -99,14 +100,16 @@ class _Graph:
             for eqn in jaxpr.eqns:
                 for v in eqn.invars:
                     if hasattr(v, "aval") and not hasattr(v, "val"):  # a Var, not a Literal
-                        table.setdefault(id(v), []).append(eqn)
+                        listed = table.setdefault(id(v), [])
+                        if not listed or listed[-1] is not eqn:
+                            listed.append(eqn)
             self._uses[id(jaxpr)] = table
         return table.get(id(var), [])
 
 
 def analyze(closed_jaxpr: Any, outputs: dict[str, Path], inputs: set[str]) -> dict[Path, bool]:
     """Walk ``closed_jaxpr`` from each output tag; see the module docstring for the rule."""
-    graph = _Graph()
+    graph = UseLists()
     verdicts: dict[Path, bool] = {}
 
     def follow(var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any, int], ...], seen: set[int]) -> tuple[bool, bool]:

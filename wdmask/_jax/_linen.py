@@ -48,10 +48,6 @@ def _is_lifted(cls: type) -> bool:
     return cls.__module__ == "flax.linen.transforms"
 
 
-def as_args(sample: Any) -> tuple[Any, ...]:
-    """``sample`` as positional arguments: a tuple/list is unpacked, anything else is one argument."""
-    return Sample.of(sample).args
-
 
 def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, ...]] | None,
                  tagger: Any) -> Callable[..., Any]:

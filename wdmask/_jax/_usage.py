@@ -81,7 +81,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from wdmask._jax._feeds_norm import subjaxprs
+from wdmask._jax._feeds_norm import UseLists, subjaxprs
 from wdmask._jax._tree import PyTree, flatten
 from wdmask._types import Path
 from wdmask._usage import Use
@@ -182,7 +182,7 @@ class _Analysis:
     def __init__(self, closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any]) -> None:
         self.flags: dict[int, int] = {}
         self.root = closed.jaxpr
-        self._uses: dict[int, dict[int, list[Any]]] = {}
+        self.uses = UseLists().uses  # the equations using a variable, per jaxpr
         self._producers: dict[int, dict[int, Any]] = {}
         self._done: set[tuple[int, tuple[int, ...]]] = set()
         for v in param_invars:
@@ -244,19 +244,6 @@ class _Analysis:
                     ins[cn + bn + i] |= self.flag(v)
             if [self.flag(v) for v in eqn.outvars] == before:
                 break
-
-    def uses(self, jaxpr: Any, var: Any) -> list[Any]:
-        table = self._uses.get(id(jaxpr))
-        if table is None:
-            table = {}
-            for eqn in jaxpr.eqns:
-                for v in eqn.invars:
-                    if _is_var(v):
-                        lst = table.setdefault(id(v), [])
-                        if not lst or lst[-1] is not eqn:
-                            lst.append(eqn)
-            self._uses[id(jaxpr)] = table
-        return table.get(id(var), [])
 
     def producer(self, jaxpr: Any, var: Any) -> Any:
         table = self._producers.get(id(jaxpr))
