@@ -8,7 +8,6 @@ and calls ``audit_inventory``; the comparison, the report and its table live her
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -126,16 +125,18 @@ class AuditReport:
     def table(self) -> Any:
         """A ``rich.table.Table`` of the problems."""
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=self.summary())
+        # Text cells, never str: paths and reasons are user text, not markup (as in ``Explanation``).
+        table = Table(title=Text(self.summary()))
         for col in ("path", "layer", "role", "expected", self.subject, "problem"):
-            table.add_column(col, overflow="fold")
+            table.add_column(Text(col), overflow="fold")
         for r in self.problems:
             got = "-" if r.actual is None else f"{r.actual:g}" + (f" (x{r.count})" if r.count > 1 else "")
-            table.add_row(r.path, r.layer, r.role, _fmt(self.reference if self.ratios else None, r.expected), got,
-                          r.reason)
+            cells = (r.path, r.layer, r.role, _fmt(self.reference if self.ratios else None, r.expected), got, r.reason)
+            table.add_row(*map(Text, cells))
         for f in self.foreign:
-            table.add_row(f, "", "", "-", "?", f"in the {self.subject} but not a parameter of the model")
+            table.add_row(*map(Text, (f, "", "", "-", "?", f"in the {self.subject} but not a parameter of the model")))
         return table
 
     def __rich__(self) -> Any:
@@ -144,11 +145,9 @@ class AuditReport:
     def __str__(self) -> str:
         if self.ok:
             return self.summary()
-        from rich.console import Console
+        from wdmask._report import render_text
 
-        console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
-        console.print(self.table())
-        return console.export_text()
+        return render_text(self.table())
 
 
 def _fmt(reference: float | None, multiplier: float) -> str:
