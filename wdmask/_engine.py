@@ -48,6 +48,7 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
     # stack of identical blocks; one per leaf when a path/regex rule makes the path part of the key).
     memo: dict[tuple[object, ...], tuple[Decision, frozenset[int]]] = {}
     out: dict[Path, Decision] = {}
+    floats: set[str] = set()
     for info in inventory:
         if type(info) is not ParamInfo and not isinstance(info, ParamInfo):
             raise TypeError(f"decide() takes ParamInfo items, got {type(info).__name__}: {info!r}")
@@ -72,8 +73,11 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
         if unseen and matching:
             unseen -= matching
         dtype = info.dtype
-        if "float" not in dtype and "complex" not in dtype:  # ParamInfo.is_float, inline
-            decision = Decision(0.0, None, f"{dtype} leaf: never decayed")
+        if dtype not in floats:
+            if "float" in dtype or "complex" in dtype:  # ParamInfo.is_float, once per dtype
+                floats.add(dtype)
+            else:
+                decision = Decision(0.0, None, f"{dtype} leaf: never decayed")
         out[path] = decision
     if unseen and out:
         report_unmatched(rules, sorted(unseen), strict=strict)
@@ -115,7 +119,7 @@ def _listed(names: Sequence[str]) -> str:
     return head + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")
 
 
-def report_guesses(inventory: Iterable[ParamInfo], rules: Rules, decisions: dict[Path, Decision], *,
+def report_guesses(inventory: Sequence[ParamInfo], rules: Rules, decisions: dict[Path, Decision], *,
                    strict: bool) -> None:
     """Warn (``UnclassifiedWarning``; ``strict``: raise ``RuleError``) about decisions made on a guess.
 
@@ -128,17 +132,17 @@ def report_guesses(inventory: Iterable[ParamInfo], rules: Rules, decisions: dict
     needs = [i for i, r in enumerate(rules) if r.feeds_norm is not None]
     if not (on_kind or needs):
         return
-    infos = [i for i in inventory if i.is_float]
     messages = []
-    if on_kind:
-        guessed = [i.dotted for i in infos if i.unclassified and decisions[i.path].rule is None]
+    if on_kind:  # ParamInfo.unclassified and .is_float, inline (one pass over every leaf)
+        guessed = [i.dotted for i in inventory if i.layer == "other" and i.role == "other" and i.is_float
+                   and decisions[i.path].rule is None]
         if guessed:
             verdict = f"multiplier {rules.default:g}" if rules.default not in (0.0, 1.0) else (
                 "decayed" if rules.default else "not decayed")
             messages.append(f"{len(guessed)} parameter(s) have no known layer kind or role and were {verdict} by "
                             f"the rules' default: {_listed(guessed)}")
     if needs:
-        unknown = [i.dotted for i in infos if i.feeds_norm is None and i.layer in ("conv", "linear")]
+        unknown = [i.dotted for i in inventory if i.feeds_norm is None and i.layer in ("conv", "linear") and i.is_float]
         if unknown:
             messages.append(f"rules[{', '.join(map(str, needs))}] condition on feeds_norm, which is unknown for "
                             f"{len(unknown)} conv/linear parameter(s) (no forward pass was traced): "

@@ -242,6 +242,23 @@ def test_plain_frozendict_and_lift_prefixes():
     assert by["VmapConv_0.kernel"].layer == "conv"
 
 
+def test_leaves_sharing_owner_and_name_are_classified_by_their_own_context():
+    """Describe classifies a stack once per distinct leaf of a block; what differs between leaves must not be
+    shared: the rank (a stacked copy), the grandparent under an attention child, a declaration."""
+    f = jnp.float32
+    tree = {"Block_0": {"LayerNorm_0": {"scale": jnp.ones(4, f)}, "Dense_0": {"kernel": jnp.ones((4, 4), f)}},
+            "Stack_0": {"LayerNorm_0": {"scale": jnp.ones((3, 4), f)}, "Dense_0": {"kernel": jnp.ones((3, 4, 4), f)}},
+            "MultiHeadDotProductAttention_0": {"query": {"kernel": jnp.ones((4, 2, 2), f)}},
+            "router": {"query": {"kernel": jnp.ones((4, 2, 2), f)}},
+            "Dense_1": {"kernel": jnp.ones((4, 4), f), "bias": wdmask.no_decay(nn.initializers.ones)(None, (4,), f)}}
+    by = {i.dotted: i for i in wdmask.describe(tree)}
+    assert (by["Block_0.LayerNorm_0.scale"].stacked, by["Stack_0.LayerNorm_0.scale"].stacked) == (0, 1)
+    assert (by["Block_0.Dense_0.kernel"].stacked, by["Stack_0.Dense_0.kernel"].stacked) == (0, 1)
+    assert by["MultiHeadDotProductAttention_0.query.kernel"].layer == "linear"
+    assert by["router.query.kernel"].layer == "other"  # an explicit parent tells nothing about `query`
+    assert (by["Dense_1.bias"].declared, by["Dense_1.kernel"].declared) == ("no_decay", "")
+
+
 def test_integer_and_bool_leaves_recorded_never_decayed():
     tree = {"Dense_0": {"kernel": jnp.ones((2, 2), jnp.float32), "count": jnp.zeros((), jnp.int32),
                         "flag": jnp.zeros((2,), bool)}}

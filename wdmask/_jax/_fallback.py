@@ -72,7 +72,8 @@ def describe_untraced(model: Any, sample: Any, params: PyTree | None, error: Bas
         f"({type(error).__name__}: {str(error)[:200]}); its leaves are described from names and partition "
         "metadata only (explicit names such as `bn1` stay unclassified)",
         UnclassifiedWarning, stacklevel=4)
-    return refine_from_metadata(describe_tree(flatten(tree)[0]), tree)
+    leaves = flatten(tree)[0]
+    return refine_from_metadata(describe_tree(leaves), tree, leaves)
 
 
 def _nnx_owners(bridge: Any) -> dict[Path, Any] | None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
-from wdmask._jax._classes import _ATTENTION_CHILDREN, _stacked_from_ndim, expected_ndim, strip_lift
+from wdmask._jax._classes import _ATTENTION_CHILDREN, expected_ndim, strip_lift
 from wdmask._jax._tree import Leaf
 from wdmask._kinds import is_auto_name, kind_from_name, role_from_name
-from wdmask._types import ParamInfo, Path
+from wdmask._types import ParamInfo, Path, trusted_info
 
 
 class _NameMemo:
@@ -39,27 +40,44 @@ def _name_kind(path: Path, memo: _NameMemo) -> str | None:
     return None
 
 
+def _classify(path: Path, ndim: int, declared: bool, memo: _NameMemo) -> tuple[str, str, int, str, str]:
+    """``(layer, role, stacked, source, declared)`` of a leaf from its owner's name, its own name and its rank."""
+    kind = _name_kind(path, memo)
+    name = path[-1] if path else ""
+    owner = memo.strip_lift(path[-2]) if len(path) >= 2 else ""
+    declared_ = "no_decay" if declared else ""
+    if kind is None:
+        role = memo.role_from_name("other", name, owner)
+        kind_ = "embedding" if role == "embedding" else "other"
+        if kind_ == "embedding":  # an explicitly named Embed: its name may say it holds positions
+            role = memo.role_from_name(kind_, name, owner)
+        return kind_, role, 0, "name" if kind_ != "other" else "shape", declared_
+    role = memo.role_from_name(kind, name, owner)
+    expected = expected_ndim(kind, role, owner_name=owner)
+    stacked = ndim - expected if expected is not None and ndim > expected else 0
+    return kind, role, stacked, "name", declared_
+
+
 def describe_tree(leaves: Sequence[Leaf]) -> list[ParamInfo]:
-    """Inventory from names alone (Flax auto-names and leaf names)."""
+    """Inventory from names alone (Flax auto-names and leaf names).
+
+    A leaf's entry depends only on its owner's and its own name (and the grandparent's under an attention
+    child), its rank and its declaration, so a stack of identical blocks is classified once per distinct leaf.
+    """
     memo = _NameMemo()
+    seen: dict[tuple[Any, ...], tuple[str, str, int, str, str]] = {}
     out = []
+    append = out.append
     for leaf in leaves:
         if not leaf.trainable:
             continue
-        kind = _name_kind(leaf.path, memo)
-        name = leaf.path[-1] if leaf.path else ""
-        owner = memo.strip_lift(leaf.path[-2]) if len(leaf.path) >= 2 else ""
-        declared = "no_decay" if leaf.declared else ""
-        if kind is None:
-            role = memo.role_from_name("other", name, owner)
-            kind_ = "embedding" if role == "embedding" else "other"
-            if kind_ == "embedding":  # an explicitly named Embed: its name may say it holds positions
-                role = memo.role_from_name(kind_, name, owner)
-            out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind_, role,
-                                 source="name" if kind_ != "other" else "shape", declared=declared))
-            continue
-        role = memo.role_from_name(kind, name, owner)
-        stacked = _stacked_from_ndim(leaf.shape, expected_ndim(kind, role, owner_name=owner))
-        out.append(ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, stacked, source="name",
-                             declared=declared))
+        path, shape = leaf.path, leaf.shape
+        # the grandparent matters only under an attention child (``query`` of ``MultiHeadDotProductAttention_0``)
+        key = (path[-3:] if len(path) >= 2 and path[-2] in _ATTENTION_CHILDREN else path[-2:], len(shape),
+               leaf.declared)
+        hit = seen.get(key)
+        if hit is None:
+            hit = seen[key] = _classify(path, len(shape), leaf.declared, memo)
+        layer, role, stacked, source, declared = hit
+        append(trusted_info(path, shape, leaf.dtype, layer, role, stacked, source, declared))
     return out

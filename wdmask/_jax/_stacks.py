@@ -26,7 +26,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdmask._jax._tree import PyTree, _box_test, _flax_boxes, is_variables, key_str
+from wdmask._jax._tree import Leaf, PyTree, _box_test, _flax_boxes, is_variables, key_str
 from wdmask._types import ParamInfo, Path
 
 #: Partition / sharding names that mark a layer-stacking axis (matched exactly, lower-cased).
@@ -152,8 +152,11 @@ def with_axes(info: ParamInfo, axes: tuple[int, ...] | None) -> ParamInfo:
     return dataclasses.replace(info, stacked=len(axes), stacked_axes=tuple(axes))
 
 
-def refine_from_metadata(inventory: list[ParamInfo], tree: PyTree) -> list[ParamInfo]:
-    """Params-only describe: partition names in ``tree``'s boxes override the rank inference."""
+def refine_from_metadata(inventory: list[ParamInfo], tree: PyTree, leaves: Sequence[Leaf]) -> list[ParamInfo]:
+    """Params-only describe: partition names in ``tree``'s boxes (``leaves = flatten(tree)[0]``) override the
+    rank inference."""
+    if not any(leaf.boxed for leaf in leaves):
+        return inventory
     meta = box_metadata(tree)
     if not meta:
         return inventory

@@ -24,6 +24,7 @@ class Leaf(NamedTuple):
     dtype: str
     trainable: bool  # in the ``params`` collection / an ``nnx.Param``
     declared: bool = False  # a ``wdmask.no_decay`` box / ``nnx.Param(..., no_decay=True)``
+    boxed: bool = False  # held in a Flax box (``nn.Partitioned``, ``nnx.Param``), which may carry axis metadata
 
 
 
@@ -166,7 +167,7 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
                     name = dtype_names[dtype] = _shape_dtype(raw, strs)[1]
                 except TypeError:  # an unhashable dtype-like object
                     name = _shape_dtype(raw, strs)[1]
-                append(new_leaf(Leaf, (keypath, strs, tuple(map(int, shape)), name, trainable, False)))
+                append(new_leaf(Leaf, (keypath, strs, tuple(map(int, shape)), name, trainable, False, False)))
                 continue
         boxed = is_box is not None and is_box(raw)
         if boxed and isinstance(raw, nnx_var):
@@ -174,7 +175,7 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
 
             trainable = trainable and isinstance(raw, nnx.Param)
         shape, dtype = _shape_dtype(_unbox(raw) if boxed else raw, strs)
-        append(Leaf(keypath, strs, shape, dtype, trainable, boxed and is_no_decay(raw)))
+        append(Leaf(keypath, strs, shape, dtype, trainable, boxed and is_no_decay(raw), boxed))
     return leaves, treedef
 
 
