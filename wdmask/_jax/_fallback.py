@@ -119,31 +119,49 @@ def _bridges(model: Any) -> dict[Path, Any]:
     return found
 
 
-def refine_bridged(inventory: list[ParamInfo], model: Any, owners: dict[Path, type]) -> list[ParamInfo]:
-    """Kinds of leaves under ``nnx.bridge.ToLinen`` from the wrapped NNX module's own classes."""
-    from flax.nnx import bridge
+def refine_bridged(inventory: list[ParamInfo], model: Any, trace: Any) -> list[ParamInfo]:
+    """Kinds of leaves under ``nnx.bridge.ToLinen`` from the wrapped NNX module's own classes.
 
-    if not any(isinstance(cls, type) and issubclass(cls, bridge.ToLinen) for cls in owners.values()):
+    The bridges are the instances the linen trace saw (``trace.bridges``: also those created inside
+    ``@nn.compact``) and those reachable as dataclass fields; the graph's usage (``trace.usage``) then
+    decides the role with the class's kind, as for any other leaf. A wrapped class that cannot be built
+    abstractly leaves its leaves as the trace described them and says so (``UnclassifiedWarning``).
+    """
+    bridges = dict(getattr(trace, "bridges", None) or {})
+    for path, b in _bridges(model).items():
+        bridges.setdefault(path, b)
+    if not bridges:
         return inventory
     from wdmask._jax._classes import NNX_KINDS, kind_from_class, module_type_name
     from wdmask._jax._tree import owner_of
     from wdmask._kinds import role_from_name
+    from wdmask._usage import with_usage
 
-    inner = {path: _nnx_owners(b) for path, b in _bridges(model).items()}
+    inner = {path: _nnx_owners(b) for path, b in bridges.items()}
+    usage = getattr(trace, "usage", None)
+    failed: dict[Path, str] = {}
     out = []
     for info in inventory:
         root = next((p for p in sorted(inner, key=len, reverse=True) if info.path[:len(p)] == p), None)
         table = inner.get(root) if root is not None else None
         if table is None:
+            if root is not None:
+                failed.setdefault(root, getattr(bridges[root], "nnx_class", type(bridges[root])).__name__)
             out.append(info)
             continue
         rel = info.path[len(root):]
         owner_path, module = owner_of(rel, table)
-        if module is None:
+        if module is None:  # pragma: no cover - the wrapped module itself owns the rest
             out.append(info)
             continue
         kind = kind_from_class(type(module), NNX_KINDS, "flax.nnx")
         role = role_from_name(kind, rel[-1], owner_path[-1] if owner_path else "")
-        out.append(dataclasses.replace(info, layer=kind, role=role, module_type=module_type_name(type(module)),
-                                       feeds_norm=None if kind in ("conv", "linear") else info.feeds_norm))
+        new = dataclasses.replace(info, layer=kind, role=role, module_type=module_type_name(type(module)),
+                                  source="type", feeds_norm=None if kind in ("conv", "linear") else info.feeds_norm)
+        out.append(with_usage(new, usage.get(info.path)) if usage is not None else new)
+    if failed:
+        where = ", ".join(f"`{'.'.join(p) or '<root>'}` ({name})" for p, name in failed.items())
+        warnings.warn(f"describe(): could not build the NNX module wrapped by nnx.bridge.ToLinen at {where} "
+                      "abstractly; its leaves keep the kinds the linen trace and their names give (the NNX classes "
+                      "are unknown)", UnclassifiedWarning, stacklevel=4)
     return out
