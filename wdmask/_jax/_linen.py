@@ -15,7 +15,14 @@ from typing import Any, NamedTuple
 
 from wdmask._errors import MaskError
 from wdmask._jax._classes import LINEN_KINDS, kind_from_class, module_type_name
-from wdmask._jax._fallback import describe_untraced, own_init, refine_bridged, traced_or_error
+from wdmask._jax._fallback import (
+    bridge_tables,
+    describe_untraced,
+    own_init,
+    refine_bridged,
+    tagging_bridged,
+    traced_or_error,
+)
 from wdmask._jax._plain import describe_tree
 from wdmask._jax._sample import Sample
 from wdmask._jax._stacks import box_metadata, slice_axes
@@ -43,6 +50,8 @@ class LinenTrace(NamedTuple):
     feeds_norm: dict[Path, bool] | None  # producer module path -> feeds a norm; None if not traced
     usage: dict[Path, tuple[Use, ...]] | None = None  # params leaf path -> uses; None if not traced
     bridges: dict[Path, Any] | None = None  # module path -> nnx.bridge.ToLinen instance seen in the init trace
+    tagged_bridges: set[Path] | None = None  # bridges whose NNX module was tagged in the apply trace (feeds_norm)
+    bridge_tables: dict[Path, Any] | None = None  # bridge path -> its NNX modules by relative path (None: unbuilt)
 
 
 def _is_lifted(cls: type) -> bool:
@@ -52,12 +61,14 @@ def _is_lifted(cls: type) -> bool:
 
 def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, ...]] | None,
                  tagger: Any, *, bridges: dict[Path, Any] | None = None,
-                 prefix: Callable[[], Path | None] | None = None) -> Callable[..., Any]:
+                 prefix: Callable[[], Path | None] | None = None,
+                 bridge_stack: list[Path] | None = None) -> Callable[..., Any]:
     """An ``nn.intercept_methods`` interceptor recording classes / per-slice shapes and tagging for feeds_norm.
 
     ``bridges`` collects the ``nnx.bridge.ToLinen`` *instances* (also those made inside ``@nn.compact``);
     ``prefix`` (linen run inside an NNX ``ToNNX``) gives the path to put in front of every module path,
-    or ``None`` for a module outside any bridge (left alone).
+    or ``None`` for a module outside any bridge (left alone); ``bridge_stack`` gets the path of each ``ToLinen``
+    while it runs (its NNX modules are tagged by ``_fallback.tagging_bridged``).
     """
     from flax.linen import Module
     from flax.nnx.bridge import ToLinen
@@ -75,6 +86,12 @@ def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, 
             owners.setdefault(path, cls)
         if bridges is not None and isinstance(module, ToLinen):
             bridges.setdefault(path, module)
+        if bridge_stack is not None and isinstance(module, ToLinen):
+            bridge_stack.append(path)
+            try:
+                return next_fun(*args, **kwargs)
+            finally:
+                bridge_stack.pop()
         is_call = ctx.method_name == "__call__"
         kind = kind_from_class(cls, LINEN_KINDS, "flax.linen") if tagger is not None and is_call else ""
         if kind.startswith("norm.") and args:
@@ -126,7 +143,10 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
         return model.apply({"params": params, **others}, *args, rngs=rngs, mutable=True, **kwargs)
 
     abstract_params = abstract(params)
-    with nn.intercept_methods(_interceptor(None, None, tagger)):
+    stack: list[Path] = []
+    tables = bridge_tables(bridges)
+    with nn.intercept_methods(_interceptor(None, None, tagger, bridge_stack=stack)), \
+            tagging_bridged(bridges, tables, stack, tagger) as tagged:
         closed = jax.make_jaxpr(forward)(abstract_params, abstract(others), abstract(s.arrays))
     invars = list(closed.jaxpr.invars)
     n_params = len(jax.tree.leaves(abstract_params))
@@ -134,7 +154,7 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
     data = invars[len(invars) - n_data:] if n_data else []
     uses = usage_from_jaxpr(closed, invars[:n_params], data)
     usage = merge_uses(leaf_paths(params), uses)
-    return LinenTrace(owners, slices, variables, tagger.analyze(closed), usage, bridges)
+    return LinenTrace(owners, slices, variables, tagger.analyze(closed), usage, bridges, tagged, tables)
 
 
 

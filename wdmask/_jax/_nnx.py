@@ -4,6 +4,13 @@ With a ``sample``, one abstract forward pass (``jax.make_jaxpr`` of ``nnx.merge(
 params as invars) gives the module call order, ``feeds_norm`` (conv/linear outputs and norm inputs are
 tagged by patching each module class's ``__call__`` for the trace, see ``_feeds_norm``) and every
 parameter's usage (``_usage``: the class keeps the layer kind, the graph decides the role).
+
+Linen modules wrapped by ``nnx.bridge.ToNNX`` are described by their linen classes: with a sample, an
+``nn.intercept_methods`` interceptor (the linen one, paths put under the bridge's) records every linen
+module the bridge runs, its per-slice shapes (``nn.scan``) and the ``feeds_norm`` tags; without one, the
+classes readable without a call (the wrapped module, its fields, what its ``setup`` makes); submodules
+made inside ``@nn.compact`` then get kinds from their auto-names, and explicit names are reported
+(``UnclassifiedWarning``).
 """
 
 from __future__ import annotations
