@@ -7,16 +7,21 @@ r"""Describing never crashes on structure it cannot trace: read what can be read
   intercept), the variables come from ``params=`` or from the module's own ``init`` run
   abstractly without interception, and the leaves are described from their names and partition
   metadata; an ``UnclassifiedWarning`` says why the classes are unknown.
-* NNX modules wrapped for linen (``nnx.bridge.ToLinen``): the linen trace sees one opaque
-  module; the wrapped NNX class is built abstractly (``nnx.eval_shape``) and its own classes
-  (``nnx.iter_modules``) give the kinds of the leaves under it.
+* NNX modules wrapped for linen (``nnx.bridge.ToLinen``, ``to_linen``), as the model, a dataclass
+  field or made inside ``@nn.compact`` (the linen trace records the instances): the trace sees one
+  opaque module; the wrapped NNX class is built abstractly (``nnx.eval_shape``) and its own classes
+  (``nnx.iter_modules``) give the kinds of the leaves under it, the graph their roles; during the
+  ``model.apply`` trace its conv/linear/norm classes are tagged so ``feeds_norm`` crosses the bridge.
+  A class that cannot be built abstractly is reported (``UnclassifiedWarning``).
+* Linen modules inside NNX (``nnx.bridge.ToNNX``) are handled by ``_nnx``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from wdmask._errors import MaskError, UnclassifiedWarning
@@ -96,6 +101,64 @@ def _nnx_owners(bridge: Any) -> dict[Path, Any] | None:
     return {tuple(str(p) for p in path): m for path, m in nnx.iter_modules(module)}
 
 
+@contextlib.contextmanager
+def tagging_bridged(bridges: dict[Path, Any], tables: dict[Path, dict[Path, Any] | None], stack: list[Path],
+                    tagger: Any) -> Iterator[set[Path]]:
+    """While a linen ``model.apply`` is traced: tag the NNX conv/linear outputs and norm inputs inside every
+    ``ToLinen`` bridge for ``feeds_norm`` (the NNX module classes' ``__call__`` patched for the trace, as the
+    NNX trace does). ``stack`` holds the paths of the bridges being called (the linen interceptor pushes them);
+    the NNX module made by a bridge gets its paths when its root ``__call__`` runs. Yields the bridge paths
+    whose module was seen (their inner ``feeds_norm`` is known). ``tables``: ``bridge_tables(bridges)``."""
+    from flax import nnx
+
+    from wdmask._jax._classes import NNX_KINDS, kind_from_class
+
+    classes = {type(m) for t in tables.values() if t for m in t.values()}
+    roots = {path: getattr(b, "nnx_class", None) for path, b in bridges.items()}
+    paths: dict[int, Path] = {}
+    alive: list[Any] = []  # keep the traced modules alive: their ids must not be reused during the trace
+    seen: set[Path] = set()
+    saved = {cls: cls.__dict__.get("__call__") for cls in classes}
+    calls = {cls: cls.__call__ for cls in classes}
+
+    def patched(cls: type) -> Any:
+        inner, kind = calls[cls], kind_from_class(cls, NNX_KINDS, "flax.nnx")
+
+        def recorded(self: Any, *a: Any, **k: Any) -> Any:
+            if id(self) not in paths and stack and roots.get(stack[-1]) is type(self):
+                alive.append(self)
+                seen.add(stack[-1])
+                for rel, m in nnx.iter_modules(self):
+                    paths.setdefault(id(m), (*stack[-1], *(str(p) for p in rel)))
+                    alive.append(m)
+            path = paths.get(id(self))
+            if path is None:
+                return inner(self, *a, **k)
+            if kind.startswith("norm.") and a:
+                a = (tagger.tag_input(path, a[0]), *a[1:])
+            out = inner(self, *a, **k)
+            return tagger.tag_output(path, out) if kind in ("conv", "linear") else out
+
+        return recorded
+
+    try:
+        for cls in classes:
+            cls.__call__ = patched(cls)  # type: ignore[method-assign]
+        yield seen
+    finally:
+        for cls, orig in saved.items():
+            if orig is None:
+                if "__call__" in cls.__dict__:
+                    del cls.__call__
+            else:
+                cls.__call__ = orig  # type: ignore[method-assign]
+
+
+def bridge_tables(bridges: dict[Path, Any]) -> dict[Path, dict[Path, Any] | None]:
+    """The NNX modules inside each ``ToLinen`` bridge, by path relative to it (``None``: cannot be built)."""
+    return {path: _nnx_owners(b) for path, b in bridges.items()}
+
+
 def _bridges(model: Any) -> dict[Path, Any]:
     """``ToLinen`` instances reachable as the model itself or dataclass fields of linen modules."""
     import flax.linen as nn
@@ -120,31 +183,53 @@ def _bridges(model: Any) -> dict[Path, Any]:
     return found
 
 
-def refine_bridged(inventory: list[ParamInfo], model: Any, owners: dict[Path, type]) -> list[ParamInfo]:
-    """Kinds of leaves under ``nnx.bridge.ToLinen`` from the wrapped NNX module's own classes."""
-    from flax.nnx import bridge
+def refine_bridged(inventory: list[ParamInfo], model: Any, trace: Any) -> list[ParamInfo]:
+    """Kinds of leaves under ``nnx.bridge.ToLinen`` from the wrapped NNX module's own classes.
 
-    if not any(isinstance(cls, type) and issubclass(cls, bridge.ToLinen) for cls in owners.values()):
+    The bridges are the instances the linen trace saw (``trace.bridges``: also those created inside
+    ``@nn.compact``) and those reachable as dataclass fields; the graph's usage (``trace.usage``) then
+    decides the role with the class's kind, as for any other leaf. A wrapped class that cannot be built
+    abstractly leaves its leaves as the trace described them and says so (``UnclassifiedWarning``).
+    """
+    bridges = dict(getattr(trace, "bridges", None) or {})
+    for path, b in _bridges(model).items():
+        bridges.setdefault(path, b)
+    if not bridges:
         return inventory
     from wdmask._jax._classes import NNX_KINDS, kind_from_class, module_type_name
     from wdmask._jax._tree import owner_of
     from wdmask._kinds import role_from_name
+    from wdmask._usage import with_usage
 
-    inner = {path: _nnx_owners(b) for path, b in _bridges(model).items()}
+    known = getattr(trace, "bridge_tables", None) or {}
+    inner = {path: known[path] if path in known else _nnx_owners(b) for path, b in bridges.items()}
+    usage = getattr(trace, "usage", None)
+    failed: dict[Path, str] = {}
     out = []
     for info in inventory:
         root = next((p for p in sorted(inner, key=len, reverse=True) if info.path[:len(p)] == p), None)
         table = inner.get(root) if root is not None else None
         if table is None:
+            if root is not None:
+                failed.setdefault(root, getattr(bridges[root], "nnx_class", type(bridges[root])).__name__)
             out.append(info)
             continue
         rel = info.path[len(root):]
         owner_path, module = owner_of(rel, table)
-        if module is None:
+        if module is None:  # pragma: no cover - the wrapped module itself owns the rest
             out.append(info)
             continue
         kind = kind_from_class(type(module), NNX_KINDS, "flax.nnx")
         role = role_from_name(kind, rel[-1], owner_path[-1] if owner_path else "")
-        out.append(dataclasses.replace(info, layer=kind, role=role, module_type=module_type_name(type(module)),
-                                       feeds_norm=None if kind in ("conv", "linear") else info.feeds_norm))
+        feeds = None if kind in ("conv", "linear") else info.feeds_norm
+        if kind in ("conv", "linear") and trace.feeds_norm is not None and root in (trace.tagged_bridges or ()):
+            feeds = trace.feeds_norm.get((*root, *owner_path), False)
+        new = dataclasses.replace(info, layer=kind, role=role, module_type=module_type_name(type(module)),
+                                  source="type", feeds_norm=feeds)
+        out.append(with_usage(new, usage.get(info.path)) if usage is not None else new)
+    if failed:
+        where = ", ".join(f"`{'.'.join(p) or '<root>'}` ({name})" for p, name in failed.items())
+        warnings.warn(f"describe(): could not build the NNX module wrapped by nnx.bridge.ToLinen at {where} "
+                      "abstractly; its leaves keep the kinds the linen trace and their names give (the NNX classes "
+                      "are unknown)", UnclassifiedWarning, stacklevel=4)
     return out

@@ -15,7 +15,14 @@ from typing import Any, NamedTuple
 
 from wdmask._errors import MaskError
 from wdmask._jax._classes import LINEN_KINDS, kind_from_class, module_type_name
-from wdmask._jax._fallback import describe_untraced, own_init, refine_bridged, traced_or_error
+from wdmask._jax._fallback import (
+    bridge_tables,
+    describe_untraced,
+    own_init,
+    refine_bridged,
+    tagging_bridged,
+    traced_or_error,
+)
 from wdmask._jax._plain import describe_tree
 from wdmask._jax._sample import Sample
 from wdmask._jax._stacks import box_metadata, slice_axes
@@ -42,6 +49,9 @@ class LinenTrace(NamedTuple):
     variables: Any  # abstract variables (ShapeDtypeStruct leaves)
     feeds_norm: dict[Path, bool] | None  # producer module path -> feeds a norm; None if not traced
     usage: dict[Path, tuple[Use, ...]] | None = None  # params leaf path -> uses; None if not traced
+    bridges: dict[Path, Any] | None = None  # module path -> nnx.bridge.ToLinen instance seen in the init trace
+    tagged_bridges: set[Path] | None = None  # bridges whose NNX module was tagged in the apply trace (feeds_norm)
+    bridge_tables: dict[Path, Any] | None = None  # bridge path -> its NNX modules by relative path (None: unbuilt)
 
 
 def _is_lifted(cls: type) -> bool:
@@ -50,18 +60,38 @@ def _is_lifted(cls: type) -> bool:
 
 
 def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, ...]] | None,
-                 tagger: Any) -> Callable[..., Any]:
-    """An ``nn.intercept_methods`` interceptor recording classes / per-slice shapes and tagging for feeds_norm."""
+                 tagger: Any, *, bridges: dict[Path, Any] | None = None,
+                 prefix: Callable[[], Path | None] | None = None,
+                 bridge_stack: list[Path] | None = None) -> Callable[..., Any]:
+    """An ``nn.intercept_methods`` interceptor recording classes / per-slice shapes and tagging for feeds_norm.
+
+    ``bridges`` collects the ``nnx.bridge.ToLinen`` *instances* (also those made inside ``@nn.compact``);
+    ``prefix`` (linen run inside an NNX ``ToNNX``) gives the path to put in front of every module path,
+    or ``None`` for a module outside any bridge (left alone); ``bridge_stack`` gets the path of each ``ToLinen``
+    while it runs (its NNX modules are tagged by ``_fallback.tagging_bridged``).
+    """
     from flax.linen import Module
+    from flax.nnx.bridge import ToLinen
 
     def interceptor(next_fun: Callable[..., Any], args: Any, kwargs: Any, ctx: Any) -> Any:
         module = ctx.module
         cls = type(module)
         if _is_lifted(cls) or not isinstance(module, Module):
             return next_fun(*args, **kwargs)
-        path = tuple(str(p) for p in module.path)
+        head = prefix() if prefix is not None else ()
+        if head is None:
+            return next_fun(*args, **kwargs)
+        path = (*head, *(str(p) for p in module.path))
         if owners is not None:
             owners.setdefault(path, cls)
+        if bridges is not None and isinstance(module, ToLinen):
+            bridges.setdefault(path, module)
+        if bridge_stack is not None and isinstance(module, ToLinen):
+            bridge_stack.append(path)
+            try:
+                return next_fun(*args, **kwargs)
+            finally:
+                bridge_stack.pop()
         is_call = ctx.method_name == "__call__"
         kind = kind_from_class(cls, LINEN_KINDS, "flax.linen") if tagger is not None and is_call else ""
         if kind.startswith("norm.") and args:
@@ -92,16 +122,17 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
     s = Sample.of(sample, sample_kwargs)
     owners: dict[Path, type] = {}
     slices: dict[Path, tuple[int, ...]] = {}
+    bridges: dict[Path, Any] = {}
 
     def init(arrays: Any) -> Any:
         rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
         args, kwargs = s.rebuild(arrays)
         return own_init(model)(rngs, *args, **kwargs)
 
-    with nn.intercept_methods(_interceptor(owners, slices, None)):
+    with nn.intercept_methods(_interceptor(owners, slices, None, bridges=bridges)):
         variables = jax.eval_shape(init, abstract(s.arrays))
     if not feeds_norm:
-        return LinenTrace(owners, slices, variables, None)
+        return LinenTrace(owners, slices, variables, None, bridges=bridges)
     params = variables.get("params", {}) if isinstance(variables, Mapping) else {}
     others = {k: v for k, v in variables.items() if k != "params"} if isinstance(variables, Mapping) else {}
     tagger = _feeds_norm.Tagger()
@@ -112,7 +143,10 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
         return model.apply({"params": params, **others}, *args, rngs=rngs, mutable=True, **kwargs)
 
     abstract_params = abstract(params)
-    with nn.intercept_methods(_interceptor(None, None, tagger)):
+    stack: list[Path] = []
+    tables = bridge_tables(bridges)
+    with nn.intercept_methods(_interceptor(None, None, tagger, bridge_stack=stack)), \
+            tagging_bridged(bridges, tables, stack, tagger) as tagged:
         closed = jax.make_jaxpr(forward)(abstract_params, abstract(others), abstract(s.arrays))
     invars = list(closed.jaxpr.invars)
     n_params = len(jax.tree.leaves(abstract_params))
@@ -120,7 +154,7 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
     data = invars[len(invars) - n_data:] if n_data else []
     uses = usage_from_jaxpr(closed, invars[:n_params], data)
     usage = merge_uses(leaf_paths(params), uses)
-    return LinenTrace(owners, slices, variables, tagger.analyze(closed), usage)
+    return LinenTrace(owners, slices, variables, tagger.analyze(closed), usage, bridges, tagged, tables)
 
 
 
@@ -170,7 +204,7 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
         info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
                          module_type_name(cls), "type", declared, stacked_axes=axes)
         out.append(with_usage(info, trace.usage.get(leaf.path) if trace.usage is not None else None))
-    return refine_bridged(out, model, trace.owners), list(trace.owners)
+    return refine_bridged(out, model, trace), list(trace.owners)
 
 
 def linen_call_order(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | None = None) -> list[Path]:

@@ -4,18 +4,34 @@ With a ``sample``, one abstract forward pass (``jax.make_jaxpr`` of ``nnx.merge(
 params as invars) gives the module call order, ``feeds_norm`` (conv/linear outputs and norm inputs are
 tagged by patching each module class's ``__call__`` for the trace, see ``_feeds_norm``) and every
 parameter's usage (``_usage``: the class keeps the layer kind, the graph decides the role).
+
+Linen modules wrapped by ``nnx.bridge.ToNNX`` are described by their linen classes: with a sample, an
+``nn.intercept_methods`` interceptor (the linen one, paths put under the bridge's) records every linen
+module the bridge runs, its per-slice shapes (``nn.scan``) and the ``feeds_norm`` tags; without one, the
+classes readable without a call (the wrapped module, its fields, what its ``setup`` makes); submodules
+made inside ``@nn.compact`` then get kinds from their auto-names, and explicit names are reported
+(``UnclassifiedWarning``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from wdmask._errors import MaskError
-from wdmask._jax._classes import NNX_KINDS, _stacked_from_ndim, expected_ndim, kind_from_class, module_type_name
+from wdmask._errors import MaskError, UnclassifiedWarning
+from wdmask._jax._classes import (
+    LINEN_KINDS,
+    NNX_KINDS,
+    _stacked_from_ndim,
+    expected_ndim,
+    kind_from_class,
+    module_type_name,
+)
 from wdmask._jax._sample import Sample
-from wdmask._jax._stacks import box_metadata, nnx_axes
-from wdmask._jax._tree import PyTree, first_difference, flatten, owner_of
+from wdmask._jax._stacks import box_metadata, metadata_axes, nnx_axes, slice_axes, with_axes
+from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, owner_of
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
 from wdmask._usage import Use, with_usage
@@ -27,14 +43,18 @@ class NnxTrace(NamedTuple):
     order: list[Path]  # module paths in first-call order
     feeds_norm: dict[Path, bool]  # conv/linear module path -> feeds a norm
     usage: dict[Path, tuple[Use, ...]]  # param leaf path -> uses
+    linen: dict[Path, type] | None = None  # linen module path (under a ToNNX) -> class, from the interceptor
+    linen_slices: dict[Path, tuple[int, ...]] | None = None  # leaf path -> per-slice shape inside linen
 
 
 def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | None = None) -> NnxTrace:
     """One ``jax.make_jaxpr`` of the forward pass on a merged copy of ``model`` (the model is not touched)."""
+    import flax.linen as nn
     import jax
     from flax import nnx
 
     from wdmask._jax import _feeds_norm
+    from wdmask._jax._linen import _interceptor
     from wdmask._jax._usage import abstract, leaf_paths, merge_uses, usage_from_jaxpr
 
     s = Sample.of(sample, sample_kwargs)
@@ -42,6 +62,10 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
     order: dict[Path, None] = {}
     tagger = _feeds_norm.Tagger()
     kinds: dict[type, str] = {}
+    linen: dict[Path, type] = {}
+    linen_slices: dict[Path, tuple[int, ...]] = {}
+    inside: list[Path] = []  # paths of the ToNNX bridges being called, innermost last
+    interceptor = _interceptor(linen, linen_slices, tagger, prefix=lambda: inside[-1] if inside else None)
 
     def forward(params: Any, rest: Any, arrays: Any) -> Any:
         copy = nnx.merge(graphdef, params, rest)
@@ -62,6 +86,16 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
                     order.setdefault(path, None)
                     if _kind.startswith("norm.") and a:
                         a = (tagger.tag_input(path, a[0]), *a[1:])
+                    if isinstance(self, nnx.bridge.ToNNX):  # its linen modules: classes via the interceptor
+                        inside.append(path)
+                        try:
+                            with nn.intercept_methods(interceptor):
+                                out = _inner(self, *a, **k)
+                        finally:
+                            inside.pop()
+                        for p in list(linen):  # linen modules in call order, right after their bridge
+                            order.setdefault(p, None)
+                        return out
                     out = _inner(self, *a, **k)
                     if _kind in ("conv", "linear"):
                         out = tagger.tag_output(path, out)
@@ -84,7 +118,7 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
     n_data = len(jax.tree.leaves(abstract(s.arrays)))
     data = invars[len(invars) - n_data:] if n_data else []
     usage = merge_uses(leaf_paths(params), usage_from_jaxpr(closed, invars[:n_params], data))
-    return NnxTrace(list(order), tagger.analyze(closed), usage)
+    return NnxTrace(list(order), tagger.analyze(closed), usage, linen, linen_slices)
 
 
 def describe_nnx(model: Any, params: PyTree | None, sample: Any = None, *,
@@ -116,11 +150,20 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
     declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
     meta = box_metadata(nnx.state(model, nnx.Param))  # sharding names / param_scan_axis: which axis is stacked
     out = []
+    static: dict[Path, dict[Path, type]] = {}  # ToNNX path -> its linen classes readable without a call
+    unknown: list[str] = []  # bridged leaves whose linen class is not known (described from names)
     for leaf in leaves:
         if not leaf.trainable:
             continue
         owner_path, module = owner_of(leaf.path, owners)
         name = leaf.path[-1] if leaf.path else ""
+        if isinstance(module, nnx.bridge.ToNNX):
+            if owner_path not in static:
+                static[owner_path] = _linen_classes(module)
+            info = _bridged(leaf, owner_path, static[owner_path], trace, meta.get(leaf.path), unknown)
+            out.append(dataclasses.replace(info, declared="no_decay" if leaf.declared or leaf.path in declared_paths
+                                           else info.declared))
+            continue
         kind = kind_from_class(type(module), NNX_KINDS, "flax.nnx")
         role = role_from_name(kind, name, owner_path[-1] if owner_path else "")
         ranked = _stacked_from_ndim(leaf.shape, expected_ndim(kind, role, module))
@@ -132,4 +175,79 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
         info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
                          module_type_name(type(module)), "type", declared, stacked_axes=axes)
         out.append(with_usage(info, trace.usage.get(leaf.path) if trace is not None else None))
+    if unknown:
+        warnings.warn(
+            f"describe(): {len(unknown)} parameter(s) of linen modules wrapped by nnx.bridge.ToNNX have no known "
+            f"layer kind: {', '.join(unknown[:8])}{', ...' if len(unknown) > 8 else ''} (submodules created inside "
+            "@nn.compact exist only while the module runs; without `sample=` only Flax auto-names such as `Dense_0` "
+            "give a kind, explicit names stay layer `other`). Pass `sample=` (the model's inputs) to get the exact "
+            "linen classes",
+            UnclassifiedWarning, stacklevel=4)
     return out, trace.order if trace is not None else None
+
+
+def _linen_classes(bridge: Any) -> dict[Path, type]:
+    """Classes of the linen modules a ``ToNNX`` wraps that can be read without calling it, by path relative to
+    the bridge: the wrapped module itself, its dataclass-field submodules and those its ``setup`` makes (bound to
+    the bridge's variables). Submodules made inside ``@nn.compact`` exist only during a call: not here."""
+    import flax.linen as nn
+    from flax.nnx.bridge import variables as bv
+
+    root = bridge.to_nnx__module
+    table: dict[Path, type] = {(): type(root)}
+    try:
+        attrs = {k: v for k, v in vars(bridge).items() if not k.startswith(("to_nnx__", "_pytree__"))}
+        bound = root.bind(bv.nnx_attrs_to_linen_vars(attrs))
+    except Exception:  # variables the bridge cannot convert: only the wrapped class is known
+        return table
+
+    def visit(m: Any, path: Path, depth: int) -> None:
+        try:
+            m._try_setup()
+            children = dict(m._state.children)
+        except Exception:
+            return
+        for name, child in children.items():
+            if isinstance(child, nn.Module) and depth < 32:
+                table.setdefault((*path, str(name)), type(child))
+                visit(child, (*path, str(name)), depth + 1)
+
+    visit(bound, (), 0)
+    return table
+
+
+def _bridged(leaf: Leaf, bridge_path: Path, static: dict[Path, type], trace: NnxTrace | None,
+             meta: Any, unknown: list[str]) -> ParamInfo:
+    """A leaf of a linen module wrapped by ``nnx.bridge.ToNNX``: its linen class from the trace's interceptor
+    (with a sample) or from what the module states without a call, else from its names (listed in ``unknown``)."""
+    from wdmask._jax._plain import describe_tree
+
+    rel = leaf.path[len(bridge_path):]
+    name = rel[-1] if rel else ""
+    cls, axes, owner_name = None, None, ""
+    if trace is not None and trace.linen:
+        owner_path, cls = owner_of(leaf.path, {p: c for p, c in trace.linen.items() if p[:len(bridge_path)]
+                                               == bridge_path})
+        owner_name = owner_path[-1] if len(owner_path) > len(bridge_path) else ""
+        piece = (trace.linen_slices or {}).get(leaf.path)
+        if cls is not None:
+            axes = slice_axes(leaf.shape, piece, meta)
+    if cls is None and rel[:-1] in static:  # the immediate owner only: an ancestor's class is not the leaf's
+        cls, owner_name = static[rel[:-1]], (rel[-2] if len(rel) >= 2 else "")
+    if cls is None:  # names: an auto-name (`Dense_0`) gives the kind; an explicit one (`head`) is reported
+        info = describe_tree([leaf])[0]
+        if info.layer == "other":
+            unknown.append(".".join(leaf.path))
+        return with_usage(with_axes(info, metadata_axes(info.shape, meta)),
+                          trace.usage.get(leaf.path) if trace is not None else None)
+    kind = kind_from_class(cls, LINEN_KINDS, "flax.linen")
+    role = role_from_name(kind, name, owner_name)
+    if axes is None:
+        axes = nnx_axes(leaf.shape, None, kind, role, _stacked_from_ndim(leaf.shape, expected_ndim(
+            kind, role, None, owner_name)), meta)
+    feeds = None
+    if trace is not None:
+        feeds = trace.feeds_norm.get(leaf.path[:-1], False) if kind in ("conv", "linear") else False
+    info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds, module_type_name(cls),
+                     "type", "", stacked_axes=axes)
+    return with_usage(info, trace.usage.get(leaf.path) if trace is not None else None)
