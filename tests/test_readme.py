@@ -1,12 +1,11 @@
 """Every ```python block of the README runs on its own, as pasted into a fresh interpreter.
 
-A block followed directly by a ```text block must print exactly that text (trailing spaces aside).
+A block followed directly by a ```text block must print exactly that text (trailing spaces aside). Each block is
+its own test, so pytest-xdist runs them on all cores alongside the rest of the suite.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import os
 import pathlib
 import re
@@ -51,18 +50,9 @@ def _run(code: str, cwd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
-@functools.cache
-def _results(cwd: str) -> dict[int, subprocess.CompletedProcess[str]]:
-    """Every block run once, as many at a time as there are cores (each is a fresh interpreter)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        futures = {line: pool.submit(_run, code, cwd) for line, code, _ in BLOCKS}
-        return {line: f.result() for line, f in futures.items()}
-
-
 @pytest.mark.parametrize(("line", "code", "expected"), BLOCKS, ids=[f"line{b[0]}" for b in BLOCKS])
-def test_readme_block(line: int, code: str, expected: str | None, tmp_path_factory: pytest.TempPathFactory) -> None:
-    del code  # run with the others, once
-    proc = _results(str(tmp_path_factory.getbasetemp()))[line]
+def test_readme_block(line: int, code: str, expected: str | None, tmp_path: pathlib.Path) -> None:
+    proc = _run(code, str(tmp_path))
     assert proc.returncode == 0, f"README block at line {line} failed:\n{proc.stderr[-3000:]}"
     if expected is not None:
         assert _clean(proc.stdout) == _clean(expected), f"README block at line {line} printed:\n{proc.stdout}"
