@@ -56,3 +56,24 @@ def test_readme_block(line: int, code: str, expected: str | None, tmp_path: path
     assert proc.returncode == 0, f"README block at line {line} failed:\n{proc.stderr[-3000:]}"
     if expected is not None:
         assert _clean(proc.stdout) == _clean(expected), f"README block at line {line} printed:\n{proc.stdout}"
+
+
+DOCS = sorted((README.parent / "docs").rglob("*.md"))
+_SEP = "\x00--- next block ---"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [p for p in DOCS if blocks(p.read_text())],
+                         ids=lambda p: str(p.relative_to(README.parent)))
+def test_docs_page(page: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """A docs page is a tutorial: its python blocks run in order in one fresh interpreter, each printing what
+    the page shows after it."""
+    found = blocks(page.read_text())
+    code = f"\nprint({_SEP!r})\n".join(body for _, body, _ in found)
+    proc = _run(code, str(tmp_path))
+    assert proc.returncode == 0, f"{page.name}: a block failed:\n{proc.stderr[-3000:]}"
+    outputs = proc.stdout.split(_SEP + "\n")
+    assert len(outputs) == len(found)
+    for (line, _, expected), out in zip(found, outputs, strict=True):
+        if expected is not None:
+            assert _clean(out) == _clean(expected), f"{page.name}, block at line {line} printed:\n{out}"
