@@ -47,10 +47,12 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} µs"
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], *, rounds: int, reps: int = 1) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], Any]], *, rounds: int, reps: int = 1,
+                collector: bool = False) -> dict[str, list[float]]:
     """Seconds per call of each function, ``rounds`` samples each, taken in rotating order (A B C, B C A, ...).
 
-    Each sample is the mean over ``reps`` back-to-back calls; the garbage collector is off while timing.
+    Each sample is the mean over ``reps`` back-to-back calls; the garbage collector is off while timing
+    (``collector=True``: on, as a program runs, after a full collection before each sample).
     Rotating the order puts every contender in every slot, so a slow drift of the (shared, noisy)
     machine hits all of them alike; compare with ``paired_ratio`` (median of per-round ratios).
     """
@@ -64,10 +66,14 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, rounds: int, reps: int = 1
             shift = r % len(names)
             for k in names[shift:] + names[:shift]:
                 fn = fns[k]
+                if collector:
+                    gc.collect()
+                    gc.enable()
                 t = time.perf_counter()
                 for _ in range(reps):
                     fn()
                 out[k].append((time.perf_counter() - t) / reps)
+                gc.disable()
     finally:
         if was_enabled:
             gc.enable()
