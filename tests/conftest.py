@@ -1,15 +1,19 @@
 """Shared test set-up: float64 available in JAX (parity needs it); each test sets dtypes explicitly."""
 
 import importlib.util
+import os
+
+import pytest
+
+# One intra-op thread per test process: pytest-xdist runs one process per core, and a second OpenMP thread
+# spin-waits on a busy core (a tiny torch step went from 0.01 s to 1.4 s). Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 _jax = importlib.util.find_spec("jax")
 if _jax is not None and _jax.origin is not None:  # not the tests/jax folder seen as a namespace package
     import jax
 
     jax.config.update("jax_enable_x64", True)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
