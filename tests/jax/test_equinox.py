@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -73,12 +74,35 @@ BLOCK_DECAY = {"emb.weight": True, "ln.weight": False, "ln.bias": False,
                "mlp.layers.1.weight": True, "mlp.layers.1.bias": False, "out_norm.weight": False}
 
 
+def _build(make, *args, seed=0):
+    """``make(*args)`` with its arrays drawn by numpy: shapes from ``eqx.filter_eval_shape``, nothing compiled.
+
+    A jax.random initialisation compiles every sampler, eagerly or jitted: 3-5 s per model here, more than
+    all the rest of this file. The tests need real arrays of the right shapes, not Equinox's init values.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(s):
+        if not isinstance(s, jax.ShapeDtypeStruct):
+            return s
+        if not jnp.issubdtype(s.dtype, jnp.inexact):
+            return jnp.zeros(s.shape, s.dtype)
+        return jnp.asarray(rng.uniform(-0.5, 0.5, s.shape).astype(s.dtype))
+
+    return jax.tree_util.tree_map(draw, eqx.filter_eval_shape(make, *args))
+
+
+@functools.cache  # Equinox models are immutable: one per session
 def _cnn():
-    return eqx.nn.make_with_state(CNN)(jax.random.key(0))
+    return _build(eqx.nn.make_with_state(CNN), jax.random.key(0))
 
 
-@pytest.mark.parametrize("build, expected", [(lambda: _cnn()[0], CNN_DECAY),
-                                             (lambda: Block(jax.random.key(1)), BLOCK_DECAY)])
+@functools.cache
+def _block():
+    return _build(Block, jax.random.key(1), seed=1)
+
+
+@pytest.mark.parametrize("build, expected", [(lambda: _cnn()[0], CNN_DECAY), (_block, BLOCK_DECAY)])
 def test_standard_decisions_and_mask_structure(build, expected):
     model = build()
     inventory = wdmask.describe(model)
@@ -94,7 +118,7 @@ def test_standard_decisions_and_mask_structure(build, expected):
 
 
 def test_kinds_and_stateindex_state_is_not_trainable():
-    inv = {i.dotted: i for i in wdmask.describe(Block(jax.random.key(1)))}
+    inv = {i.dotted: i for i in wdmask.describe(_block())}
     assert (inv["rms.weight"].layer, inv["rms.weight"].module_type) == ("norm.rms", f"{__name__}.MyRMSNorm")
     assert inv["out_norm.weight"].layer.startswith("norm.") and inv["out_norm.weight"].role == "scale"
     assert inv["attn.query_proj.weight"].module_type == "equinox.nn.Linear"
@@ -107,14 +131,17 @@ def test_kinds_and_stateindex_state_is_not_trainable():
 
 
 def test_prelu_gru_conv_bias_and_stacked_linear():
-    k = jax.random.key(2)
-    assert [(i.dotted, i.role) for i in wdmask.describe(eqx.nn.PReLU())] == [("negative_slope", "gain")]
-    assert [(i.dotted, i.layer, i.role) for i in wdmask.describe(eqx.nn.GRUCell(3, 4, key=k))] == [
+    def build(k):
+        stacked = eqx.filter_vmap(lambda kk: eqx.nn.Linear(3, 4, key=kk))(jax.random.split(k, 5))
+        return eqx.nn.PReLU(), eqx.nn.GRUCell(3, 4, key=k), eqx.nn.Conv2d(3, 4, 3, key=k), stacked
+
+    prelu, gru, conv, stacked = _build(build, jax.random.key(2))
+    assert [(i.dotted, i.role) for i in wdmask.describe(prelu)] == [("negative_slope", "gain")]
+    assert [(i.dotted, i.layer, i.role) for i in wdmask.describe(gru)] == [
         ("weight_ih", "linear", "kernel"), ("weight_hh", "linear", "kernel"), ("bias", "linear", "bias"),
         ("bias_n", "linear", "bias")]
-    conv = {i.dotted: i for i in wdmask.describe(eqx.nn.Conv2d(3, 4, 3, key=k))}
+    conv = {i.dotted: i for i in wdmask.describe(conv)}
     assert conv["bias"].shape == (4, 1, 1) and conv["bias"].stacked == 0  # equinox conv biases are 3-D
-    stacked = eqx.filter_vmap(lambda kk: eqx.nn.Linear(3, 4, key=kk))(jax.random.split(k, 5))
     assert [(i.dotted, i.shape, i.stacked_axes) for i in wdmask.describe(stacked)] == [
         ("weight", (5, 4, 3), (0,)), ("bias", (5, 4), (0,))]
 
@@ -124,7 +151,7 @@ def test_usage_merge_with_a_hand_made_trace():
         mix: jax.Array
         lin: eqx.nn.Linear
 
-    model = Scaled(jnp.ones(4), eqx.nn.Linear(4, 4, key=jax.random.key(3)))
+    model = _build(lambda k: Scaled(jnp.ones(4), eqx.nn.Linear(4, 4, key=k)), jax.random.key(3))
     uses = {("mix",): (Use("mul"),), ("lin", "weight"): (Use("contract"),), ("lin", "bias"): (Use("add"),)}
     inv = {i.dotted: i for i in describe_equinox(model, uses=uses)}
     assert (inv["mix"].role, inv["mix"].source, inv["mix"].usage) == ("gain", "graph", ("mul",))
@@ -136,8 +163,8 @@ def test_usage_merge_with_a_hand_made_trace():
 def test_three_jitted_sgd_steps_match_a_hand_written_update():
     model, state = _cnn()
     lr, wd = 0.1, 0.05
-    x = jax.random.normal(jax.random.key(4), (6, 3, 5, 5))
-    y = jax.random.normal(jax.random.key(5), (6, 2))
+    rng = np.random.default_rng(4)  # numpy: a jax.random draw compiles for ~0.5 s
+    x, y = jnp.asarray(rng.standard_normal((6, 3, 5, 5))), jnp.asarray(rng.standard_normal((6, 2)))
 
     def loss(model, state):
         out, state = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)
@@ -156,13 +183,18 @@ def test_three_jitted_sgd_steps_match_a_hand_written_update():
     hand_mask = eqx.filter(model, eqx.is_inexact_array)
     flags = iter(CNN_DECAY.values())  # a hand-made mask: bools from the principle, in leaf order
     hand_mask = jax.tree_util.tree_map(lambda _: next(flags), hand_mask)
-    m_model, m_state, h_model, h_state = model, state, model, state
-    for _ in range(3):
-        m_model, m_state, opt_state = step(m_model, m_state, opt_state)
+
+    @eqx.filter_jit
+    def hand_step(h_model, h_state):
         g, h_state = grad(h_model, h_state)
         p = eqx.filter(h_model, eqx.is_inexact_array)
         new = jax.tree_util.tree_map(lambda t, gi, mi: t - lr * (gi + wd * float(mi) * t), p, g, hand_mask)
-        h_model = eqx.combine(new, eqx.filter(h_model, eqx.is_inexact_array, inverse=True))
+        return eqx.combine(new, eqx.filter(h_model, eqx.is_inexact_array, inverse=True)), h_state
+
+    m_model, m_state, h_model, h_state = model, state, model, state
+    for _ in range(3):
+        m_model, m_state, opt_state = step(m_model, m_state, opt_state)
+        h_model, h_state = hand_step(h_model, h_state)
     got = jax.tree_util.tree_leaves(eqx.filter(m_model, eqx.is_inexact_array))
     want = jax.tree_util.tree_leaves(eqx.filter(h_model, eqx.is_inexact_array))
     for a, b in zip(got, want, strict=True):
@@ -171,11 +203,12 @@ def test_three_jitted_sgd_steps_match_a_hand_written_update():
 
 
 def test_adamw_mask_and_full_model_error():
-    model = Block(jax.random.key(1))
+    model = _block()
     params = eqx.filter(model, eqx.is_inexact_array)
     tx = optax.adamw(1e-3, weight_decay=0.1, mask=wdmask.mask(params, wdmask.presets.standard, model=model))
-    state = tx.init(params)
-    updates, _ = tx.update(jax.tree_util.tree_map(jnp.zeros_like, params), state, params)
+    # shapes suffice: optax.masked fails on a mask of another structure while tracing (eagerly: ~50 compiles)
+    state = jax.eval_shape(tx.init, params)
+    updates, _ = jax.eval_shape(tx.update, params, state, params)
     assert jax.tree_util.tree_structure(updates) == jax.tree_util.tree_structure(params)
     with pytest.raises(wdmask.MaskError, match=r"eqx\.filter"):  # the unfiltered model given to init
         wdmask.decay(0.1).init(model)

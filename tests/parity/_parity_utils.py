@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -21,6 +22,10 @@ from wdmask._jax._order import flax_inventory
 from wdmask._pair import flax_axes, pair
 from wdmask_torch import models as torch_models
 from wdmask_torch._port import to_flax
+
+# torch's 2 OpenMP threads spin-wait whenever the other core is busy (another pytest worker): the tiny
+# ResNet's float64 forward+backward took 1.4 s with 2 threads and 0.01 s with 1 on this 2-core machine.
+torch.set_num_threads(1)
 
 LR, WD, MOMENTUM = 0.02, 5e-4, 0.9
 ADAM, ADAM_LR = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}, 2e-3
@@ -65,17 +70,25 @@ def nhwc(x: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class Twins:
-    """A torch model and its linen twin with ported weights."""
+    """A torch model and its linen twin with ported weights; ``pairs`` matches their leaves in call order."""
 
     torch_model: torch.nn.Module
     flax_model: Any
     variables: dict[str, Any]
     sample: jax.Array
     example: torch.Tensor
+    pairs: list[tuple[wdmask.ParamInfo, wdmask.ParamInfo]]
 
 
 def twins(arch: str, dtype: str = "float64", seed: int = 0) -> Twins:
-    """Build both models, ``dtype`` on both sides, torch initialisation ported to Flax."""
+    """Both models, ``dtype`` on both sides, torch initialisation ported to Flax; a fresh torch copy per call."""
+    base = _twins(arch, dtype, seed)
+    return dataclasses.replace(base, torch_model=copy.deepcopy(base.torch_model))  # Flax arrays are immutable
+
+
+@functools.cache
+def _twins(arch: str, dtype: str, seed: int) -> Twins:
+    """Built once per session: the build traces the Flax model twice (shapes, port order), ~1-2 s a call."""
     make_torch, make_flax, kw = ARCHS[arch]
     torch.manual_seed(seed)
     tdtype = getattr(torch, dtype)
@@ -85,7 +98,8 @@ def twins(arch: str, dtype: str = "float64", seed: int = 0) -> Twins:
     example = torch.zeros(2, 3, SIZE, SIZE, dtype=tdtype)
     shapes = jax.eval_shape(flax_model.init, jax.random.key(0), sample)
     variables = to_flax(torch_model, shapes, flax_model=flax_model, sample=sample)
-    return Twins(torch_model, flax_model, variables, sample, example)
+    pairs = pair(wdmask_torch.describe(torch_model), flax_inventory(flax_model, sample=sample))
+    return Twins(torch_model, flax_model, variables, sample, example, pairs)
 
 
 class BNCounter:
@@ -133,7 +147,7 @@ class Trainer:
                     if isinstance(m, torch.nn.BatchNorm2d)}
         self.steps = 0
         model = tw.flax_model
-        self.pairs = pair(wdmask_torch.describe(tw.torch_model), flax_inventory(model, sample=tw.sample))
+        self.pairs = tw.pairs
         self.tensors = dict(zip([i.path for i in wdmask_torch.describe(tw.torch_model)],
                                 tw.torch_model.parameters(), strict=True))
 
