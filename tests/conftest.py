@@ -5,9 +5,13 @@ import os
 
 import pytest
 
+XLA_TEST_FLAGS = "--xla_backend_optimization_level=0"
+
 # One intra-op thread per test process: pytest-xdist runs one process per core, and a second OpenMP thread
 # spin-waits on a busy core (a tiny torch step went from 0.01 s to 1.4 s). Set before torch is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests compile hundreds of small XLA programs once each: LLVM's optimization passes cost more than they save.
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
 
 _jax = importlib.util.find_spec("jax")
 if _jax is not None and _jax.origin is not None:  # not the tests/jax folder seen as a namespace package
