@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from wdmask._errors import MaskError, UnclassifiedWarning
+from wdmask._jax._feeds_norm import restore_calls
 from wdmask._jax._tree import PyTree
 from wdmask._types import ParamInfo, Path
 
@@ -146,12 +147,7 @@ def tagging_bridged(bridges: dict[Path, Any], tables: dict[Path, dict[Path, Any]
             cls.__call__ = patched(cls)  # type: ignore[method-assign]
         yield seen
     finally:
-        for cls, orig in saved.items():
-            if orig is None:
-                if "__call__" in cls.__dict__:
-                    del cls.__call__
-            else:
-                cls.__call__ = orig  # type: ignore[method-assign]
+        restore_calls(saved)
 
 
 def bridge_tables(bridges: dict[Path, Any]) -> dict[Path, dict[Path, Any] | None]:

@@ -175,3 +175,14 @@ def analyze(closed_jaxpr: Any, outputs: dict[str, Path], inputs: set[str]) -> di
 
     visit(closed_jaxpr.jaxpr, ())
     return verdicts
+
+
+def restore_calls(saved: dict[type, Any]) -> None:
+    """Undo ``cls.__call__`` patches: ``saved`` maps each patched class to its own ``__call__`` (``None``: it had
+    none and inherited it)."""
+    for cls, orig in saved.items():
+        if orig is None:
+            if "__call__" in cls.__dict__:
+                del cls.__call__
+        else:
+            cls.__call__ = orig  # type: ignore[method-assign]

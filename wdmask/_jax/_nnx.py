@@ -104,12 +104,7 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
                 cls.__call__ = recorded  # type: ignore[method-assign]
             return s.call(copy, arrays)
         finally:
-            for cls, orig in saved.items():
-                if orig is None:
-                    if "__call__" in cls.__dict__:
-                        del cls.__call__
-                else:
-                    cls.__call__ = orig  # type: ignore[method-assign]
+            _feeds_norm.restore_calls(saved)
 
     abstract_params = abstract(params)
     closed = jax.make_jaxpr(forward)(abstract_params, rest, abstract(s.arrays))
