@@ -170,6 +170,8 @@ def trusted_info(path: Path, shape: tuple[int, ...], dtype: str, layer: str, rol
     return info
 
 
+assert set(trusted_info(("a",), (1,), "float32", "other", "other", 0, "shape", "").__dict__) == {
+    f.name for f in dataclasses.fields(ParamInfo)} | {"dotted"}, "trusted_info must write every ParamInfo field"
 _fast_init.__qualname__ = "ParamInfo.__init__"
 assert tuple(f.name for f in dataclasses.fields(ParamInfo)) == _fast_init.__code__.co_varnames[1:14]
 ParamInfo.__init__ = _fast_init  # type: ignore[method-assign]
