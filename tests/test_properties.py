@@ -4,12 +4,13 @@ import dataclasses
 import math
 import warnings
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wdmask
 from wdmask import ParamInfo, Rule, Rules
-from wdmask._types import LAYER_KINDS, ROLES
+from wdmask._types import LAYER_KINDS, ROLES, Inventory
 
 segments = st.sampled_from(["layer1", "layer2", "0", "1", "conv1", "bn1", "fc", "attn", "ln"])
 leaf_names = st.sampled_from(["weight", "bias", "scale", "kernel", "embedding"])
@@ -154,3 +155,57 @@ def test_memoized_decide_equals_last_match_wins(inv, rs, without_path_rules, dat
             assert f"rules[{k}] " in reported[0]
     else:
         assert reported == []
+
+
+def _as_kinds(inv):
+    """``inv`` as an ``Inventory`` of kinds: leaves equal in every field but path and shape (of equal rank)
+    share one kind, the first of them."""
+    kinds, kind_of, index = [], [], {}
+    for info in inv:
+        fields = dataclasses.asdict(info)
+        fields.pop("path")
+        fields["shape"] = len(info.shape)
+        key = repr(sorted(fields.items()))
+        if key not in index:
+            index[key] = len(kinds)
+            kinds.append(info)
+        kind_of.append(index[key])
+    return Inventory(kinds, kind_of, [i.path for i in inv], [i.shape for i in inv])
+
+
+def _decide_recorded(inv, rs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = wdmask.decide(inv, rs)
+    return got, [(w.category, str(w.message)) for w in caught]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(inventories(), repeated_inventories()), rules(), st.data())
+def test_an_inventory_of_kinds_is_decided_as_its_leaves(inv, rs, data):
+    # a kind rule (unclassified leaves left to the default are reported, in leaf order), a feeds_norm rule
+    # (unknown feeds_norm reported) and a path rule that tells apart leaves of one kind
+    extra = [Rule(role="bias", decay=False), Rule(feeds_norm=True, decay=False), Rule(path="layer0.**", multiplier=2.0)]
+    rs = Rules([dataclasses.replace(r, optional=data.draw(_booleans)) for r in (*rs, *extra)
+                if data.draw(_booleans)], default=rs.default)
+    grouped = _as_kinds(inv)
+    assert list(grouped) == inv and len(grouped) == len(inv) and grouped[-1] == inv[-1]
+    got, reports = _decide_recorded(grouped, rs)
+    assert (got, reports) == _decide_recorded(inv, rs)  # the same decisions, reasons and warnings
+    assert {p: (d.multiplier, d.rule) for p, d in got.items()} == _last_match_wins(inv, rs)
+
+
+def test_an_inventory_of_kinds_with_a_repeated_path_is_refused():
+    kind = ParamInfo(("a", "bias"), (2,), layer="linear", role="bias")
+    grouped = Inventory([kind], [0, 0, 0], [("a", "bias"), ("b", "bias"), ("a", "bias")], [(2,), (2,), (3,)])
+    with pytest.raises(wdmask.RuleError, match=r"two parameters share the path 'a\.bias'"):
+        wdmask.decide(grouped, wdmask.presets.standard)
+
+
+def test_guesses_in_an_inventory_of_kinds_are_listed_in_leaf_order():
+    a, b = ParamInfo(("l0", "a"), (2,)), ParamInfo(("l0", "b"), (2, 2))  # unclassified: layer and role "other"
+    grouped = Inventory([a, b], [0, 1, 0, 1], [("l0", "a"), ("l0", "b"), ("l1", "a"), ("l1", "b")], [(2,), (2, 2)] * 2)
+    with pytest.warns(wdmask.UnclassifiedWarning) as caught:
+        wdmask.decide(grouped, wdmask.presets.standard)
+    assert "4 parameter(s) have no known layer kind or role and were decayed by the rules' default: " \
+           "l0.a, l0.b, l1.a, l1.b." in str(caught[0].message)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning
 from wdmask._report import Explanation, Row
 from wdmask._rules import CONDITIONS, Rule, RuleLike, Rules, as_rules
-from wdmask._types import Decision, ParamInfo, Path
+from wdmask._types import Decision, Inventory, ParamInfo, Path
 
 
 def _reason(rule: Rule) -> str:
@@ -37,24 +37,20 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
       {'conv.weight': 1.0, 'bn.bias': 0.0}
     """
     rules = as_rules(rules)
-    inventory = list(inventory)
+    key_of, reads_path = _key_function(rules)
+    kinds, kind_of, paths = _kinds_of(inventory, whole=reads_path)
     ordered = list(enumerate(rules))[::-1]
     unseen = {i for i, r in enumerate(rules) if not r.optional}
     default = Decision(rules.default, None, "default (no rule matched)")
     by_rule: dict[int, Decision] = {}  # each rule's decision, built when it first wins
-    key_of = _key_function(rules)
     # A rule reads only the fields its conditions name, so two leaves with the same key fields get the same
     # winning rule and the same set of matching rules: decide once per distinct key (a handful for a deep
     # stack of identical blocks; one per leaf when a path/regex rule makes the path part of the key).
     memo: dict[tuple[object, ...], tuple[Decision, frozenset[int]]] = {}
-    out: dict[Path, Decision] = {}
-    floats: set[str] = set()
-    for info in inventory:
+    by_kind: list[Decision] = []
+    for info in kinds:
         if type(info) is not ParamInfo and not isinstance(info, ParamInfo):
             raise TypeError(f"decide() takes ParamInfo items, got {type(info).__name__}: {info!r}")
-        path = info.path
-        if path in out:
-            raise RuleError(f"two parameters share the path {info.dotted!r}; paths must be unique")
         key = key_of(info)
         hit = memo.get(key)
         if hit is None:
@@ -72,17 +68,35 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
         decision, matching = hit
         if unseen and matching:
             unseen -= matching
-        dtype = info.dtype
-        if dtype not in floats:
-            if "float" in dtype or "complex" in dtype:  # ParamInfo.is_float, once per dtype
-                floats.add(dtype)
-            else:
-                decision = Decision(0.0, None, f"{dtype} leaf: never decayed")
-        out[path] = decision
+        if not info.is_float:
+            decision = Decision(0.0, None, f"{info.dtype} leaf: never decayed")
+        by_kind.append(decision)
+    out = dict(zip(paths, by_kind if kind_of is None else [by_kind[k] for k in kind_of], strict=True))
+    if len(out) != len(paths):
+        raise RuleError(f"two parameters share the path {'.'.join(_first_repeat(paths))!r}; paths must be unique")
     if unseen and out:
         report_unmatched(rules, sorted(unseen), strict=strict)
-    report_guesses(inventory, rules, out, strict=strict)
+    report_guesses(kinds, kind_of, paths, rules, by_kind, strict=strict)
     return out
+
+
+def _kinds_of(inventory: Iterable[ParamInfo], *, whole: bool) -> tuple[Sequence[ParamInfo], list[int] | None,
+                                                                       list[Path]]:
+    """``(kinds, kind_of, paths)``: the distinct descriptions to decide, each leaf's index into them (``None``:
+    one kind per leaf) and every leaf's path. An ``Inventory`` is decided per kind unless ``whole``."""
+    if isinstance(inventory, Inventory) and not whole:
+        return inventory.kinds, inventory.kind_of, inventory.paths
+    items = list(inventory)
+    return items, None, [i.path for i in items if isinstance(i, ParamInfo)]
+
+
+def _first_repeat(paths: Iterable[Path]) -> Path:
+    seen: set[Path] = set()
+    for path in paths:
+        if path in seen:
+            return path
+        seen.add(path)
+    raise AssertionError("no repeated path")  # pragma: no cover - called only when there is one
 
 
 #: The ``ParamInfo`` attributes each rule condition reads (``Rule.matches`` in ``_rules``).
@@ -93,19 +107,21 @@ _READS: dict[str, tuple[str, ...]] = {
 assert set(_READS) == set(CONDITIONS), "a new rule condition needs its entry in _READS (decide's memo key)"
 
 
-def _key_function(rules: Rules) -> Callable[[ParamInfo], tuple[object, ...]]:
-    """The tuple of the ``ParamInfo`` fields ``rules`` read: leaves with equal keys match the same rules."""
+def _key_function(rules: Rules) -> tuple[Callable[[ParamInfo], tuple[object, ...]], bool]:
+    """The tuple of the ``ParamInfo`` fields ``rules`` read (leaves with equal keys match the same rules), and
+    whether it holds the path."""
     fields: list[str] = []
     for rule in rules:
         for condition, reads in _READS.items():
             if getattr(rule, condition) is not None:
                 fields += [f for f in reads if f not in fields]
+    reads_path = "dotted" in fields
     if not fields:
-        return lambda info: ()
+        return (lambda info: ()), reads_path
     getter = operator.attrgetter(*fields)
     if len(fields) == 1:
-        return lambda info: (getter(info),)
-    return getter  # type: ignore[no-any-return]
+        return (lambda info: (getter(info),)), reads_path
+    return getter, reads_path
 
 
 #: How many parameter names a warning lists before "and N more".
@@ -119,9 +135,11 @@ def _listed(names: Sequence[str]) -> str:
     return head + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")
 
 
-def report_guesses(inventory: Sequence[ParamInfo], rules: Rules, decisions: dict[Path, Decision], *,
-                   strict: bool) -> None:
+def report_guesses(kinds: Sequence[ParamInfo], kind_of: Sequence[int] | None, paths: Sequence[Path], rules: Rules,
+                   decisions: Sequence[Decision], *, strict: bool) -> None:
     """Warn (``UnclassifiedWarning``; ``strict``: raise ``RuleError``) about decisions made on a guess.
+
+    ``kinds``, ``kind_of`` and ``paths`` are ``decide``'s view of the inventory, ``decisions`` one per kind.
 
     * rules that condition on ``layer``/``role`` left an *unclassified* leaf (layer and role
       unknown) to the default: its decision is a guess;
@@ -132,17 +150,24 @@ def report_guesses(inventory: Sequence[ParamInfo], rules: Rules, decisions: dict
     needs = [i for i, r in enumerate(rules) if r.feeds_norm is not None]
     if not (on_kind or needs):
         return
+
+    def names(flagged: set[int]) -> list[str]:  # the dotted paths of the leaves of the flagged kinds, in order
+        if not flagged:
+            return []
+        at = range(len(paths)) if kind_of is None else kind_of
+        return [".".join(paths[n]) for n, k in enumerate(at) if k in flagged]
+
     messages = []
-    if on_kind:  # ParamInfo.unclassified and .is_float, inline (one pass over every leaf)
-        guessed = [i.dotted for i in inventory if i.layer == "other" and i.role == "other" and i.is_float
-                   and decisions[i.path].rule is None]
+    if on_kind:
+        guessed = names({k for k, i in enumerate(kinds) if i.unclassified and i.is_float and decisions[k].rule is None})
         if guessed:
             verdict = f"multiplier {rules.default:g}" if rules.default not in (0.0, 1.0) else (
                 "decayed" if rules.default else "not decayed")
             messages.append(f"{len(guessed)} parameter(s) have no known layer kind or role and were {verdict} by "
                             f"the rules' default: {_listed(guessed)}")
     if needs:
-        unknown = [i.dotted for i in inventory if i.feeds_norm is None and i.layer in ("conv", "linear") and i.is_float]
+        unknown = names({k for k, i in enumerate(kinds)
+                         if i.feeds_norm is None and i.layer in ("conv", "linear") and i.is_float})
         if unknown:
             messages.append(f"rules[{', '.join(map(str, needs))}] condition on feeds_norm, which is unknown for "
                             f"{len(unknown)} conv/linear parameter(s) (no forward pass was traced): "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 Path = tuple[str, ...]
 
@@ -155,23 +157,6 @@ def _fast_init(self: ParamInfo, path: Path, shape: tuple[int, ...], dtype: str =
     self.__post_init__()
 
 
-def trusted_info(path: Path, shape: tuple[int, ...], dtype: str, layer: str, role: str, stacked: int,
-                 source: str, declared: str) -> ParamInfo:
-    """A ``ParamInfo`` from values an adapter already checked (``path`` a tuple of str, ``layer``/``role`` from
-    the vocabularies, ``0 <= stacked <= len(shape)``): the instance dict is written in one step.
-
-    Only the name-only describe of a params pytree calls it, once per leaf of trees of 100k leaves.
-    """
-    info = object.__new__(ParamInfo)
-    object.__setattr__(info, "__dict__", {
-        "path": path, "shape": shape, "dtype": dtype, "layer": layer, "role": role, "stacked": stacked,
-        "feeds_norm": None, "module_type": "", "source": source, "declared": declared, "aliases": (),
-        "stacked_axes": tuple(range(stacked)) if stacked else (), "usage": (), "dotted": ".".join(path)})
-    return info
-
-
-assert set(trusted_info(("a",), (1,), "float32", "other", "other", 0, "shape", "").__dict__) == {
-    f.name for f in dataclasses.fields(ParamInfo)} | {"dotted"}, "trusted_info must write every ParamInfo field"
 _fast_init.__qualname__ = "ParamInfo.__init__"
 assert tuple(f.name for f in dataclasses.fields(ParamInfo)) == _fast_init.__code__.co_varnames[1:14]
 ParamInfo.__init__ = _fast_init  # type: ignore[method-assign]
@@ -193,3 +178,55 @@ class Decision:
     def decay(self) -> bool:
         """Whether any weight decay applies."""
         return self.multiplier != 0.0
+
+
+class Inventory(Sequence[ParamInfo]):
+    """An inventory described in kinds: leaf ``i`` is ``kinds[kind_of[i]]`` at its own ``paths[i]``/``shapes[i]``.
+
+    An adapter that classifies a stack of identical blocks once per distinct leaf returns one, so that
+    ``decide`` decides once per kind. A kind's every field but ``path`` and ``shape`` is its members'
+    (``shape`` of the same rank); items are built when read.
+
+    Example:
+      >>> kind = ParamInfo(("b0", "bias"), (4,), layer="linear", role="bias")
+      >>> inv = Inventory([kind], [0, 0], [("b0", "bias"), ("b1", "bias")], [(4,), (8,)])
+      >>> [(str(i), i.shape, i.role) for i in inv]
+      [('b0.bias', (4,), 'bias'), ('b1.bias', (8,), 'bias')]
+    """
+
+    __slots__ = ("kind_of", "kinds", "paths", "shapes")
+
+    def __init__(self, kinds: list[ParamInfo], kind_of: list[int], paths: list[Path],
+                 shapes: list[tuple[int, ...]]) -> None:
+        if not len(kind_of) == len(paths) == len(shapes):
+            raise ValueError(f"Inventory: {len(kind_of)} kind indices, {len(paths)} paths, {len(shapes)} shapes")
+        self.kinds, self.kind_of, self.paths, self.shapes = kinds, kind_of, paths, shapes
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _at(self, i: int) -> ParamInfo:
+        kind = self.kinds[self.kind_of[i]]
+        path, shape = self.paths[i], self.shapes[i]
+        if path == kind.path and shape == kind.shape:
+            return kind
+        d = dict(kind.__dict__)
+        d["path"], d["shape"], d["dotted"] = path, shape, ".".join(path)
+        info = object.__new__(ParamInfo)
+        object.__setattr__(info, "__dict__", d)
+        return info
+
+    @overload
+    def __getitem__(self, i: int) -> ParamInfo: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[ParamInfo]: ...
+    def __getitem__(self, i: int | slice) -> ParamInfo | list[ParamInfo]:
+        if isinstance(i, slice):
+            return [self._at(j) for j in range(*i.indices(len(self)))]
+        return self._at(range(len(self))[i])
+
+    def __iter__(self) -> Iterator[ParamInfo]:
+        return map(self._at, range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"Inventory({len(self)} leaves, {len(self.kinds)} kinds)"

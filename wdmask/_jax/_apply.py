@@ -9,7 +9,7 @@ The state carries them as static pytree metadata, which is what keeps them stati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from wdmask import presets
@@ -21,7 +21,7 @@ from wdmask._jax._equinox import flatten_params, is_equinox
 from wdmask._jax._linen import NEEDS_SAMPLE_MSG
 from wdmask._jax._tree import Leaf, _box_test, _flax_boxes, first_difference, flatten, key_str
 from wdmask._rules import RuleLike, Rules, as_rules
-from wdmask._types import Path
+from wdmask._types import ParamInfo, Path
 
 PyTree = Any
 #: A float, a scalar array (possibly traced, e.g. under ``inject_hyperparams``) or an optax schedule.
@@ -124,6 +124,7 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
     if is_equinox(params) or is_equinox(model):  # the filtered params optax sees, StateIndex state not trainable
         params, flat = flatten_params(params)
     leaves, treedef = flat if flat is not None else flatten(params)
+    inventory: Sequence[ParamInfo]
     if model is not None:
         inventory = describe(model, sample, params=params, sample_kwargs=sample_kwargs)
     else:

@@ -27,7 +27,7 @@ sync) is read as decaying them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from wdmask import presets
@@ -179,7 +179,7 @@ def _read(tx_or_mask: Any, params: PyTree) -> tuple[list[Leaf], dict[Path, float
     return leaves, {leaf.path: v for leaf, v in zip(leaves, values, strict=True) if leaf.trainable}, magnitudes
 
 
-def _inventory(params: PyTree, leaves: list[Leaf], model: Any, sample: Any) -> list[ParamInfo]:
+def _inventory(params: PyTree, leaves: list[Leaf], model: Any, sample: Any) -> Sequence[ParamInfo]:
     if model is not None:
         return describe(model, sample, params=params)
     if sample is not None:

@@ -133,11 +133,12 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
         raise TypeError("describe(): `sample`/`sample_kwargs` only go with a linen or NNX module; a params pytree "
                         "is described by its names (pass the module to get exact classes, usage and feeds_norm)")
     leaves, _ = flatten(params_or_model)
-    return refine_from_metadata(describe_tree(leaves), params_or_model, leaves)
+    return list(refine_from_metadata(describe_tree(leaves), params_or_model, leaves))
 
 
-def describe_flattened(tree: PyTree, leaves: Sequence[Leaf]) -> list[ParamInfo]:
-    """``describe(tree)`` of a params pytree already flattened to ``leaves`` (``flatten(tree)[0]``)."""
+def describe_flattened(tree: PyTree, leaves: Sequence[Leaf]) -> Sequence[ParamInfo]:
+    """``describe(tree)`` of a params pytree already flattened to ``leaves`` (``flatten(tree)[0]``), as the
+    ``Inventory`` of kinds the name-only describe gives (``decide`` decides once per kind)."""
     if isinstance(tree, type) or is_equinox(tree) or _is_linen(tree) or _is_nnx(tree):
         return describe(tree)
     return refine_from_metadata(describe_tree(leaves), tree, leaves)

@@ -79,7 +79,7 @@ def describe_untraced(model: Any, sample: Any, params: PyTree | None, error: Bas
         "metadata only (explicit names such as `bn1` stay unclassified)",
         UnclassifiedWarning, stacklevel=4)
     leaves = flatten(tree)[0]
-    return refine_from_metadata(describe_tree(leaves), tree, leaves)
+    return list(refine_from_metadata(describe_tree(leaves), tree, leaves))
 
 
 def _nnx_owners(bridge: Any) -> dict[Path, Any] | None:

@@ -13,7 +13,7 @@ from typing import Any
 from wdmask._jax._classes import _ATTENTION_CHILDREN, expected_ndim, strip_lift
 from wdmask._jax._tree import Leaf
 from wdmask._kinds import is_auto_name, kind_from_name, role_from_name
-from wdmask._types import ParamInfo, Path, trusted_info
+from wdmask._types import Inventory, ParamInfo, Path
 
 
 class _NameMemo:
@@ -58,26 +58,32 @@ def _classify(path: Path, ndim: int, declared: bool, memo: _NameMemo) -> tuple[s
     return kind, role, stacked, "name", declared_
 
 
-def describe_tree(leaves: Sequence[Leaf]) -> list[ParamInfo]:
+def describe_tree(leaves: Sequence[Leaf]) -> Inventory:
     """Inventory from names alone (Flax auto-names and leaf names).
 
     A leaf's entry depends only on its owner's and its own name (and the grandparent's under an attention
-    child), its rank and its declaration, so a stack of identical blocks is classified once per distinct leaf.
+    child), its rank, dtype and declaration, so a stack of identical blocks is described once per distinct
+    leaf: an ``Inventory`` of those kinds.
     """
     memo = _NameMemo()
-    seen: dict[tuple[Any, ...], tuple[str, str, int, str, str]] = {}
-    out = []
-    append = out.append
+    seen: dict[tuple[Any, ...], int] = {}
+    kinds: list[ParamInfo] = []
+    kind_of: list[int] = []
+    paths: list[Path] = []
+    shapes: list[tuple[int, ...]] = []
     for leaf in leaves:
         if not leaf.trainable:
             continue
         path, shape = leaf.path, leaf.shape
         # the grandparent matters only under an attention child (``query`` of ``MultiHeadDotProductAttention_0``)
         key = (path[-3:] if len(path) >= 2 and path[-2] in _ATTENTION_CHILDREN else path[-2:], len(shape),
-               leaf.declared)
-        hit = seen.get(key)
-        if hit is None:
-            hit = seen[key] = _classify(path, len(shape), leaf.declared, memo)
-        layer, role, stacked, source, declared = hit
-        append(trusted_info(path, shape, leaf.dtype, layer, role, stacked, source, declared))
-    return out
+               leaf.dtype, leaf.declared)
+        kind = seen.get(key)
+        if kind is None:
+            layer, role, stacked, source, declared = _classify(path, len(shape), leaf.declared, memo)
+            kind = seen[key] = len(kinds)
+            kinds.append(ParamInfo(path, shape, leaf.dtype, layer, role, stacked, source=source, declared=declared))
+        kind_of.append(kind)
+        paths.append(path)
+        shapes.append(shape)
+    return Inventory(kinds, kind_of, paths, shapes)

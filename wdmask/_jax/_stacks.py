@@ -152,7 +152,8 @@ def with_axes(info: ParamInfo, axes: tuple[int, ...] | None) -> ParamInfo:
     return dataclasses.replace(info, stacked=len(axes), stacked_axes=tuple(axes))
 
 
-def refine_from_metadata(inventory: list[ParamInfo], tree: PyTree, leaves: Sequence[Leaf]) -> list[ParamInfo]:
+def refine_from_metadata(inventory: Sequence[ParamInfo], tree: PyTree,
+                         leaves: Sequence[Leaf]) -> Sequence[ParamInfo]:
     """Params-only describe: partition names in ``tree``'s boxes (``leaves = flatten(tree)[0]``) override the
     rank inference."""
     if not any(leaf.boxed for leaf in leaves):

@@ -128,17 +128,13 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
     from wdmask._jax._declare import is_no_decay
 
     boxes = _flax_boxes()
+    walked = _walk_dicts(tree)
+    treedef = jax.tree_util.tree_structure(tree) if walked is not None else None
+    if walked is not None and treedef.num_leaves == len(walked[2]):
+        keypaths, paths, raws = walked
+    else:
+        keypaths, paths, raws, treedef = _flatten_with_path(tree, boxes)
     is_box = _box_test(boxes) if boxes else None
-    dict_key = jax.tree_util.DictKey
-    pairs, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    # Fast path: the box test matters only where the walk enters a box, and every Flax box (``AxisMetadata``
-    # such as ``nn.Partitioned``, ``nnx.Variable`` and their subclasses) flattens with an attribute key
-    # (``GetAttrKey('value')``). A walk that met only dict keys met no box, and equals the walk with the test.
-    all_strs = _dict_key_paths(pairs, dict_key) if boxes else None
-    if boxes and all_strs is None:
-        # the test takes (keypath, node) itself: jax would otherwise wrap it in one more Python call per node
-        pairs, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_box_test_kp(boxes),
-                                                              is_leaf_takes_path=True)
     variables = is_variables(tree)
     nnx_var = boxes[1] if boxes else None
     leaves: list[Leaf] = []
@@ -146,11 +142,8 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
     new_leaf = tuple.__new__
     plain: dict[type, bool] = {}  # per leaf type: an array-like that is no box and no tracer (then shape/dtype
     dtype_names: dict[Any, str] = {}  # are read directly)
-    for n, (keypath, raw) in enumerate(pairs):
-        if all_strs is not None:
-            strs = all_strs[n]
-        else:  # key_str, inlined for the common entry (a str dict key)
-            strs = tuple([k.key if type(k) is dict_key and type(k.key) is str else key_str(k) for k in keypath])
+    shapes: dict[Any, tuple[int, ...]] = {}  # each distinct shape as a tuple of int, shared by its leaves
+    for keypath, strs, raw in zip(keypaths, paths, raws, strict=True):
         trainable = True
         if variables:
             trainable, strs = strs[0] == "params", strs[1:]
@@ -158,7 +151,7 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
         fast = plain.get(cls)
         if fast is None:
             fast = plain[cls] = not _is_tracer_type(cls) and not (is_box is not None and is_box(raw))
-        if fast:  # `_shape_dtype` inlined for an array (the caches make it one dict look-up per leaf)
+        if fast:  # `_shape_dtype` inlined for an array (the caches make it two dict look-ups per leaf)
             shape, dtype = getattr(raw, "shape", None), getattr(raw, "dtype", None)
             if shape is not None and dtype is not None:
                 try:
@@ -167,7 +160,13 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
                     name = dtype_names[dtype] = _shape_dtype(raw, strs)[1]
                 except TypeError:  # an unhashable dtype-like object
                     name = _shape_dtype(raw, strs)[1]
-                append(new_leaf(Leaf, (keypath, strs, tuple(map(int, shape)), name, trainable, False, False)))
+                try:
+                    ints = shapes[shape]
+                except KeyError:
+                    ints = shapes[shape] = tuple(map(int, shape))
+                except TypeError:  # an unhashable shape-like object
+                    ints = tuple(map(int, shape))
+                append(new_leaf(Leaf, (keypath, strs, ints, name, trainable, False, False)))
                 continue
         boxed = is_box is not None and is_box(raw)
         if boxed and isinstance(raw, nnx_var):
@@ -177,6 +176,79 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
         shape, dtype = _shape_dtype(_unbox(raw) if boxed else raw, strs)
         append(Leaf(keypath, strs, shape, dtype, trainable, boxed and is_no_decay(raw), boxed))
     return leaves, treedef
+
+
+def _flatten_with_path(tree: PyTree, boxes: tuple[type, ...]) -> tuple[list[Any], list[Path], list[Any], Any]:
+    """``(key paths, paths as strings, leaves, treedef)`` of any tree, Flax boxes as leaves."""
+    import jax
+
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    # Only the walk into a box needs the box test, and every Flax box (``AxisMetadata`` such as
+    # ``nn.Partitioned``, ``nnx.Variable`` and their subclasses) flattens with an attribute key
+    # (``GetAttrKey('value')``): a walk that met only dict keys met no box.
+    dict_key = jax.tree_util.DictKey
+    paths = _dict_key_paths(pairs, dict_key) if boxes else None
+    if boxes and paths is None:
+        # the test takes (keypath, node) itself: jax would otherwise wrap it in one more Python call per node
+        pairs, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_box_test_kp(boxes),
+                                                              is_leaf_takes_path=True)
+    if paths is None:  # key_str, inlined for the common entry (a str dict key)
+        paths = [tuple([k.key if type(k) is dict_key and type(k.key) is str else key_str(k) for k in keypath])
+                 for keypath, _ in pairs]
+    return [kp for kp, _ in pairs], paths, [x for _, x in pairs], treedef
+
+
+def _walk_dicts(tree: Any) -> tuple[list[tuple[Any, ...]], list[Path], list[Any]] | None:
+    """``(key paths, paths as strings, leaves)`` of a tree of plain ``dict``s with ``str`` keys, in jax's
+    flatten order (sorted keys, ``None`` holding no leaf), or ``None`` for any other tree.
+
+    jax's ``tree_flatten_with_path`` creates a key object per leaf and level, which dominated flattening a
+    100k-leaf params dict; here one ``DictKey`` serves every occurrence of a name. Whether a value is a
+    leaf is jax's answer, asked once per type.
+    """
+    import jax
+
+    if type(tree) is not dict:
+        return None
+    dict_key = jax.tree_util.DictKey
+    keys: dict[str, Any] = {}
+    is_leaf: dict[type, bool] = {}
+    keypaths: list[tuple[Any, ...]] = []
+    paths: list[Path] = []
+    values: list[Any] = []
+    add_keypath, add_path, add_value = keypaths.append, paths.append, values.append
+
+    def walk(node: dict[Any, Any], keypath: tuple[Any, ...], path: Path) -> bool:
+        names = sorted(node)  # a TypeError (unorderable keys) is caught below
+        for name in names:
+            if type(name) is not str:
+                return False
+        for name in names:
+            value = node[name]
+            cls = type(value)
+            if value is None:
+                continue
+            key = keys.get(name)
+            if key is None:
+                key = keys[name] = dict_key(name)
+            if cls is dict:
+                if not walk(value, (*keypath, key), (*path, name)):
+                    return False
+                continue
+            leaf = is_leaf.get(cls)
+            if leaf is None:
+                leaf = is_leaf[cls] = jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(value))
+            if not leaf:
+                return False
+            add_keypath((*keypath, key))
+            add_path((*path, name))
+            add_value(value)
+        return True
+
+    try:
+        return (keypaths, paths, values) if walk(tree, (), ()) else None
+    except TypeError:
+        return None
 
 
 def _is_tracer_type(cls: type) -> bool:

@@ -1,0 +1,62 @@
+"""``flatten``: the leaves, key paths and treedef of any params-like tree are jax's own."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx  # noqa: F401  (importing it raises the recursion limit; here, not inside a hypothesis test)
+from flax.core import FrozenDict
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wdmask._jax._tree import flatten
+
+_names = st.sampled_from(["Dense_0", "LayerNorm_0", "kernel", "bias", "scale", "b", "a", "B", "0", "10", "2", ""])
+_arrays = st.sampled_from([np.zeros((2, 3), np.float32), np.zeros(3, np.float64), jnp.zeros((1, 2)),
+                           np.int32(4), 1.5, jax.ShapeDtypeStruct((4, 4), jnp.bfloat16), np.zeros((), np.bool_)])
+# leaves, None (no leaf) and, rarely, a container the plain-dict walk does not take (a list, a tuple, a FrozenDict)
+_trees = st.recursive(
+    st.one_of(_arrays, st.none()),
+    lambda children: st.one_of(
+        st.dictionaries(_names, children, max_size=4),
+        st.dictionaries(_names, children, max_size=3).map(FrozenDict),
+        st.lists(children, max_size=2),
+        st.tuples(children)),
+    max_leaves=12)
+
+
+def _jax_view(tree):
+    """What jax itself says: key paths, leaves and treedef."""
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return [kp for kp, _ in pairs], [x for _, x in pairs], treedef
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(_names, _trees, max_size=4))
+def test_flatten_gives_jax_leaves_key_paths_and_treedef(tree):
+    keypaths, raws, treedef = _jax_view(tree)
+    leaves, got_treedef = flatten(tree)
+    assert got_treedef == treedef
+    assert [leaf.keypath for leaf in leaves] == keypaths
+    assert [jax.tree_util.keystr(leaf.keypath) for leaf in leaves] == [jax.tree_util.keystr(k) for k in keypaths]
+    want_paths = [tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in kp) for kp in keypaths]
+    assert [leaf.path for leaf in leaves] == want_paths
+    assert [leaf.shape for leaf in leaves] == [tuple(np.shape(x)) for x in raws]
+    assert [leaf.dtype for leaf in leaves] == [str(jnp.result_type(x) if not hasattr(x, "dtype") else x.dtype)
+                                               for x in raws]
+
+
+def test_plain_dicts_are_read_in_sorted_key_order_without_none_leaves():
+    tree = {"b": {"kernel": np.zeros((2, 2)), "bias": None}, "a": {"z": np.zeros(1), "c": np.zeros(3)}, "n": None}
+    leaves, treedef = flatten(tree)
+    assert [leaf.path for leaf in leaves] == [("a", "c"), ("a", "z"), ("b", "kernel")]
+    assert treedef == jax.tree_util.tree_structure(tree)
+    assert treedef.unflatten([leaf.shape for leaf in leaves]) == {
+        "a": {"c": (3,), "z": (1,)}, "b": {"bias": None, "kernel": (2, 2)}, "n": None}
+
+
+def test_non_string_keys_fall_back_to_jax():
+    tree = {1: np.zeros(2), 0: {"w": np.zeros((2, 2))}}
+    leaves, treedef = flatten(tree)
+    assert treedef == jax.tree_util.tree_structure(tree)
+    assert [leaf.path for leaf in leaves] == [("0", "w"), ("1",)]
+    assert [leaf.keypath for leaf in leaves] == _jax_view(tree)[0]
