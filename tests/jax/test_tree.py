@@ -60,3 +60,11 @@ def test_non_string_keys_fall_back_to_jax():
     assert treedef == jax.tree_util.tree_structure(tree)
     assert [leaf.path for leaf in leaves] == [("0", "w"), ("1",)]
     assert [leaf.keypath for leaf in leaves] == _jax_view(tree)[0]
+
+
+def test_an_empty_container_does_not_make_its_type_a_leaf():
+    tree = {"a": [], "b": [np.zeros(2), (np.zeros(3),)], "e": np.zeros(1)}  # 3 leaves, as many as a, b and e
+    leaves, treedef = flatten(tree)
+    assert [leaf.path for leaf in leaves] == [("b", "0"), ("b", "1", "0"), ("e",)]
+    assert [leaf.keypath for leaf in leaves] == _jax_view(tree)[0]
+    assert treedef == jax.tree_util.tree_structure(tree)

@@ -236,8 +236,9 @@ def _walk_dicts(tree: Any) -> tuple[list[tuple[Any, ...]], list[Path], list[Any]
                     return False
                 continue
             leaf = is_leaf.get(cls)
-            if leaf is None:
-                leaf = is_leaf[cls] = jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(value))
+            if leaf is None:  # a pytree node type (an empty list too) does not flatten to the value itself
+                found = jax.tree_util.tree_leaves(value)
+                leaf = is_leaf[cls] = len(found) == 1 and found[0] is value
             if not leaf:
                 return False
             add_keypath((*keypath, key))
