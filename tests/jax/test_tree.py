@@ -24,10 +24,14 @@ _trees = st.recursive(
     max_leaves=12)
 
 
+def _key(k):
+    return str(k.key if isinstance(k, jax.tree_util.DictKey) else k.idx)
+
+
 def _jax_view(tree):
-    """What jax itself says: key paths, leaves and treedef."""
+    """What jax itself says: key paths (as strings), leaves and treedef."""
     pairs, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    return [kp for kp, _ in pairs], [x for _, x in pairs], treedef
+    return [tuple(map(_key, kp)) for kp, _ in pairs], [x for _, x in pairs], treedef
 
 
 @settings(max_examples=150, deadline=None)
@@ -36,10 +40,7 @@ def test_flatten_gives_jax_leaves_key_paths_and_treedef(tree):
     keypaths, raws, treedef = _jax_view(tree)
     leaves, got_treedef = flatten(tree)
     assert got_treedef == treedef
-    assert [leaf.keypath for leaf in leaves] == keypaths
-    assert [jax.tree_util.keystr(leaf.keypath) for leaf in leaves] == [jax.tree_util.keystr(k) for k in keypaths]
-    want_paths = [tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in kp) for kp in keypaths]
-    assert [leaf.path for leaf in leaves] == want_paths
+    assert [leaf.keys for leaf in leaves] == [leaf.path for leaf in leaves] == keypaths
     assert [leaf.shape for leaf in leaves] == [tuple(np.shape(x)) for x in raws]
     assert [leaf.dtype for leaf in leaves] == [str(jnp.result_type(x) if not hasattr(x, "dtype") else x.dtype)
                                                for x in raws]
@@ -59,12 +60,20 @@ def test_non_string_keys_fall_back_to_jax():
     leaves, treedef = flatten(tree)
     assert treedef == jax.tree_util.tree_structure(tree)
     assert [leaf.path for leaf in leaves] == [("0", "w"), ("1",)]
-    assert [leaf.keypath for leaf in leaves] == _jax_view(tree)[0]
+    assert [leaf.keys for leaf in leaves] == _jax_view(tree)[0]
 
 
 def test_an_empty_container_does_not_make_its_type_a_leaf():
     tree = {"a": [], "b": [np.zeros(2), (np.zeros(3),)], "e": np.zeros(1)}  # 3 leaves, as many as a, b and e
     leaves, treedef = flatten(tree)
     assert [leaf.path for leaf in leaves] == [("b", "0"), ("b", "1", "0"), ("e",)]
-    assert [leaf.keypath for leaf in leaves] == _jax_view(tree)[0]
+    assert [leaf.keys for leaf in leaves] == _jax_view(tree)[0]
     assert treedef == jax.tree_util.tree_structure(tree)
+
+
+def test_a_variables_dict_keeps_its_collection_in_keys_only():
+    variables = {"params": {"BatchNorm_0": {"scale": np.ones(3)}}, "batch_stats": {"BatchNorm_0": {"mean": np.zeros(3)}}}
+    leaves, _ = flatten(variables)
+    assert [(leaf.keys, leaf.path, leaf.trainable) for leaf in leaves] == [
+        (("batch_stats", "BatchNorm_0", "mean"), ("BatchNorm_0", "mean"), False),
+        (("params", "BatchNorm_0", "scale"), ("BatchNorm_0", "scale"), True)]

@@ -39,35 +39,21 @@ def _structure(tree: PyTree) -> Any:
     return jax.tree_util.tree_structure(tree, is_leaf=_is_box())
 
 
-def _key_path(keypath: Iterable[Any]) -> Path:
-    return tuple(key_str(k) for k in keypath)
-
-
 def _paths(tree: PyTree) -> list[Path]:
     import jax
 
     pairs, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box())
-    return [_key_path(kp) for kp, _ in pairs]
+    return [tuple(key_str(k) for k in kp) for kp, _ in pairs]
 
 
 class MaskSpec:
     """Static per-leaf multipliers for one params structure (hashable by content, so equal specs share a jit)."""
 
-    def __init__(self, treedef: Any, paths: tuple[Path, ...] | None, multipliers: tuple[float, ...], *,
-                 keypaths: tuple[tuple[Any, ...], ...] | None = None) -> None:
+    def __init__(self, treedef: Any, paths: tuple[Path, ...], multipliers: tuple[float, ...]) -> None:
         self.treedef = treedef
-        self._paths = paths
-        self._keypaths = keypaths  # jax key paths; ``paths`` is built from them when first read
+        self.paths = paths  # full key paths as strings (a variables dict's collection kept), for error messages
         self.multipliers = multipliers
         self._hash = hash((treedef, multipliers))
-
-    @property
-    def paths(self) -> tuple[Path, ...]:
-        """Full string key paths of the leaves (only error messages read them, so they are built lazily)."""
-        if self._paths is None:
-            self._paths = tuple(_key_path(kp) for kp in self._keypaths or ())
-            self._keypaths = None
-        return self._paths
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MaskSpec) and self._hash == other._hash and (
@@ -133,9 +119,9 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
                             "model=... as well")
         inventory = describe_flattened(params, leaves)
     decisions = decide(inventory, rules, strict=strict)
-    multipliers = tuple(decisions[leaf.path].multiplier if leaf.trainable else 0.0 for leaf in leaves)
+    multipliers = tuple([decisions[leaf.path].multiplier if leaf.trainable else 0.0 for leaf in leaves])
     # full key paths (a variables dict's `params` kept), as `check` compares them with `_paths(tree)`
-    return MaskSpec(treedef, None, multipliers, keypaths=tuple(leaf.keypath for leaf in leaves))
+    return MaskSpec(treedef, tuple([leaf.keys for leaf in leaves]), multipliers)
 
 
 def _is_linen(model: Any) -> bool:

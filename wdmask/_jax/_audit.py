@@ -91,7 +91,7 @@ def _probe(tx: Any, params: PyTree, leaves: list[Leaf]) -> list[float]:
                              f"params of ones raised {type(e).__name__}: {e}"[:1500]) from e
         pairs, _ = jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_leaf())
         got = [tuple(key_str(k) for k in kp) for kp, _ in pairs]
-        want = [tuple(key_str(k) for k in leaf.keypath) for leaf in leaves]
+        want = [leaf.keys for leaf in leaves]
         if got != want:
             raise MaskError(f"wdmask: the updates of `tx_or_mask` do not have the structure of `params`: "
                             f"{first_difference(want, got)}")
@@ -129,7 +129,7 @@ def _mask_values(mask: PyTree, params: PyTree, leaves: list[Leaf], where: str) -
     except Exception:
         mask_paths = [tuple(key_str(k) for k in kp) for kp, _ in
                       jax.tree_util.tree_flatten_with_path(mask, is_leaf=is_leaf)[0]]
-        params_paths = [tuple(key_str(k) for k in leaf.keypath) for leaf in leaves]
+        params_paths = [leaf.keys for leaf in leaves]
         raise MaskError(f"wdmask: {where} does not have the structure of `params` (nor a prefix of it): "
                         f"{first_difference(params_paths, mask_paths)}. Build it from these params "
                         f"(e.g. wdmask.mask(params, rules))") from None

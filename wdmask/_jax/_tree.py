@@ -18,8 +18,8 @@ PyTree = Any
 class Leaf(NamedTuple):
     """One flattened leaf of a params-like tree."""
 
-    keypath: tuple[Any, ...]  # jax key path, up to the leaf or its box
-    path: Path  # strings, relative to the params root (a variables dict's ``params`` collection stripped)
+    keys: Path  # the jax key path as strings (``key_str``), up to the leaf or its box, from the tree's root
+    path: Path  # relative to the params root (``keys`` without a variables dict's ``params`` collection)
     shape: tuple[int, ...]
     dtype: str
     trainable: bool  # in the ``params`` collection / an ``nnx.Param``
@@ -130,10 +130,10 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
     boxes = _flax_boxes()
     walked = _walk_dicts(tree)
     treedef = jax.tree_util.tree_structure(tree) if walked is not None else None
-    if walked is not None and treedef.num_leaves == len(walked[2]):
-        keypaths, paths, raws = walked
+    if walked is not None and treedef.num_leaves == len(walked[1]):
+        paths, raws = walked
     else:
-        keypaths, paths, raws, treedef = _flatten_with_path(tree, boxes)
+        paths, raws, treedef = _flatten_with_path(tree, boxes)
     is_box = _box_test(boxes) if boxes else None
     variables = is_variables(tree)
     nnx_var = boxes[1] if boxes else None
@@ -143,10 +143,8 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
     plain: dict[type, bool] = {}  # per leaf type: an array-like that is no box and no tracer (then shape/dtype
     dtype_names: dict[Any, str] = {}  # are read directly)
     shapes: dict[Any, tuple[int, ...]] = {}  # each distinct shape as a tuple of int, shared by its leaves
-    for keypath, strs, raw in zip(keypaths, paths, raws, strict=True):
-        trainable = True
-        if variables:
-            trainable, strs = strs[0] == "params", strs[1:]
+    for keys, raw in zip(paths, raws, strict=True):
+        trainable, strs = (keys[0] == "params", keys[1:]) if variables else (True, keys)
         cls = type(raw)
         fast = plain.get(cls)
         if fast is None:
@@ -166,7 +164,7 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
                     ints = shapes[shape] = tuple(map(int, shape))
                 except TypeError:  # an unhashable shape-like object
                     ints = tuple(map(int, shape))
-                append(new_leaf(Leaf, (keypath, strs, ints, name, trainable, False, False)))
+                append(new_leaf(Leaf, (keys, strs, ints, name, trainable, False, False)))
                 continue
         boxed = is_box is not None and is_box(raw)
         if boxed and isinstance(raw, nnx_var):
@@ -174,12 +172,12 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
 
             trainable = trainable and isinstance(raw, nnx.Param)
         shape, dtype = _shape_dtype(_unbox(raw) if boxed else raw, strs)
-        append(Leaf(keypath, strs, shape, dtype, trainable, boxed and is_no_decay(raw), boxed))
+        append(Leaf(keys, strs, shape, dtype, trainable, boxed and is_no_decay(raw), boxed))
     return leaves, treedef
 
 
-def _flatten_with_path(tree: PyTree, boxes: tuple[type, ...]) -> tuple[list[Any], list[Path], list[Any], Any]:
-    """``(key paths, paths as strings, leaves, treedef)`` of any tree, Flax boxes as leaves."""
+def _flatten_with_path(tree: PyTree, boxes: tuple[type, ...]) -> tuple[list[Path], list[Any], Any]:
+    """``(key paths as strings, leaves, treedef)`` of any tree, Flax boxes as leaves."""
     import jax
 
     pairs, treedef = jax.tree_util.tree_flatten_with_path(tree)
@@ -195,30 +193,26 @@ def _flatten_with_path(tree: PyTree, boxes: tuple[type, ...]) -> tuple[list[Any]
     if paths is None:  # key_str, inlined for the common entry (a str dict key)
         paths = [tuple([k.key if type(k) is dict_key and type(k.key) is str else key_str(k) for k in keypath])
                  for keypath, _ in pairs]
-    return [kp for kp, _ in pairs], paths, [x for _, x in pairs], treedef
+    return paths, [x for _, x in pairs], treedef
 
 
-def _walk_dicts(tree: Any) -> tuple[list[tuple[Any, ...]], list[Path], list[Any]] | None:
-    """``(key paths, paths as strings, leaves)`` of a tree of plain ``dict``s with ``str`` keys, in jax's
-    flatten order (sorted keys, ``None`` holding no leaf), or ``None`` for any other tree.
+def _walk_dicts(tree: Any) -> tuple[list[Path], list[Any]] | None:
+    """``(key paths as strings, leaves)`` of a tree of plain ``dict``s with ``str`` keys, in jax's flatten
+    order (sorted keys, ``None`` holding no leaf), or ``None`` for any other tree.
 
-    jax's ``tree_flatten_with_path`` creates a key object per leaf and level, which dominated flattening a
-    100k-leaf params dict; here one ``DictKey`` serves every occurrence of a name. Whether a value is a
-    leaf is jax's answer, asked once per type.
+    ``tree_flatten_with_path`` creates a key object per leaf and level, which dominated flattening a 100k-leaf
+    params dict. Whether a value is a leaf is jax's answer, asked once per type.
     """
     import jax
 
     if type(tree) is not dict:
         return None
-    dict_key = jax.tree_util.DictKey
-    keys: dict[str, Any] = {}
     is_leaf: dict[type, bool] = {}
-    keypaths: list[tuple[Any, ...]] = []
     paths: list[Path] = []
     values: list[Any] = []
-    add_keypath, add_path, add_value = keypaths.append, paths.append, values.append
+    add_path, add_value = paths.append, values.append
 
-    def walk(node: dict[Any, Any], keypath: tuple[Any, ...], path: Path) -> bool:
+    def walk(node: dict[Any, Any], path: Path) -> bool:
         names = sorted(node)  # a TypeError (unorderable keys) is caught below
         for name in names:
             if type(name) is not str:
@@ -226,14 +220,11 @@ def _walk_dicts(tree: Any) -> tuple[list[tuple[Any, ...]], list[Path], list[Any]
         for name in names:
             value = node[name]
             cls = type(value)
-            if value is None:
-                continue
-            key = keys.get(name)
-            if key is None:
-                key = keys[name] = dict_key(name)
             if cls is dict:
-                if not walk(value, (*keypath, key), (*path, name)):
+                if not walk(value, (*path, name)):
                     return False
+                continue
+            if value is None:
                 continue
             leaf = is_leaf.get(cls)
             if leaf is None:  # a pytree node type (an empty list too) does not flatten to the value itself
@@ -241,13 +232,12 @@ def _walk_dicts(tree: Any) -> tuple[list[tuple[Any, ...]], list[Path], list[Any]
                 leaf = is_leaf[cls] = len(found) == 1 and found[0] is value
             if not leaf:
                 return False
-            add_keypath((*keypath, key))
             add_path((*path, name))
             add_value(value)
         return True
 
     try:
-        return (keypaths, paths, values) if walk(tree, (), ()) else None
+        return (paths, values) if walk(tree, ()) else None
     except TypeError:
         return None
 

@@ -82,7 +82,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from wdmask._jax._feeds_norm import UseLists, subjaxprs
-from wdmask._jax._tree import PyTree, flatten
+from wdmask._jax._tree import PyTree, flatten, key_str
 from wdmask._types import Path
 from wdmask._usage import Use
 
@@ -500,7 +500,8 @@ def leaf_paths(params: PyTree) -> list[Path]:
     out: list[Path] = []
     j = 0
     for keypath, _x in raw:
-        while j < len(leaves) and tuple(keypath[:len(leaves[j].keypath)]) != leaves[j].keypath:
+        keys = tuple(key_str(k) for k in keypath)
+        while j < len(leaves) and keys[:len(leaves[j].keys)] != leaves[j].keys:
             j += 1
         if j == len(leaves):
             raise ValueError(f"trace_usage: leaf {jax.tree_util.keystr(keypath)} of `params` is not in the "
