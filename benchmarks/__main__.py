@@ -71,8 +71,8 @@ def markdown(rows: list[Row], info: dict[str, Any], seconds: float, quick: bool)
         f"of the run), torch {info['torch']} ({info['torch_threads']} thread), jax {info['jax']}, "
         f"flax {info['flax']}, optax {info['optax']}. The torch step timings run in a subprocess with "
         f"`{info['torch_step_env']}` (else CPU AdamW is dominated by allocator page faults). Every ratio is "
-        "taken within one run: step times as the median of per-round ratios over interleaved rounds; build "
-        "times as the best of several calls.",
+        "taken within one run: step times and the section-4 build rows as the median of per-round ratios over "
+        "interleaved rounds; the section-3 construction times as the best of several calls.",
         "",
         "| # | measurement | value | ratio | against | goal | met |",
         "| --- | --- | --- | --- | --- | --- | --- |",
