@@ -115,7 +115,8 @@ def to_optax_schedule(scheduler: Any, *, steps: int | None = None) -> list[Sched
     Example:
       >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
       >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-      >>> [round(float(to_optax_schedule(sched)[0](t)), 4) for t in range(5)]
+      >>> lr = to_optax_schedule(sched)[0]  # the first (only) param group's schedule
+      >>> [round(float(lr(t)), 4) for t in range(5)]
       [0.1, 0.1, 0.05, 0.05, 0.025]
     """
     if not isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
