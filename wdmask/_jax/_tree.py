@@ -238,7 +238,7 @@ def _walk_dicts(tree: Any) -> tuple[list[Path], list[Any]] | None:
 
     try:
         return (paths, values) if walk(tree, ()) else None
-    except TypeError:
+    except (TypeError, RecursionError):  # unorderable keys; nesting deeper than the stack: jax says what is wrong
         return None
 
 
