@@ -10,7 +10,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from wdmask._jax._classes import _ATTENTION_CHILDREN, expected_ndim, strip_lift
+from wdmask._jax._classes import _ATTENTION_CHILDREN, _stacked_from_ndim, expected_ndim, strip_lift
 from wdmask._jax._tree import Leaf
 from wdmask._kinds import is_auto_name, kind_from_name, role_from_name
 from wdmask._types import Inventory, ParamInfo, Path
@@ -40,7 +40,7 @@ def _name_kind(path: Path, memo: _NameMemo) -> str | None:
     return None
 
 
-def _classify(path: Path, ndim: int, declared: bool, memo: _NameMemo) -> tuple[str, str, int, str, str]:
+def _classify(path: Path, shape: tuple[int, ...], declared: bool, memo: _NameMemo) -> tuple[str, str, int, str, str]:
     """``(layer, role, stacked, source, declared)`` of a leaf from its owner's name, its own name and its rank."""
     kind = _name_kind(path, memo)
     name = path[-1] if path else ""
@@ -53,9 +53,7 @@ def _classify(path: Path, ndim: int, declared: bool, memo: _NameMemo) -> tuple[s
             role = memo.role_from_name(kind_, name, owner)
         return kind_, role, 0, "name" if kind_ != "other" else "shape", declared_
     role = memo.role_from_name(kind, name, owner)
-    expected = expected_ndim(kind, role, owner_name=owner)
-    stacked = ndim - expected if expected is not None and ndim > expected else 0
-    return kind, role, stacked, "name", declared_
+    return kind, role, _stacked_from_ndim(shape, expected_ndim(kind, role, owner_name=owner)), "name", declared_
 
 
 def describe_tree(leaves: Sequence[Leaf]) -> Inventory:
@@ -80,7 +78,7 @@ def describe_tree(leaves: Sequence[Leaf]) -> Inventory:
                leaf.dtype, leaf.declared)
         kind = seen.get(key)
         if kind is None:
-            layer, role, stacked, source, declared = _classify(path, len(shape), leaf.declared, memo)
+            layer, role, stacked, source, declared = _classify(path, shape, leaf.declared, memo)
             kind = seen[key] = len(kinds)
             kinds.append(ParamInfo(path, shape, leaf.dtype, layer, role, stacked, source=source, declared=declared))
         kind_of.append(kind)
