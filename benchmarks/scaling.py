@@ -52,8 +52,11 @@ def hotspots(fn: Callable[[], Any], top: int = 6) -> str:
     return "; ".join(out)
 
 
-def _scaling_rows(label: str, unit: str, sizes: list[int], ours: dict[int, float], hand: dict[int, float],
-                  ratios: dict[int, float], profile: Callable[[], str], quick: bool) -> list[Row]:
+def _scaling_rows(label: str, unit: str, sizes: list[int], samples: dict[int, dict[str, list[float]]],
+                  profile: Callable[[], str], quick: bool) -> list[Row]:
+    ours = {n: median(samples[n]["wdmask"]) for n in sizes}
+    hand = {n: median(samples[n]["hand"]) for n in sizes}
+    ratios = {n: paired_ratio(samples[n], "wdmask", "hand") for n in sizes}
     rows = []
     largest = sizes[-1]
     goal_abs = largest >= 100_000
@@ -77,17 +80,16 @@ def _scaling_rows(label: str, unit: str, sizes: list[int], ours: dict[int, float
 
 
 def _by_size(sizes: list[int], build: Callable[[int], Any], ours: Callable[[Any], Any], hand: Callable[[Any], Any],
-             rounds: dict[int, int]) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
-    """Per size: median wdmask time, median hand-written time, median of per-round wdmask/hand ratios."""
-    t_ours, t_hand, ratios = {}, {}, {}
+             rounds: dict[int, int]) -> tuple[dict[int, dict[str, list[float]]], dict[int, Any]]:
+    """Per size: the model built, and the ``interleaved`` samples of wdmask and the hand-written code on it
+    (collector off)."""
+    samples, models = {}, {}
     for n in sizes:
-        model = build(n)
+        model = models[n] = build(n)
         ours(model)  # warm-up (imports, caches)
-        samples = interleaved({"wdmask": lambda m=model: ours(m), "hand": lambda m=model: hand(m)},
-                              rounds=rounds[n])
-        t_ours[n], t_hand[n] = median(samples["wdmask"]), median(samples["hand"])
-        ratios[n] = paired_ratio(samples, "wdmask", "hand")
-    return t_ours, t_hand, ratios
+        samples[n] = interleaved({"wdmask": lambda m=model: ours(m), "hand": lambda m=model: hand(m)},
+                                 rounds=rounds[n])
+    return samples, models
 
 
 def hand_split(model: Any) -> tuple[list[Any], list[Any]]:
@@ -108,14 +110,18 @@ def hand_mask(params: Any) -> Any:
 
 
 def floor_row(label: str, n: int, unit: str, ours: Callable[[], Any], hand: Callable[[], Any], hand_text: str,
-              goal: float, rounds: int, collector: bool = False) -> Row:
+              goal: float, rounds: int, collector: bool = False,
+              samples: dict[str, list[float]] | None = None) -> Row:
     """``ours / hand`` at size ``n``: median of per-round ratios over interleaved rounds.
 
     ``collector=False``: the garbage collector off for both (the work itself, the goal's measure);
     ``True``: on for both, as a training script runs them (wdmask pauses it during its build, the
-    hand-written line does not).
+    hand-written line does not). ``samples``: ``interleaved`` samples taken already (collector off), used
+    instead of timing again.
     """
-    samples = interleaved({"wdmask": ours, "hand": hand}, rounds=rounds, collector=collector)
+    if samples is None:
+        samples = interleaved({"wdmask": ours, "hand": hand}, rounds=rounds, collector=collector)
+    rounds = len(samples["wdmask"])
     r = paired_ratio(samples, "wdmask", "hand")
     gc_text = "GC on (as run)" if collector else "GC off"
     return Row(SECTION, f"{label}: {n:,} {unit} vs hand-written, {gc_text}",
@@ -141,27 +147,27 @@ def run(quick: bool = False) -> list[Row]:
     def torch_model(n: int) -> Any:
         return torch_stack(n, 8, device="meta")
 
-    t_ours, t_hand, ratios = _by_size(sizes, torch_model, torch_groups, hand_split, rounds)
-    mid = torch_model(sizes[1])
-    rows = _scaling_rows("torch groups (describe+decide)", "tensors", sizes, t_ours, t_hand, ratios,
+    samples, models = _by_size(sizes, torch_model, torch_groups, hand_split, rounds)
+    mid, big = models[sizes[1]], models[sizes[-1]]
+    rows = _scaling_rows("torch groups (describe+decide)", "tensors", sizes, samples,
                          lambda: hotspots(lambda: torch_groups(mid)), quick)
-    big = torch_model(sizes[-1])
     assert sum(len(g["params"]) for g in torch_groups(big)) == sizes[-1]
     assert [len(g["params"]) for g in hand_split(big)] == [len(g["params"]) for g in torch_groups(big)]
     rows.append(floor_row("torch groups", sizes[-1], "tensors", lambda: torch_groups(big), lambda: hand_split(big),
-                          "one-pass `ndim <= 1` split of named_parameters()", 8.0, rounds=3 if quick else 5))
+                          "one-pass `ndim <= 1` split of named_parameters()", 8.0, rounds=rounds[sizes[-1]],
+                          samples=samples[sizes[-1]]))
     rows.append(floor_row("torch groups", sizes[-1], "tensors", lambda: torch_groups(big), lambda: hand_split(big),
                           "one-pass `ndim <= 1` split of named_parameters()", 8.0, rounds=3 if quick else 5,
                           collector=True))
 
-    t_ours, t_hand, ratios = _by_size(sizes, pytree_stack, jax_mask, hand_mask, rounds)
-    mid_tree = pytree_stack(sizes[1])
-    rows += _scaling_rows("jax mask (describe+decide)", "leaves", sizes, t_ours, t_hand, ratios,
+    samples, trees = _by_size(sizes, pytree_stack, jax_mask, hand_mask, rounds)
+    mid_tree, big_tree = trees[sizes[1]], trees[sizes[-1]]
+    rows += _scaling_rows("jax mask (describe+decide)", "leaves", sizes, samples,
                           lambda: hotspots(lambda: jax_mask(mid_tree)), quick)
-    big_tree = pytree_stack(sizes[-1])
     assert jax_mask(big_tree) == hand_mask(big_tree)  # same answer: a fair floor
     row = floor_row("jax mask", sizes[-1], "leaves", lambda: jax_mask(big_tree), lambda: hand_mask(big_tree),
-                    "tree_map_with_path(lambda path, x: x.ndim > 1)", 2.0, rounds=3 if quick else 5)
+                    "tree_map_with_path(lambda path, x: x.ndim > 1)", 2.0, rounds=rounds[sizes[-1]],
+                    samples=samples[sizes[-1]])
     if row.met is False and not quick:
         row.note += f"; profile at {sizes[-1]:,}: {hotspots(lambda: jax_mask(big_tree))}"
     rows.append(row)
