@@ -84,14 +84,15 @@ def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, 
         path = (*head, *(str(p) for p in module.path))
         if owners is not None:
             owners.setdefault(path, cls)
-        if bridges is not None and isinstance(module, ToLinen):
-            bridges.setdefault(path, module)
-        if bridge_stack is not None and isinstance(module, ToLinen):
-            bridge_stack.append(path)
-            try:
-                return next_fun(*args, **kwargs)
-            finally:
-                bridge_stack.pop()
+        if isinstance(module, ToLinen):
+            if bridges is not None:
+                bridges.setdefault(path, module)
+            if bridge_stack is not None:
+                bridge_stack.append(path)
+                try:
+                    return next_fun(*args, **kwargs)
+                finally:
+                    bridge_stack.pop()
         is_call = ctx.method_name == "__call__"
         kind = kind_from_class(cls, LINEN_KINDS, "flax.linen") if tagger is not None and is_call else ""
         if kind.startswith("norm.") and args:
