@@ -23,10 +23,6 @@ from wdmask._pair import flax_axes, pair
 from wdmask_torch import models as torch_models
 from wdmask_torch._port import to_flax
 
-# torch's 2 OpenMP threads spin-wait whenever the other core is busy (another pytest worker): the tiny
-# ResNet's float64 forward+backward took 1.4 s with 2 threads and 0.01 s with 1 on this 2-core machine.
-torch.set_num_threads(1)
-
 LR, WD, MOMENTUM = 0.02, 5e-4, 0.9
 ADAM, ADAM_LR = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}, 2e-3
 
