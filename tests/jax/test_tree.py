@@ -3,11 +3,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx  # noqa: F401  (importing it raises the recursion limit; here, not inside a hypothesis test)
 from flax.core import FrozenDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wdmask._errors import MaskError
 from wdmask._jax._tree import flatten
 
 _names = st.sampled_from(["Dense_0", "LayerNorm_0", "kernel", "bias", "scale", "b", "a", "B", "0", "10", "2", ""])
@@ -77,3 +79,8 @@ def test_a_variables_dict_keeps_its_collection_in_keys_only():
     assert [(leaf.keys, leaf.path, leaf.trainable) for leaf in leaves] == [
         (("batch_stats", "BatchNorm_0", "mean"), ("BatchNorm_0", "mean"), False),
         (("params", "BatchNorm_0", "scale"), ("BatchNorm_0", "scale"), True)]
+
+
+def test_keys_that_cannot_be_sorted_are_refused_with_a_clear_error():
+    with pytest.raises(MaskError, match=r"a dict's keys cannot be sorted .* must be of one comparable type"):
+        flatten({1: np.zeros(2), "b": np.zeros(2)})

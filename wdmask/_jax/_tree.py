@@ -180,7 +180,13 @@ def _flatten_with_path(tree: PyTree, boxes: tuple[type, ...]) -> tuple[list[Path
     """``(key paths as strings, leaves, treedef)`` of any tree, Flax boxes as leaves."""
     import jax
 
-    pairs, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    try:
+        pairs, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    except ValueError as e:
+        if "sorting" not in str(e):
+            raise
+        raise MaskError(f"params: a dict's keys cannot be sorted ({e}); jax flattens a dict in sorted-key order, "
+                        "so the keys of one dict must be of one comparable type (e.g. all str)") from None
     # Only the walk into a box needs the box test, and every Flax box (``AxisMetadata`` such as
     # ``nn.Partitioned``, ``nnx.Variable`` and their subclasses) flattens with an attribute key
     # (``GetAttrKey('value')``): a walk that met only dict keys met no box.
