@@ -24,7 +24,7 @@ from wdmask._jax._fallback import (
     traced_or_error,
 )
 from wdmask._jax._plain import describe_tree
-from wdmask._jax._sample import Sample
+from wdmask._jax._sample import AxisEnv, Sample, bind_axes, trace_shapes
 from wdmask._jax._stacks import box_metadata, slice_axes
 from wdmask._jax._tree import PyTree, _unbox, first_difference, flatten, owner_of
 from wdmask._kinds import role_from_name
@@ -113,14 +113,19 @@ def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, 
 def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
                 sample_kwargs: Mapping[str, Any] | None = None) -> LinenTrace:
     """Trace ``model.init`` abstractly (classes, per-slice shapes); with ``feeds_norm`` also ``model.apply``
-    (one ``jax.make_jaxpr``: norm feeding and every parameter's usage). Two abstract traces at most."""
+    (one ``jax.make_jaxpr``: norm feeding and every parameter's usage). Two abstract traces at most; collective
+    axis names the model leaves unbound (``nn.BatchNorm(axis_name="batch")``) are bound to size 1 (``bind_axes``)."""
+    s = Sample.of(sample, sample_kwargs)
+    return bind_axes(lambda env: _trace_linen(model, s, env, feeds_norm))
+
+
+def _trace_linen(model: Any, s: Sample, env: AxisEnv, feeds_norm: bool) -> LinenTrace:
     import flax.linen as nn
     import jax
 
     from wdmask._jax import _feeds_norm
     from wdmask._jax._usage import abstract, leaf_paths, merge_uses, usage_from_jaxpr
 
-    s = Sample.of(sample, sample_kwargs)
     owners: dict[Path, type] = {}
     slices: dict[Path, tuple[int, ...]] = {}
     bridges: dict[Path, Any] = {}
@@ -131,7 +136,7 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
         return own_init(model)(rngs, *args, **kwargs)
 
     with nn.intercept_methods(_interceptor(owners, slices, None, bridges=bridges)):
-        variables = jax.eval_shape(init, abstract(s.arrays))
+        variables = trace_shapes(init, env, abstract(s.arrays))
     if not feeds_norm:
         return LinenTrace(owners, slices, variables, None, bridges=bridges)
     params = variables.get("params", {}) if isinstance(variables, Mapping) else {}
@@ -148,7 +153,7 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
     tables = bridge_tables(bridges)
     with nn.intercept_methods(_interceptor(None, None, tagger, bridge_stack=stack)), \
             tagging_bridged(bridges, tables, stack, tagger) as tagged:
-        closed = jax.make_jaxpr(forward)(abstract_params, abstract(others), abstract(s.arrays))
+        closed = jax.make_jaxpr(forward, axis_env=list(env))(abstract_params, abstract(others), abstract(s.arrays))
     invars = list(closed.jaxpr.invars)
     n_params = len(jax.tree.leaves(abstract_params))
     n_data = len(jax.tree.leaves(abstract(s.arrays)))
