@@ -1,0 +1,272 @@
+"""Patterns from real JAX code nobody on this project wrote (issue 23), as small structures written from scratch:
+the flax ImageNet ResNet (BatchNorm with ``axis_name``), a MaxText-style ``nnx.vmap`` stage stack (stacked at
+axis 1, partition names on the Variables), an Equinox model built abstractly, Haiku params dicts and HF-style
+Flax param names described from the params alone. Every trace is abstract: nothing is compiled."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import pytest
+
+jax = pytest.importorskip("jax")
+import flax.linen as nn  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import wdmask  # noqa: E402
+from wdmask import presets  # noqa: E402
+
+
+def _decided(inv, rules=presets.standard):
+    d = wdmask.decide(inv, rules)
+    return {i.dotted: (i.layer, i.role, d[i.path].decay) for i in inv}
+
+
+# -- the flax ImageNet example's ResNet: BatchNorm(use_running_average=not train, axis_name="batch") ------------
+
+class ResNetBlock(nn.Module):  # examples/imagenet/models.py, written again at toy size
+    filters: int
+    conv: type
+    norm: type
+    strides: tuple[int, int] = (1, 1)
+
+    @nn.compact
+    def __call__(self, x):
+        residual = x
+        y = self.conv(self.filters, (3, 3), self.strides)(x)
+        y = nn.relu(self.norm()(y))
+        y = self.conv(self.filters, (3, 3))(y)
+        y = self.norm(scale_init=nn.initializers.zeros_init())(y)
+        if residual.shape != y.shape:
+            residual = self.conv(self.filters, (1, 1), self.strides, name="conv_proj")(residual)
+            residual = self.norm(name="norm_proj")(residual)
+        return nn.relu(residual + y)
+
+
+class ResNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        conv = functools.partial(nn.Conv, use_bias=False)
+        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                 axis_name="batch")
+        x = conv(4, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv_init")(x)
+        x = nn.relu(norm(name="bn_init")(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        x = ResNetBlock(4, conv=conv, norm=norm)(x)
+        x = ResNetBlock(8, conv=conv, norm=norm, strides=(2, 2))(x)
+        return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
+
+
+IMAGES = jnp.ones((2, 16, 16, 3), jnp.float32)
+_BN = {"scale": ("norm.batch", "scale", False), "bias": ("norm.batch", "bias", False)}
+# path -> (layer, role, decayed by standard), and which convs feed a BatchNorm (all of them: conv -> bn)
+RESNET = {
+    "conv_init.kernel": ("conv", "kernel", True),
+    **{f"bn_init.{k}": v for k, v in _BN.items()},
+    **{f"ResNetBlock_{b}.Conv_{c}.kernel": ("conv", "kernel", True) for b in (0, 1) for c in (0, 1)},
+    **{f"ResNetBlock_{b}.BatchNorm_{n}.{k}": v for b in (0, 1) for n in (0, 1) for k, v in _BN.items()},
+    "ResNetBlock_1.conv_proj.kernel": ("conv", "kernel", True),
+    **{f"ResNetBlock_1.norm_proj.{k}": v for k, v in _BN.items()},
+    "Dense_0.kernel": ("linear", "kernel", True),
+    "Dense_0.bias": ("linear", "bias", False),
+}
+
+
+def test_imagenet_resnet_with_axis_name_batchnorm_in_train_mode():
+    inv = wdmask.describe(ResNet(), sample=IMAGES, sample_kwargs={"train": True})  # NameError: unbound axis before
+    assert _decided(inv) == RESNET
+    assert {i.dotted for i in inv if i.feeds_norm} == {k for k in RESNET if "onv" in k}
+    facts = [(i.dotted, i.layer, i.role, i.feeds_norm, i.stacked) for i in inv]
+    eval_mode = wdmask.describe(ResNet(), sample=IMAGES, sample_kwargs={"train": False})
+    assert [(i.dotted, i.layer, i.role, i.feeds_norm, i.stacked) for i in eval_mode] == facts  # mode: same answers
+    params = jax.eval_shape(functools.partial(ResNet().init, train=False), jax.random.key(0), IMAGES)["params"]
+    got = wdmask.mask(params, presets.standard, model=ResNet(), sample=(IMAGES, True))
+    assert {".".join(str(getattr(k, "key", k)) for k in p): m for p, m in jax.tree_util.tree_flatten_with_path(got)[0]} \
+        == {k: v[2] for k, v in RESNET.items()}
+
+
+class NnxBnNet(nnx.Module):
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(3, 4, (3, 3), use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(4, axis_name="batch", rngs=rngs)
+        self.fc = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc(nnx.relu(self.bn(self.conv(x))).mean((1, 2)))
+
+
+def test_nnx_batchnorm_with_axis_name_in_train_and_eval_mode():
+    model = nnx.eval_shape(lambda: NnxBnNet(nnx.Rngs(0)))
+    expected = {"conv.kernel": ("conv", "kernel", True), "bn.scale": ("norm.batch", "scale", False),
+                "bn.bias": ("norm.batch", "bias", False), "fc.kernel": ("linear", "kernel", True),
+                "fc.bias": ("linear", "bias", False)}
+    for mode in (model.train, model.eval):
+        mode()
+        inv = wdmask.describe(model, sample=IMAGES[..., :3])
+        assert _decided(inv) == expected
+        assert {i.dotted: i.feeds_norm for i in inv}["conv.kernel"] is True
+
+
+class BrokenLinen(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(4)(x).reshape(3, -1)  # 2 * 4 elements do not reshape to 3 rows: the model's own bug
+
+
+class BrokenNnx(nnx.Module):
+    def __init__(self, rngs):
+        self.fc = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc(x)
+
+
+def test_a_model_failing_on_the_sample_raises_its_own_error_named_as_the_models():
+    eqx = pytest.importorskip("equinox")
+    cases = {
+        "BrokenLinen": (BrokenLinen(), jnp.ones((2, 8))),
+        "BrokenNnx": (nnx.eval_shape(lambda: BrokenNnx(nnx.Rngs(0))), jnp.ones((2, 5))),
+        "Linear": (eqx.filter_eval_shape(eqx.nn.Linear, 4, 2, key=jax.random.key(0)), jnp.ones(5)),
+    }
+    for name, (model, x) in cases.items():
+        with pytest.raises(wdmask.MaskError, match=rf"{name} fails on `sample` by itself") as caught:
+            wdmask.describe(model, sample=x)
+        assert isinstance(caught.value.__cause__, TypeError), name  # the model's own error, kept
+
+
+# -- MaxText-style pipeline stages: nnx.vmap(out_axes=StateAxes({nnx.Param: 1, ...: 0}), transform_metadata) ----
+
+D, F, L = 8, 16, 3
+_P = nnx.with_partitioning
+
+
+class StageNorm(nnx.Module):  # a project's own RMSNorm: states its size, like MaxText's
+    def __init__(self, n):
+        self.num_features = n
+        self.scale = nnx.Param(jnp.ones((n,)), out_sharding=("norm",))
+
+    def __call__(self, x):
+        return x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + 1e-6) * self.scale
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, rngs):
+        init = nnx.initializers.lecun_normal()
+        self.pre_norm = StageNorm(D)
+        self.q = nnx.LinearGeneral(D, (2, 4), rngs=rngs, kernel_init=_P(init, ("embed", "heads", "kv")),
+                                   bias_init=_P(nnx.initializers.zeros, ("heads", "kv")))
+        self.wi = nnx.Linear(D, F, use_bias=False, rngs=rngs, kernel_init=_P(init, ("embed", "mlp")))
+        self.wo = nnx.Linear(F, D, use_bias=False, rngs=rngs)  # no partition names
+        self.post_norm = nnx.LayerNorm(D, rngs=rngs)  # no partition names
+        self.gate = nnx.Param(jnp.zeros((D,)))  # no names, and no layer that states its shape
+
+    def __call__(self, x):
+        h = self.q(self.pre_norm(x)).reshape(x.shape)
+        return self.post_norm(x + self.wo(jax.nn.gelu(self.wi(h))) * self.gate)
+
+
+class Stage(nnx.Module):
+    def __init__(self, rngs, partition="layers_per_stage", repeats=0):
+        @nnx.split_rngs(splits=L)
+        @nnx.vmap(in_axes=0, out_axes=nnx.StateAxes({nnx.Param: 1, ...: 0}), axis_name=partition,
+                  transform_metadata={nnx.PARTITION_NAME: partition})
+        def make(rngs):
+            return DecoderLayer(rngs)
+
+        if repeats:  # circular pipeline: the stages stacked again, at axis 0
+            make = nnx.split_rngs(splits=repeats)(nnx.vmap(make, in_axes=0, out_axes=0, transform_metadata={
+                nnx.PARTITION_NAME: "circular_repeats"}))
+        self.layers = make(rngs)
+
+    def __call__(self, x):  # the stage runs its layers with a scan over axis 1
+        graphdef, params, rest = nnx.split(self.layers, nnx.Param, ...)
+
+        def body(x, p):
+            return nnx.merge(graphdef, p, rest)(x), None
+
+        return jax.lax.scan(body, x, jax.tree.map(lambda a: jnp.moveaxis(a, 1, 0), params))[0]
+
+
+def _stage(**kwargs):
+    with nnx.use_eager_sharding(False):  # partition names without a mesh
+        return nnx.eval_shape(lambda: Stage(nnx.Rngs(0), **kwargs))
+
+
+STAGE_LEAVES = ("gate", "post_norm.bias", "post_norm.scale", "pre_norm.scale", "q.bias", "q.kernel", "wi.kernel",
+                "wo.kernel")
+# timm's `ndim <= 1` and `.bias` rule, on the per-layer rank: kernels decay, the gate and norms do not
+STAGE_TIMM = {"gate": False, "post_norm.bias": False, "post_norm.scale": False, "pre_norm.scale": False,
+              "q.bias": False, "q.kernel": True, "wi.kernel": True, "wo.kernel": True}
+
+
+@pytest.mark.parametrize("partition", ["layers_per_stage", "pipe"])
+def test_maxtext_style_stage_stack_at_axis_1(partition):
+    model = _stage(partition=partition)  # "pipe" is no stacking name: the layers' own shapes show the axis
+    for inv in (wdmask.describe(model), wdmask.describe(model, sample=jnp.ones((2, 4, D)))):
+        assert {i.dotted: i.stacked_axes for i in inv} == {f"layers.{k}": (1,) for k in STAGE_LEAVES}
+        assert {i.dotted: i.layer_shape for i in inv}["layers.q.kernel"] == (D, 2, 4)
+        d = wdmask.decide(inv, presets.timm)
+        assert {i.dotted[len("layers."):]: d[i.path].decay for i in inv} == STAGE_TIMM
+    if partition == "layers_per_stage":  # the params alone: the stacking name, and the unnamed leaves agree with it
+        inv = wdmask.describe(nnx.state(model, nnx.Param))
+        assert {i.dotted: i.stacked_axes for i in inv} == {f"layers.{k}": (1,) for k in STAGE_LEAVES}
+
+
+def test_maxtext_style_circular_repeats_of_stages():
+    model = _stage(repeats=2)  # (repeats, ..., layers_per_stage, ...): axes 0 and 2
+    for inv in (wdmask.describe(model), wdmask.describe(nnx.state(model, nnx.Param))):
+        assert {i.dotted: i.stacked_axes for i in inv} == {f"layers.{k}": (0, 2) for k in STAGE_LEAVES}
+
+
+# -- Equinox models built abstractly (eqx.filter_eval_shape) -----------------------------------------------------
+
+def _eqx_net():
+    eqx = pytest.importorskip("equinox")
+
+    class Net(eqx.Module):
+        conv: eqx.nn.Conv2d
+        norm: eqx.nn.LayerNorm
+        emb: eqx.nn.Embedding
+        head: eqx.nn.Linear
+
+        def __init__(self, key):
+            k1, k2, k3 = jax.random.split(key, 3)
+            self.conv = eqx.nn.Conv2d(3, 4, 3, key=k1)
+            self.norm = eqx.nn.LayerNorm(4)
+            self.emb = eqx.nn.Embedding(5, 4, key=k2)
+            self.head = eqx.nn.Linear(4, 2, key=k3)
+
+        def __call__(self, x, ids):
+            h = self.conv(x).mean((1, 2)) + self.emb(ids)
+            return self.head(self.norm(h))
+
+    return eqx, Net
+
+
+EQX_NET = {"conv.weight": ("conv", "kernel", True), "conv.bias": ("conv", "bias", False),
+           "norm.weight": ("norm.layer", "scale", False), "norm.bias": ("norm.layer", "bias", False),
+           "emb.weight": ("embedding", "embedding", True), "head.weight": ("linear", "kernel", True),
+           "head.bias": ("linear", "bias", False)}
+
+
+def _materialize(abstract):
+    return jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), abstract)
+
+
+def test_equinox_model_built_abstractly_is_described_like_the_concrete_one():
+    eqx, Net = _eqx_net()
+    abstract = eqx.filter_eval_shape(Net, key=jax.random.key(0))
+    concrete = _materialize(abstract)  # the same model with arrays (values do not matter): no eager init to compile
+    assert isinstance(abstract.conv.weight, jax.ShapeDtypeStruct)
+    sample = (jnp.ones((3, 6, 6)), jnp.asarray(1))
+    for model in (abstract, concrete):
+        assert _decided(wdmask.describe(model)) == EQX_NET
+        assert _decided(wdmask.describe(model, sample=sample)) == EQX_NET  # TypeError on the abstract one before
+    assert wdmask.describe(abstract, sample=sample) == wdmask.describe(concrete, sample=sample)
+    got = wdmask.mask(abstract, presets.standard)  # the structure optax sees of the concrete model
+    want = wdmask.mask(eqx.filter(concrete, eqx.is_inexact_array), presets.standard)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert jax.tree.leaves(got) == [v[2] for v in EQX_NET.values()]
