@@ -270,3 +270,149 @@ def test_equinox_model_built_abstractly_is_described_like_the_concrete_one():
     want = wdmask.mask(eqx.filter(concrete, eqx.is_inexact_array), presets.standard)
     assert jax.tree.structure(got) == jax.tree.structure(want)
     assert jax.tree.leaves(got) == [v[2] for v in EQX_NET.values()]
+
+
+# -- params alone: Haiku params dicts, HF-style Flax names, extra tables, extra parameters of a known kind --------
+
+def _z(*shape):
+    return np.zeros(shape, np.float32)
+
+
+def _no_guess(fn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", wdmask.UnclassifiedWarning)
+        return fn()
+
+
+# Haiku's own structure, written literally: {module path with "/~/": {leaf: array}}
+HAIKU = {
+    "mlp/~/linear_0": {"w": _z(4, 8), "b": _z(8)},  # hk.nets.MLP
+    "mlp/~/linear_1": {"w": _z(8, 2), "b": _z(2)},
+    "conv2_d": {"w": _z(3, 3, 3, 4), "b": _z(4)},  # hk.Conv2D, hk.Conv1D
+    "conv1_d_1": {"w": _z(3, 4, 4), "b": _z(4)},
+    "layer_norm": {"scale": _z(4), "offset": _z(4)},  # hk.LayerNorm, BatchNorm, GroupNorm, RMSNorm
+    "batch_norm": {"scale": _z(4), "offset": _z(4)},
+    "group_norm": {"scale": _z(4), "offset": _z(4)},
+    "rms_norm": {"scale": _z(4)},
+    "embed": {"embeddings": _z(10, 4)},  # hk.Embed
+    "transformer": {"positional_embeddings": _z(16, 4)},  # hk.get_parameter in a module
+    "transformer/~/multi_head_attention/~/query": {"w": _z(4, 8), "b": _z(8)},  # hk.MultiHeadAttention
+    "transformer/~/multi_head_attention/~/linear": {"w": _z(8, 4), "b": _z(4)},
+    "res_net/~/initial_conv": {"w": _z(7, 7, 3, 4)},  # hk.nets.ResNet's explicit names
+    "res_net/~/initial_batchnorm": {"scale": _z(1, 1, 1, 4), "offset": _z(1, 1, 1, 4)},
+    "res_net/~/block_group_0/~/block_0/~/batchnorm_0": {"scale": _z(1, 1, 1, 4), "offset": _z(1, 1, 1, 4)},
+    "res_net/~/logits": {"w": _z(4, 10), "b": _z(10)},
+    "layer_stack/~/linear": {"w": _z(3, 4, 4), "b": _z(3, 4)},  # hk.layer_stack: 3 layers stacked at axis 0
+}
+# module path -> leaf -> (layer, role, decayed by standard), by hand from Haiku's conventions
+_LIN, _CONV, _OTHER = "linear", "conv", "other"
+HAIKU_EXPECTED = {
+    "mlp.linear_0.w": (_LIN, "kernel", True), "mlp.linear_0.b": (_LIN, "bias", False),
+    "mlp.linear_1.w": (_LIN, "kernel", True), "mlp.linear_1.b": (_LIN, "bias", False),
+    "conv2_d.w": (_CONV, "kernel", True), "conv2_d.b": (_CONV, "bias", False),
+    "conv1_d_1.w": (_CONV, "kernel", True), "conv1_d_1.b": (_CONV, "bias", False),
+    "layer_norm.scale": ("norm.layer", "scale", False), "layer_norm.offset": ("norm.layer", "bias", False),
+    "batch_norm.scale": ("norm.batch", "scale", False), "batch_norm.offset": ("norm.batch", "bias", False),
+    "group_norm.scale": ("norm.group", "scale", False), "group_norm.offset": ("norm.group", "bias", False),
+    "rms_norm.scale": ("norm.rms", "scale", False),
+    "embed.embeddings": ("embedding", "embedding", True),
+    "transformer.positional_embeddings": (_OTHER, "position", False),
+    "transformer.multi_head_attention.query.w": (_OTHER, "kernel", True),
+    "transformer.multi_head_attention.query.b": (_OTHER, "bias", False),
+    "transformer.multi_head_attention.linear.w": (_LIN, "kernel", True),
+    "transformer.multi_head_attention.linear.b": (_LIN, "bias", False),
+    "res_net.initial_conv.w": (_OTHER, "kernel", True),
+    "res_net.initial_batchnorm.scale": ("norm.batch", "scale", False),
+    "res_net.initial_batchnorm.offset": ("norm.batch", "bias", False),
+    "res_net.block_group_0.block_0.batchnorm_0.scale": ("norm.batch", "scale", False),
+    "res_net.block_group_0.block_0.batchnorm_0.offset": ("norm.batch", "bias", False),
+    "res_net.logits.w": (_OTHER, "kernel", True), "res_net.logits.b": (_OTHER, "bias", False),
+    "layer_stack.linear.w": (_LIN, "kernel", True), "layer_stack.linear.b": (_LIN, "bias", False),
+}
+
+
+def test_haiku_params_dict_described_and_masked_by_its_conventions():
+    inv = _no_guess(lambda: wdmask.describe(HAIKU))  # every leaf is known by Haiku's names: nothing guessed
+    assert _decided(inv) == HAIKU_EXPECTED
+    stacked = {i.dotted: i.stacked for i in inv if i.stacked}
+    assert stacked == {"layer_stack.linear.w": 1, "layer_stack.linear.b": 1}
+    got = _no_guess(lambda: wdmask.mask(HAIKU, presets.standard))
+    assert set(got) == set(HAIKU)  # the mask has the params' own structure: Haiku's keys
+    assert got["mlp/~/linear_0"] == {"w": True, "b": False} and got["layer_norm"] == {"scale": False, "offset": False}
+    assert wdmask.mask(HAIKU, presets.timm)["layer_stack/~/linear"]["b"] is False  # per-layer ndim 1
+
+
+_LN = {"scale": _z(8), "bias": _z(8)}
+HF_STYLE = {  # transformers-style Flax param names, params alone
+    "gpt2": ({"transformer": {"wte": {"embedding": _z(50, 8)}, "wpe": {"embedding": _z(16, 8)},
+                              "h": {"0": {"ln_1": _LN, "attn": {"c_attn": {"kernel": _z(8, 24), "bias": _z(24)}},
+                                          "ln_2": _LN}},
+                              "ln_f": _LN}},
+             {"transformer.wte.embedding": ("embedding", "embedding", True),
+              "transformer.wpe.embedding": ("embedding", "position", False),
+              **{f"transformer.h.0.{n}.{k}": ("norm.layer", r, False) for n in ("ln_1", "ln_2")
+                 for k, r in (("scale", "scale"), ("bias", "bias"))},
+              "transformer.h.0.attn.c_attn.kernel": ("other", "kernel", True),
+              "transformer.h.0.attn.c_attn.bias": ("other", "bias", False),
+              "transformer.ln_f.scale": ("norm.layer", "scale", False),
+              "transformer.ln_f.bias": ("norm.layer", "bias", False)}),
+    "llama": ({"model": {"embed_tokens": {"embedding": _z(50, 8)},
+                         "layers": {"0": {"input_layernorm": {"weight": _z(8)},
+                                          "self_attn": {"q_proj": {"kernel": _z(8, 8)}},
+                                          "post_attention_layernorm": {"weight": _z(8)}}},
+                         "norm": {"weight": _z(8)}},
+               "lm_head": {"kernel": _z(8, 50)}},
+              {"model.embed_tokens.embedding": ("embedding", "embedding", True),
+               "model.layers.0.input_layernorm.weight": ("norm.layer", "scale", False),
+               "model.layers.0.self_attn.q_proj.kernel": ("other", "kernel", True),
+               "model.layers.0.post_attention_layernorm.weight": ("norm.layer", "scale", False),
+               "model.norm.weight": ("norm.layer", "scale", False),
+               "lm_head.kernel": ("other", "kernel", True)}),
+    "t5": ({"shared": {"embedding": _z(50, 8)},
+            "encoder": {"final_layer_norm": {"weight": _z(8)}, "layer_norm": {"weight": _z(8)}}},
+           {"shared.embedding": ("embedding", "embedding", True),
+            "encoder.final_layer_norm.weight": ("norm.layer", "scale", False),
+            "encoder.layer_norm.weight": ("norm.layer", "scale", False)}),
+}
+
+
+@pytest.mark.parametrize("family", list(HF_STYLE))
+def test_hf_style_flax_norm_and_table_names_from_the_params_alone(family):
+    params, expected = HF_STYLE[family]
+    assert _decided(_no_guess(lambda: wdmask.describe(params))) == expected  # nothing left to guess
+
+
+def test_an_embed_that_is_not_the_only_table_is_a_guess_named_in_the_warning():
+    bert = {"embeddings": {"word_embeddings": {"embedding": _z(50, 8)},
+                           "position_embeddings": {"embedding": _z(16, 8)},
+                           "token_type_embeddings": {"embedding": _z(2, 8)}, "LayerNorm": _LN}}
+    with pytest.warns(wdmask.UnclassifiedWarning) as record:
+        got = wdmask.mask(bert, presets.standard)["embeddings"]
+    message = " ".join(str(r.message) for r in record)
+    assert "known layer kind have no known role" in message and "embeddings.token_type_embeddings.embedding" in message
+    assert "word_embeddings" not in message and "position_embeddings" not in message  # their names tell
+    assert (got["word_embeddings"]["embedding"], got["position_embeddings"]["embedding"]) == (True, False)
+    assert got["LayerNorm"] == {"scale": False, "bias": False}
+
+    two = {"Embed_0": {"embedding": _z(50, 8)}, "Embed_1": {"embedding": _z(16, 8)}}  # token or position table?
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"no known role.*: Embed_0\.embedding, Embed_1\.embedding"):
+        wdmask.mask(two, presets.standard)
+    _no_guess(lambda: wdmask.mask({"Embed_0": {"embedding": _z(50, 8)}}, presets.standard))  # the only table
+
+
+def test_extra_parameter_of_a_conv_class_is_a_guess_named_in_the_warning():
+    eqx = pytest.importorskip("equinox")
+
+    class CentralDifferenceConv(eqx.Module):  # a conv by its class name, with a gate the name does not explain
+        weight: jax.Array
+        bias: jax.Array
+        difference_control: jax.Array
+
+    model = CentralDifferenceConv(_z(4, 3, 3, 3), _z(4, 1, 1), _z())
+    inv = wdmask.describe(model)
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"1 parameter\(s\) of a known layer kind have no known role "
+                                                         r"\(kernel, bias, embedding, \.\.\.\) and were decayed by "
+                                                         r"the rules' default: difference_control\."):
+        decided = _decided(inv)
+    assert decided == {"weight": ("conv", "kernel", True), "bias": ("conv", "bias", False),
+                       "difference_control": ("conv", "other", True)}
