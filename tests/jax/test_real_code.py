@@ -400,6 +400,32 @@ def test_an_embed_that_is_not_the_only_table_is_a_guess_named_in_the_warning():
     _no_guess(lambda: wdmask.mask({"Embed_0": {"embedding": _z(50, 8)}}, presets.standard))  # the only table
 
 
+class TwoTables(nnx.Module):
+    def __init__(self, rngs):
+        self.wte = nnx.Embed(50, 8, rngs=rngs)
+        self.extra = nnx.Embed(16, 8, rngs=rngs)  # the class says table, not whether tokens or positions index it
+
+    def __call__(self, ids):
+        return self.wte(ids) + self.extra(jnp.arange(ids.shape[-1]))
+
+
+def test_a_second_table_of_a_known_class_is_a_guess_without_a_sample():
+    model = nnx.eval_shape(lambda: TwoTables(nnx.Rngs(0)))
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"known layer kind have no known role.*: extra\.embedding\."):
+        roles = {k: v[1] for k, v in _decided(wdmask.describe(model)).items()}
+    assert roles == {"wte.embedding": "embedding", "extra.embedding": "other"}
+    eqx = pytest.importorskip("equinox")
+
+    class Tables(eqx.Module):
+        tok_embeddings: eqx.nn.Embedding
+        segments: eqx.nn.Embedding
+
+    model = Tables(eqx.nn.Embedding(weight=_z(50, 8)), eqx.nn.Embedding(weight=_z(2, 8)))
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"no known role.*: segments\.weight\."):
+        roles = {k: v[1] for k, v in _decided(wdmask.describe(model)).items()}
+    assert roles == {"tok_embeddings.weight": "embedding", "segments.weight": "other"}
+
+
 def test_extra_parameter_of_a_conv_class_is_a_guess_named_in_the_warning():
     eqx = pytest.importorskip("equinox")
 

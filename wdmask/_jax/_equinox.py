@@ -256,6 +256,10 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
         if uses is not None:
             info = with_usage(info, uses.get(path, ()))
         out.append(info)
+    if uses is None:  # no graph: a second embedding table may hold positions
+        from wdmask._jax._plain import guess_extra_tables
+
+        return guess_extra_tables(out)
     return out
 
 

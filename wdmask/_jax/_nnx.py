@@ -215,6 +215,10 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
         agreed = agree_with_siblings([i.path for i in out], [i.shape for i in out], [i.stacked_axes for i in out],
                                      trusted)
         out = [with_axes(info, axes) for info, axes in zip(out, agreed, strict=True)]
+    if trace is None:  # no graph: a second embedding table may hold positions
+        from wdmask._jax._plain import guess_extra_tables
+
+        out = guess_extra_tables(out)
     if unknown:
         warnings.warn(
             f"describe(): {len(unknown)} parameter(s) of linen modules wrapped by nnx.bridge.ToNNX have no known "

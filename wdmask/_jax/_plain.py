@@ -111,6 +111,21 @@ def describe_tree(leaves: Sequence[Leaf]) -> Inventory:
     return Inventory(kinds, kind_of, paths, shapes)
 
 
+def guess_extra_tables(inventory: Sequence[ParamInfo]) -> list[ParamInfo]:
+    """An inventory described without a graph (classes known, no ``sample``) with every embedding table but one
+    a guess unless its owner's name says tokens (``_guess_extra_tables``): a class tells a table, not what indexes it.
+
+    Example:
+      >>> inv = [ParamInfo(("tok_embeddings", "weight"), (9, 4), layer="embedding", role="embedding"),
+      ...        ParamInfo(("extra", "weight"), (9, 4), layer="embedding", role="embedding")]
+      >>> [i.role for i in guess_extra_tables(inv)]
+      ['embedding', 'other']
+    """
+    kinds = list(inventory)
+    _guess_extra_tables(kinds, list(range(len(kinds))))
+    return kinds
+
+
 def _guess_extra_tables(kinds: list[ParamInfo], kind_of: list[int]) -> None:
     """With more than one embedding table, the tables whose owner does not say tokens get role ``other`` (the kind
     is known, the role is a guess: token, position or segment table), in place."""
