@@ -23,7 +23,15 @@ from typing import Any
 
 from wdmask._jax._classes import _ATTENTION_CHILDREN, _stacked_from_ndim, expected_ndim, strip_lift
 from wdmask._jax._tree import Leaf
-from wdmask._kinds import is_auto_name, kind_from_module_name, kind_from_name, names_tokens, role_from_name
+from wdmask._kinds import (
+    SCALE_NAMES,
+    SHIFT_NAMES,
+    is_auto_name,
+    kind_from_module_name,
+    kind_from_name,
+    names_tokens,
+    role_from_name,
+)
 from wdmask._types import Inventory, ParamInfo, Path
 
 
@@ -38,6 +46,12 @@ class _NameMemo:
         self.role_from_name = functools.cache(role_from_name)
 
 
+# The leaves a layer kind named by an explicit module name can hold (Flax, Haiku and torch-style names).
+_LEAVES_OF = {"norm": SCALE_NAMES | SHIFT_NAMES, "linear": frozenset({"kernel", "w", "weight", "bias", "b"}),
+              "conv": frozenset({"kernel", "w", "weight", "bias", "b"}),
+              "embedding": frozenset({"embedding", "embeddings", "weight"})}
+
+
 def _name_kind(path: Path, memo: _NameMemo) -> str | None:
     """Kind from the immediate owner's auto-name (never an ancestor's)."""
     if len(path) < 2:
@@ -46,8 +60,8 @@ def _name_kind(path: Path, memo: _NameMemo) -> str | None:
     if memo.is_auto_name(owner):
         return memo.kind_from_name(owner)
     named = memo.kind_from_module_name(owner)  # Haiku auto-names, names that say norm
-    if named is not None:
-        return named
+    if named is not None and path[-1].lower() in _LEAVES_OF.get(named.split(".")[0], ()):
+        return named  # ... when the leaf is one such a layer has (a `kernel` under `norm_proj` is no norm's)
     if owner in _ATTENTION_CHILDREN and len(path) >= 3:
         parent = memo.strip_lift(path[-3])
         if memo.is_auto_name(parent) and "Attention" in parent:
