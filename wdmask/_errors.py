@@ -7,11 +7,13 @@ way in Optax and in PyTorch.
 from __future__ import annotations
 
 import math
+import reprlib
 import sys
 from typing import Any
 
 __all__ = [
     "MaskError", "RuleError", "UnclassifiedWarning", "UnmatchedRuleWarning", "check_bool", "check_weight_decay",
+    "short_repr",
 ]
 
 #: A float, a scalar array (possibly traced, e.g. under ``inject_hyperparams``) or an optax schedule.
@@ -54,8 +56,33 @@ WEIGHT_DECAY_STR_FIX = "; write the number itself (1e-4), not a string"
 BOOL_MSG = "{where}`{name}` must be True or False, got {what}"
 
 
+_REPR = reprlib.Repr()  # keyword arguments need Python 3.12
+for _name, _value in (("maxlevel", 3), ("maxdict", 6), ("maxlist", 6), ("maxtuple", 6), ("maxset", 6),
+                      ("maxfrozenset", 6), ("maxdeque", 6), ("maxarray", 6), ("maxstring", 60), ("maxlong", 40),
+                      ("maxother", 60)):
+    setattr(_REPR, _name, _value)
+
+
+def short_repr(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` bounded in size (and in the work to make it): what error messages embed of a user value.
+
+    A value from a file can be large (a long string, a deep or wide structure): its message stays short.
+
+    Example:
+      >>> len(short_repr("x" * 10**6))
+      60
+      >>> short_repr(list(range(100)))
+      '[0, 1, 2, 3, 4, 5, ...]'
+    """
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a broken __repr__ must not hide the error being reported
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _what(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"[:200]
+    return f"{type(value).__name__} {short_repr(value, 180)}"
 
 
 def _is_tracer(value: Any) -> bool:
