@@ -252,3 +252,30 @@ def test_any_unicode_round_trips_through_every_format(fmt, why, module_type):
     rules = wdmask.Rules([wdmask.Rule(path="blocks.*.ln.**", module_type=module_type, decay=False, why=why)],
                          default=0.5)
     assert wdmask.loads(wdmask.dumps(rules, fmt), fmt) == rules
+
+
+# --- rules files that build on a preset (issue 25, item 4) ---
+
+EXTRA = wdmask.Rule(path="head.**", multiplier=0.5)
+
+
+@pytest.mark.parametrize("fmt,text", [
+    ("toml", 'preset = "standard"\n\n[[rules]]\npath = "head.**"\nmultiplier = 0.5\n'),
+    ("json", '{"preset": "standard", "rules": [{"path": "head.**", "multiplier": 0.5}]}'),
+    ("yaml", "preset: standard\nrules:\n  - {path: head.**, multiplier: 0.5}\n"),
+], ids=["toml", "json", "yaml"])
+def test_a_rules_file_extends_a_preset(fmt, text):
+    rules = wdmask.loads(text, fmt)
+    assert list(rules) == [*wdmask.presets.standard, EXTRA]
+    assert rules.default == wdmask.presets.standard.default
+    assert wdmask.loads('preset = "timm"\n', "toml") == wdmask.presets.timm
+
+
+def test_unknown_preset_lists_the_valid_ones(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('preset = "standrad"\n[[rules]]\nrole = "bias"\ndecay = false\n')
+    with pytest.raises(wdmask.RuleError, match=r"r.toml: unknown preset 'standrad'; valid: standard, "
+                                               r"standard_scale_invariant, all, .*Did you mean 'standard'"):
+        wdmask.load(path)
+    with pytest.raises(wdmask.RuleError, match="`preset` must be the name of a preset"):
+        wdmask.loads('{"preset": ["standard"], "rules": []}', "json")

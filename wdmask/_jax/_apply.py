@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -193,6 +194,11 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
                     tuple([leaf.shape for leaf in leaves]))
 
 
+def _is_nnx(obj: Any) -> bool:
+    flax = sys.modules.get("flax.nnx")
+    return flax is not None and isinstance(obj, flax.Module)
+
+
 def _is_linen(model: Any) -> bool:
     try:
         import flax.linen as nn
@@ -207,12 +213,14 @@ def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None
     r"""Bool pytree with ``params``' structure: ``True`` where the decided multiplier is non-zero.
 
     Leaves outside the ``params`` collection of a variables dict, non-``Param`` NNX variables and
-    integer/bool leaves are ``False``. ``nn.Partitioned``/``nnx.Param`` boxes get one bool (a
-    prefix of the boxed tree, as ``optax.masked`` accepts); an ``nnx.State`` gives an
+    integer/bool leaves are ``False``. An NNX module stands for its ``nnx.state(model, nnx.Param)``
+    (with ``model=`` itself): the mask of what ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` updates.
+    ``nn.Partitioned``/``nnx.Param`` boxes get one bool (a prefix of the boxed tree, as
+    ``optax.masked`` accepts); an ``nnx.State`` gives an
     ``nnx.State`` of bools, usable as the mask of ``nnx.Optimizer``'s pure updates.
 
     Args:
-      params: a params pytree (dict, ``FrozenDict``, variables dict, ``nnx.State``).
+      params: a params pytree (dict, ``FrozenDict``, variables dict, ``nnx.State``) or an NNX module.
       rules: ordered rules (``wdmask.presets.standard``, ...); the last match wins.
       model: the linen or NNX module the params belong to: exact layer kinds instead of names.
       sample: example inputs of ``model`` (linen: required; NNX: optional): enables roles from usage and
@@ -230,6 +238,13 @@ def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None
       >>> wdmask.mask(params, wdmask.presets.standard)
       {'Dense_0': {'bias': False, 'kernel': True}}
     """
+    if _is_nnx(params):  # the module itself: its trainable state, the tree nnx.Optimizer(wrt=nnx.Param) updates
+        from flax import nnx
+
+        if model is not None and model is not params:
+            raise TypeError("wdmask.mask: `params` is an NNX module and `model=` is another one; pass "
+                            "nnx.state(model, nnx.Param) as `params`, or the module alone")
+        params, model = nnx.state(params, nnx.Param), params
     return _spec(params, as_rules(rules), model, sample, strict, sample_kwargs=sample_kwargs).mask()
 
 
