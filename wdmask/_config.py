@@ -143,7 +143,28 @@ def loads(text: str | bytes, format: str) -> Rules:  # noqa: A002 - mirrors json
         raise RuleError(f"not valid {format.upper()}: nested too deeply") from None
     except Exception as e:  # each parser has its own error type; all mean "not valid <format>"
         raise RuleError(f"not valid {format.upper()}: {short_repr(str(e), 300)[1:-1]}") from None
-    return Rules.from_dict(data)
+    return from_data(data)
+
+
+def from_data(data: Any) -> Rules:
+    """Rules from a parsed file: ``Rules.from_dict``, plus a ``preset`` key whose rules come first.
+
+    Example:
+      >>> rules = from_data({"preset": "standard", "rules": [{"path": "head.**", "decay": False}]})
+      >>> len(rules), rules[-1].path, rules.name
+      (6, 'head.**', 'standard + 1 rule(s)')
+    """
+    if not isinstance(data, Mapping) or "preset" not in data:
+        return Rules.from_dict(data)
+    from wdmask import presets
+
+    name = data["preset"]
+    if not isinstance(name, str):
+        raise RuleError(f"rules data: `preset` must be the name of a preset, one of {', '.join(presets.names)}; "
+                        f"got {type(name).__name__} {short_repr(name)}")
+    base = presets.by_name(name)
+    extra = Rules.from_dict({"rules": [], "default": base.default, **{k: v for k, v in data.items() if k != "preset"}})
+    return Rules((*base, *extra), default=extra.default, name=f"{base.name} + {len(extra)} rule(s)")
 
 
 def _toml_string(text: str) -> str:

@@ -454,37 +454,19 @@ class Rules(Sequence[Rule]):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Rules:
-        """Inverse of ``to_dict``; also accepts a bare list of rule dicts, and ``{"preset": name, "rules": [...]}``:
-        the preset's rules first, then these (its default unless ``default`` is given).
-
-        Example:
-          >>> rules = Rules.from_dict({"preset": "standard", "rules": [{"path": "head.**", "decay": False}]})
-          >>> len(rules), rules[-1].path, rules.name
-          (6, 'head.**', 'standard + 1 rule(s)')
-        """
+        """Inverse of ``to_dict``; also accepts a bare list of rule dicts (a file's ``preset``: ``wdmask.loads``)."""
         if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
             return cls(data)
         if not isinstance(data, Mapping):
             raise RuleError(f"rules data must be a dict with a `rules` list or a list of rule dicts, got "
                             f"{type(data).__name__} {short_repr(data)}")
-        keys = ("rules", "default", "preset")
         for key in data:
-            if key not in keys:
-                raise RuleError(f"rules data: unknown top-level key {short_repr(key)}; valid: {', '.join(keys)}."
-                                f"{_did_you_mean(str(key), keys)}")
-        if "preset" not in data:
-            if "rules" not in data:
-                raise RuleError("rules data: missing the `rules` list (e.g. [[rules]] tables in TOML)")
-            return cls(data["rules"], default=data.get("default", 1.0))
-        from wdmask import presets  # presets imports this module
-
-        name = data["preset"]
-        if not isinstance(name, str):
-            raise RuleError(f"rules data: `preset` must be the name of a preset, one of {', '.join(presets.names)}; "
-                            f"got {type(name).__name__} {short_repr(name)}")
-        base = presets.by_name(name)
-        extra = cls(data.get("rules", ()), default=data.get("default", base.default))
-        return cls((*base, *extra), default=extra.default, name=f"{base.name} + {len(extra)} rule(s)")
+            if key not in ("rules", "default"):
+                raise RuleError(f"rules data: unknown top-level key {short_repr(key)}; valid: rules, default (and "
+                                f"preset, in a rules file).{_did_you_mean(str(key), ('rules', 'default', 'preset'))}")
+        if "rules" not in data:
+            raise RuleError("rules data: missing the `rules` list (e.g. [[rules]] tables in TOML)")
+        return cls(data["rules"], default=data.get("default", 1.0))
 
 
 def as_rules(rules: Rules | Iterable[RuleLike] | Mapping[str, Any]) -> Rules:
