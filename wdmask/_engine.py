@@ -6,7 +6,7 @@ import operator
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 
-from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning
+from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning, check_bool
 from wdmask._report import Explanation, Row
 from wdmask._rules import CONDITIONS, Rule, RuleLike, Rules, as_rules
 from wdmask._types import Decision, Inventory, ParamInfo, Path
@@ -36,6 +36,7 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
       >>> {".".join(p): d.multiplier for p, d in decide(inv, presets.standard).items()}
       {'conv.weight': 1.0, 'bn.bias': 0.0}
     """
+    check_bool(strict, "strict", where="decide: ")
     rules = as_rules(rules)
     key_of, reads_path = _key_function(rules)
     kinds, kind_of, paths = _kinds_of(inventory, whole=reads_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,9 +19,9 @@ from typing import Any
 
 from wdmask import presets
 from wdmask._engine import decide
-from wdmask._errors import MaskError, check_weight_decay
+from wdmask._errors import MaskError, check_bool, check_weight_decay
 from wdmask._gc import builds_inventory
-from wdmask._jax._describe import describe, describe_flattened, refuse_torch
+from wdmask._jax._describe import describe, describe_flattened, refuse_not_a_model, refuse_torch
 from wdmask._jax._equinox import flatten_params, is_equinox
 from wdmask._jax._linen import NEEDS_SAMPLE_MSG
 from wdmask._jax._tree import Leaf, _box_test, _flax_boxes, _unbox, first_difference, flatten, key_str
@@ -176,6 +177,7 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
     refuse_torch(model, "mask", "model")
     if params is None:
         raise MaskError("wdmask: `params` is None; pass the params pytree (or nnx.state(model, nnx.Param))")
+    refuse_not_a_model(params, "mask", "params")
     if is_equinox(params) or is_equinox(model):  # the filtered params optax sees, StateIndex state not trainable
         params, flat = flatten_params(params)
     leaves, treedef = flat if flat is not None else flatten(params)
@@ -325,6 +327,20 @@ CHANGED_MSG = (
 )
 
 
+def _check_products(weight_decay: ScalarOrSchedule, spec: MaskSpec) -> None:
+    """``ValueError`` when a concrete weight decay times a rule's multiplier is not finite (``1e308 * 10``)."""
+    if callable(weight_decay) and not hasattr(weight_decay, "shape"):
+        return
+    try:
+        wd = float(weight_decay)
+    except Exception:  # a traced value: not known until the step runs
+        return
+    for m in spec.distinct:
+        if not math.isfinite(wd * m):
+            raise ValueError(f"wdmask.decay: weight_decay {wd:g} times the rules' multiplier {m:g} is not finite; "
+                             "use multipliers that keep weight_decay * multiplier a finite number")
+
+
 def _inner(weight_decay: ScalarOrSchedule, spec: MaskSpec) -> Any:
     import optax
 
@@ -417,7 +433,8 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
     import optax
 
     rules = as_rules(rules)
-    check_weight_decay(weight_decay, where="wdmask.decay: ")
+    check_weight_decay(weight_decay, where="wdmask.decay: ", torch_ok=False)
+    check_bool(strict, "strict", where="wdmask.decay: ")
     refuse_torch(model, "decay", "model")
     if model is not None and sample is None and not sample_kwargs and _is_linen(model):
         raise ValueError(NEEDS_SAMPLE_MSG)
@@ -436,6 +453,7 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
     def init_fn(params: PyTree) -> DecayState:
         refuse_torch(params, "decay", "params")
         spec = own_spec(params)
+        _check_products(weight_decay, spec)
         _CHECKED.setdefault(spec, set()).add(_decider_key(rules, model, sample, sample_kwargs, strict))
         return DecayState(_inner(weight_decay, spec).init(params), spec)
 

@@ -26,7 +26,7 @@ from wdmask._jax._fallback import (
 from wdmask._jax._plain import describe_tree
 from wdmask._jax._sample import AxisEnv, Sample, bind_axes, trace_shapes
 from wdmask._jax._stacks import box_metadata, slice_axes
-from wdmask._jax._tree import PyTree, _unbox, first_difference, flatten, owner_of
+from wdmask._jax._tree import PyTree, _unbox, first_difference, flatten, owner_of, shape_difference
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
 from wdmask._usage import Use, with_usage
@@ -188,6 +188,11 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
         if want != got:
             raise MaskError(f"`params` do not match `model` ({type(model).__name__} initialised with `sample`): "
                             f"{first_difference(want, got)}; pass the params of this model (variables['params'])")
+        wrong = shape_difference(model_leaves, leaves)
+        if wrong:
+            raise MaskError(f"`params` do not match `model` ({type(model).__name__} initialised with `sample`): "
+                            f"{wrong}; a `sample` of the wrong shape (the model's params are shaped by it), or "
+                            "params of another model with the same paths")
     # Declarations live in the boxes of the model's own init: also known when `params` were unboxed.
     declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
     meta = {**box_metadata(trace.variables), **box_metadata(params)}  # partition names: which axis is stacked

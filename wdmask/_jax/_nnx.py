@@ -42,7 +42,7 @@ from wdmask._jax._stacks import (
     slice_axes,
     with_axes,
 )
-from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, owner_of
+from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, owner_of, shape_difference
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
 from wdmask._usage import Use, with_usage
@@ -181,6 +181,10 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
         if want != got:
             raise MaskError(f"`params` do not match `model` ({type(model).__name__}): {first_difference(want, got)}; "
                             "pass nnx.state(model, nnx.Param) (or its pure form)")
+        wrong = shape_difference(model_leaves, leaves)
+        if wrong:
+            raise MaskError(f"`params` do not match `model` ({type(model).__name__}): {wrong}; pass "
+                            "nnx.state(model, nnx.Param) of this model")
     declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
     meta = box_metadata(nnx.state(model, nnx.Param))  # sharding names / param_scan_axis: which axis is stacked
     out = []

@@ -307,6 +307,20 @@ def first_difference(expected: Sequence[Path], got: Sequence[Path]) -> str:
     return "same paths, different container types (e.g. dict vs FrozenDict vs nnx.State, or a box added/removed)"
 
 
+def shape_difference(expected: Sequence[Leaf], got: Sequence[Leaf]) -> str | None:
+    """The first trainable leaf (same paths, in order) whose shape differs, described, or ``None``.
+
+    Example:
+      >>> a = [Leaf(("fc", "kernel"), ("fc", "kernel"), (3, 4), "float32", True)]
+      >>> shape_difference(a, [a[0]._replace(shape=(5, 4))])
+      "leaf 'fc.kernel' has shape (5, 4) in `params`, (3, 4) in the model"
+    """
+    for want, have in zip((x for x in expected if x.trainable), (x for x in got if x.trainable), strict=False):
+        if want.shape != have.shape:
+            return f"leaf {'.'.join(have.path)!r} has shape {have.shape} in `params`, {want.shape} in the model"
+    return None
+
+
 def owner_of(path: Path, owners: Mapping[Path, Any]) -> tuple[Path, Any]:
     """The longest proper prefix of ``path`` in ``owners`` (module path -> module/class), and its value.
 
