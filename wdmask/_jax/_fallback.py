@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from wdmask._errors import MaskError, UnclassifiedWarning
-from wdmask._jax._feeds_norm import restore_calls
+from wdmask._jax._feeds_norm import PATCH_LOCK, restore_calls
 from wdmask._jax._tree import PyTree
 from wdmask._types import ParamInfo, Path
 
@@ -145,8 +145,7 @@ def tagging_bridged(bridges: dict[Path, Any], tables: dict[Path, dict[Path, Any]
     paths: dict[int, Path] = {}
     alive: list[Any] = []  # keep the traced modules alive: their ids must not be reused during the trace
     seen: set[Path] = set()
-    saved = {cls: cls.__dict__.get("__call__") for cls in classes}
-    calls = {cls: cls.__call__ for cls in classes}
+    calls: dict[type, Any] = {}  # each class's own __call__, read under the lock
 
     def patched(cls: type) -> Any:
         inner, kind = calls[cls], kind_from_class(cls, NNX_KINDS, "flax.nnx")
@@ -168,12 +167,15 @@ def tagging_bridged(bridges: dict[Path, Any], tables: dict[Path, dict[Path, Any]
 
         return recorded
 
-    try:
-        for cls in classes:
-            cls.__call__ = patched(cls)  # type: ignore[method-assign]
-        yield seen
-    finally:
-        restore_calls(saved)
+    with PATCH_LOCK:  # the class patches are process-global: one patching trace at a time
+        saved = {cls: cls.__dict__.get("__call__") for cls in classes}
+        calls.update({cls: cls.__call__ for cls in classes})
+        try:
+            for cls in classes:
+                cls.__call__ = patched(cls)  # type: ignore[method-assign]
+            yield seen
+        finally:
+            restore_calls(saved)
 
 
 def bridge_tables(bridges: dict[Path, Any]) -> dict[Path, dict[Path, Any] | None]:

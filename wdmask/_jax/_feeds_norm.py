@@ -25,6 +25,7 @@ module (hand-written ``x - mean`` in a user ``__call__`` whose class name does n
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -175,6 +176,12 @@ def analyze(closed_jaxpr: Any, outputs: dict[str, Path], inputs: set[str]) -> di
 
     visit(closed_jaxpr.jaxpr, ())
     return verdicts
+
+
+#: Held while module classes' ``__call__`` are patched for a trace (NNX, NNX inside ``ToLinen``): the patches are
+#: process-global, so two threads describing at once would record each other's calls and restore each other's
+#: patches. Re-entrant: a trace may describe a bridged model inside.
+PATCH_LOCK = threading.RLock()
 
 
 def restore_calls(saved: dict[type, Any]) -> None:

@@ -118,8 +118,9 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
             _feeds_norm.restore_calls(saved)
 
     abstract_params = abstract(params)
-    closed = bind_axes(lambda env: jax.make_jaxpr(forward, axis_env=list(env))(abstract_params, rest,
-                                                                                abstract(s.arrays)))
+    with _feeds_norm.PATCH_LOCK:  # the class patches are process-global: one patching trace at a time
+        closed = bind_axes(lambda env: jax.make_jaxpr(forward, axis_env=list(env))(abstract_params, rest,
+                                                                                    abstract(s.arrays)))
     invars = list(closed.jaxpr.invars)
     n_params = len(jax.tree.leaves(abstract_params))
     n_data = len(jax.tree.leaves(abstract(s.arrays)))
