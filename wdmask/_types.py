@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterator, Sequence
 from typing import overload
 
@@ -32,8 +31,6 @@ ROLES: tuple[str, ...] = ("kernel", "bias", "scale", "embedding", "gain", "posit
 #: How the layer kind and role were learned, most trusted first: ``graph`` (usage traced in a
 #: forward pass), ``type`` (exact class), ``name`` (auto-name / leaf-name heuristic), ``shape`` (nothing).
 SOURCES: tuple[str, ...] = ("graph", "type", "name", "shape")
-_LAYER_SET = frozenset(LAYER_KINDS)
-_ROLE_SET = frozenset(ROLES)
 #: What a model may declare about a parameter (timm ``no_weight_decay()``, ``_no_weight_decay``).
 DECLARATIONS: tuple[str, ...] = ("", "no_decay")
 
@@ -68,34 +65,23 @@ class ParamInfo:
     usage: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        path = self.path
-        try:
-            dotted = ".".join(path) if isinstance(path, tuple) else None
-        except TypeError:  # a part is not a str
-            dotted = None
-        if dotted is None:
+        if not (isinstance(self.path, tuple) and all(isinstance(p, str) for p in self.path)):
             raise TypeError(f"ParamInfo.path must be a tuple of str, got {self.path!r}")
-        d = self.__dict__
-        d["dotted"] = dotted  # fills the cached property while checking the path
-        if self.layer not in _LAYER_SET:
-            raise ValueError(f"ParamInfo({dotted}).layer {self.layer!r}; valid: {', '.join(LAYER_KINDS)}")
-        if self.role not in _ROLE_SET:
-            raise ValueError(f"ParamInfo({dotted}).role {self.role!r}; valid: {', '.join(ROLES)}")
-        stacked = self.stacked
-        if stacked == 0 and not self.stacked_axes and type(stacked) is int:
-            return  # the common case: nothing stacked, nothing more to check
-        if not 0 <= stacked <= len(self.shape):
-            raise ValueError(f"ParamInfo({dotted}).stacked={stacked} with shape {self.shape}")
-        if self.stacked_axes:
-            axes = self.stacked_axes
-            if len(axes) != stacked or len(set(axes)) != len(axes) or not all(
-                    isinstance(a, int) and 0 <= a < len(self.shape) for a in axes):
-                raise ValueError(f"ParamInfo({dotted}).stacked_axes={axes} must be {stacked} distinct "
-                                 f"axes of shape {self.shape}")
-        elif stacked:
-            d["stacked_axes"] = tuple(range(stacked))
+        if self.layer not in LAYER_KINDS:
+            raise ValueError(f"ParamInfo({self.dotted}).layer {self.layer!r}; valid: {', '.join(LAYER_KINDS)}")
+        if self.role not in ROLES:
+            raise ValueError(f"ParamInfo({self.dotted}).role {self.role!r}; valid: {', '.join(ROLES)}")
+        if not 0 <= self.stacked <= len(self.shape):
+            raise ValueError(f"ParamInfo({self.dotted}).stacked={self.stacked} with shape {self.shape}")
+        axes = self.stacked_axes
+        if self.stacked and not axes:
+            object.__setattr__(self, "stacked_axes", tuple(range(self.stacked)))
+        elif axes and (len(axes) != self.stacked or len(set(axes)) != len(axes)
+                       or not all(isinstance(a, int) and 0 <= a < len(self.shape) for a in axes)):
+            raise ValueError(f"ParamInfo({self.dotted}).stacked_axes={axes} must be {self.stacked} distinct "
+                             f"axes of shape {self.shape}")
 
-    @functools.cached_property
+    @property
     def dotted(self) -> str:
         """The path joined with dots, e.g. ``"layer1.0.bn1.weight"``."""
         return ".".join(self.path)
@@ -122,44 +108,6 @@ class ParamInfo:
 
     def __str__(self) -> str:
         return self.dotted
-
-
-def _fast_init(self: ParamInfo, path: Path, shape: tuple[int, ...], dtype: str = "float32", layer: str = "other",
-               role: str = "other", stacked: int = 0, feeds_norm: bool | None = None, module_type: str = "",
-               source: str = "shape", declared: str = "", aliases: tuple[str, ...] = (),
-               stacked_axes: tuple[int, ...] = (), usage: tuple[str, ...] = ()) -> None:
-    """The dataclass ``__init__`` (same signature, same checks), writing the instance dict directly.
-
-    The generated frozen ``__init__`` sets each of the 13 fields through ``object.__setattr__``; adapters build
-    one ``ParamInfo`` per leaf, so that cost dominated describing 100k-leaf models.
-    """
-    d = self.__dict__
-    d["path"] = path
-    d["shape"] = shape
-    d["dtype"] = dtype
-    d["layer"] = layer
-    d["role"] = role
-    d["stacked"] = stacked
-    d["feeds_norm"] = feeds_norm
-    d["module_type"] = module_type
-    d["source"] = source
-    d["declared"] = declared
-    d["aliases"] = aliases
-    d["stacked_axes"] = stacked_axes
-    d["usage"] = usage
-    if (type(path) is tuple and layer in _LAYER_SET and role in _ROLE_SET and type(stacked) is int and stacked == 0
-            and not stacked_axes):  # the common case of __post_init__'s checks, inline
-        try:
-            d["dotted"] = ".".join(path)
-            return
-        except TypeError:
-            pass  # a part is not a str: __post_init__ words the error
-    self.__post_init__()
-
-
-_fast_init.__qualname__ = "ParamInfo.__init__"
-assert tuple(f.name for f in dataclasses.fields(ParamInfo)) == _fast_init.__code__.co_varnames[1:14]
-ParamInfo.__init__ = _fast_init  # type: ignore[method-assign]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,11 +158,7 @@ class Inventory(Sequence[ParamInfo]):
         path, shape = self.paths[i], self.shapes[i]
         if path == kind.path and shape == kind.shape:
             return kind
-        d = dict(kind.__dict__)
-        d["path"], d["shape"], d["dotted"] = path, shape, ".".join(path)
-        info = object.__new__(ParamInfo)
-        object.__setattr__(info, "__dict__", d)
-        return info
+        return dataclasses.replace(kind, path=path, shape=shape)
 
     @overload
     def __getitem__(self, i: int) -> ParamInfo: ...
