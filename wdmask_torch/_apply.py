@@ -12,7 +12,6 @@ from torch import nn
 from wdmask import presets
 from wdmask._engine import decide
 from wdmask._errors import _what, check_bool, check_weight_decay
-from wdmask._gc import builds_inventory
 from wdmask._rules import RuleLike, Rules
 from wdmask_torch._describe import inventory
 
@@ -70,7 +69,6 @@ def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, 
     return items
 
 
-@builds_inventory
 def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standard, *,
            weight_decay: float | None = None, include_frozen: bool = False, example_inputs: Any = None,
            strict: bool = False, named: bool = False,

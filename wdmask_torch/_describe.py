@@ -25,7 +25,6 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from wdmask._errors import check_bool
-from wdmask._gc import builds_inventory
 from wdmask._kinds import kind_from_name, role_from_name
 from wdmask._types import LAYER_KINDS, SOURCES, ParamInfo
 from wdmask._usage import classify, usage_names
@@ -466,7 +465,6 @@ def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = 
     return list(iter_params(inner, include_frozen=include_frozen, feeds=feeds, graph=graph))
 
 
-@builds_inventory
 def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bool = False) -> list[ParamInfo]:
     """Describe every trainable parameter of a torch model for the rule engine.
 

@@ -20,7 +20,6 @@ from typing import Any
 from wdmask import presets
 from wdmask._engine import decide
 from wdmask._errors import MaskError, check_bool, check_weight_decay
-from wdmask._gc import builds_inventory
 from wdmask._jax._describe import describe, describe_flattened, refuse_not_a_model, refuse_torch
 from wdmask._jax._equinox import flatten_params, is_equinox
 from wdmask._jax._linen import NEEDS_SAMPLE_MSG
@@ -169,7 +168,6 @@ def _short(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-@builds_inventory
 def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
           flat: tuple[list[Leaf], Any] | None = None, sample_kwargs: Mapping[str, Any] | None = None) -> MaskSpec:
     """The spec of ``params``; ``flat`` is ``flatten(params)`` when the caller has it already."""
@@ -209,7 +207,6 @@ def _is_linen(model: Any) -> bool:
     return isinstance(model, nn.Module)
 
 
-@builds_inventory
 def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: Any = None,
          strict: bool = False, sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
     r"""Bool pytree with ``params``' structure: ``True`` where the decided multiplier is non-zero.

@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wdmask._errors import short_repr
-from wdmask._gc import builds_inventory
 from wdmask._jax._equinox import describe_equinox, is_equinox
 from wdmask._jax._linen import describe_linen_traced
 from wdmask._jax._nnx import describe_nnx_traced
@@ -89,7 +88,6 @@ def _is_nnx(obj: Any) -> bool:
     return isinstance(obj, nnx.Module)
 
 
-@builds_inventory
 def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None = None,
              sample_kwargs: Mapping[str, Any] | None = None) -> list[ParamInfo]:
     r"""Inventory of a Flax/Equinox model or params pytree: one ``ParamInfo`` per trainable leaf.
