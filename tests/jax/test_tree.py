@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx  # noqa: F401  (importing it raises the recursion limit; here, not inside a hypothesis test)
+from flax import nnx  # imported here, not inside a hypothesis test: importing it raises the recursion limit
 from flax.core import FrozenDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +15,7 @@ from wdmask._jax._tree import flatten
 _names = st.sampled_from(["Dense_0", "LayerNorm_0", "kernel", "bias", "scale", "b", "a", "B", "0", "10", "2", ""])
 _arrays = st.sampled_from([np.zeros((2, 3), np.float32), np.zeros(3, np.float64), jnp.zeros((1, 2)),
                            np.int32(4), 1.5, jax.ShapeDtypeStruct((4, 4), jnp.bfloat16), np.zeros((), np.bool_)])
-# leaves, None (no leaf) and, rarely, a container the plain-dict walk does not take (a list, a tuple, a FrozenDict)
+# leaves, None (no leaf) and containers of every kind (dicts, FrozenDicts, lists, tuples, empty ones too)
 _trees = st.recursive(
     st.one_of(_arrays, st.none()),
     lambda children: st.one_of(
@@ -57,20 +57,12 @@ def test_plain_dicts_are_read_in_sorted_key_order_without_none_leaves():
         "a": {"c": (3,), "z": (1,)}, "b": {"bias": None, "kernel": (2, 2)}, "n": None}
 
 
-def test_non_string_keys_fall_back_to_jax():
+def test_non_string_keys_become_strings_in_jax_order():
     tree = {1: np.zeros(2), 0: {"w": np.zeros((2, 2))}}
     leaves, treedef = flatten(tree)
     assert treedef == jax.tree_util.tree_structure(tree)
     assert [leaf.path for leaf in leaves] == [("0", "w"), ("1",)]
     assert [leaf.keys for leaf in leaves] == _jax_view(tree)[0]
-
-
-def test_an_empty_container_does_not_make_its_type_a_leaf():
-    tree = {"a": [], "b": [np.zeros(2), (np.zeros(3),)], "e": np.zeros(1)}  # 3 leaves, as many as a, b and e
-    leaves, treedef = flatten(tree)
-    assert [leaf.path for leaf in leaves] == [("b", "0"), ("b", "1", "0"), ("e",)]
-    assert [leaf.keys for leaf in leaves] == _jax_view(tree)[0]
-    assert treedef == jax.tree_util.tree_structure(tree)
 
 
 def test_a_variables_dict_keeps_its_collection_in_keys_only():
@@ -84,3 +76,26 @@ def test_a_variables_dict_keeps_its_collection_in_keys_only():
 def test_keys_that_cannot_be_sorted_are_refused_with_a_clear_error():
     with pytest.raises(MaskError, match=r"a dict's keys cannot be sorted .* must be of one comparable type"):
         flatten({1: np.zeros(2), "b": np.zeros(2)})
+
+
+def test_flax_boxes_are_one_leaf_each_unboxed_for_shape_and_dtype():
+    import flax.linen as nn
+
+    import wdmask
+
+    tree = {"Dense_0": {"kernel": nn.Partitioned(np.zeros((2, 3), np.float32), names=("a", "b")),
+                        "bias": wdmask.no_decay(lambda *_: np.zeros(3, np.float16))(None)},
+            "bn": {"scale": nnx.Param(jnp.ones(4, jnp.float32)), "mean": nnx.BatchStat(jnp.zeros(4, jnp.float32))}}
+    leaves, treedef = flatten(tree)
+    boxes = (nn.meta.AxisMetadata, nnx.Variable)
+    assert treedef == jax.tree_util.tree_structure(tree, is_leaf=lambda x: isinstance(x, boxes))
+    assert [(leaf.path, leaf.shape, leaf.dtype, leaf.trainable, leaf.declared, leaf.boxed) for leaf in leaves] == [
+        (("Dense_0", "bias"), (3,), "float16", True, True, True),
+        (("Dense_0", "kernel"), (2, 3), "float32", True, False, True),
+        (("bn", "mean"), (4,), "float32", False, False, True),  # an nnx.Variable that is no nnx.Param
+        (("bn", "scale"), (4,), "float32", True, False, True)]
+
+
+def test_a_leaf_that_is_no_array_is_refused_naming_its_path():
+    with pytest.raises(MaskError, match=r"params leaf 'a\.b': expected an array, got str 'x'"):
+        flatten({"a": {"b": "x"}})

@@ -14,7 +14,7 @@ import json
 import math
 import sys
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from wdmask import presets
@@ -23,7 +23,7 @@ from wdmask._errors import MaskError, check_bool, check_weight_decay
 from wdmask._jax._describe import describe, describe_flattened, refuse_not_a_model, refuse_torch
 from wdmask._jax._equinox import flatten_params, is_equinox
 from wdmask._jax._linen import NEEDS_SAMPLE_MSG
-from wdmask._jax._tree import Leaf, _box_test, _flax_boxes, _unbox, first_difference, flatten, key_str
+from wdmask._jax._tree import Leaf, _unbox, first_difference, flatten, is_box, key_str
 from wdmask._rules import RuleLike, Rules, as_rules
 from wdmask._types import ParamInfo, Path
 
@@ -31,22 +31,16 @@ PyTree = Any
 #: A float, a scalar array (possibly traced, e.g. under ``inject_hyperparams``) or an optax schedule.
 ScalarOrSchedule = Any
 
-def _is_box() -> Callable[[Any], bool] | None:
-    """The ``is_leaf`` test ``flatten`` uses (boxes as leaves), so treedefs and paths agree with it."""
-    boxes = _flax_boxes()
-    return _box_test(boxes) if boxes else None
-
-
 def _structure(tree: PyTree) -> Any:
     import jax
 
-    return jax.tree_util.tree_structure(tree, is_leaf=_is_box())
+    return jax.tree_util.tree_structure(tree, is_leaf=is_box)
 
 
 def _paths(tree: PyTree) -> list[Path]:
     import jax
 
-    pairs, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box())
+    pairs, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_box)
     return [tuple(key_str(k) for k in kp) for kp, _ in pairs]
 
 
@@ -127,7 +121,7 @@ class MaskSpec:
         import jax
 
         try:
-            raws, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_box())
+            raws, treedef = jax.tree_util.tree_flatten(tree, is_leaf=is_box)
         except Exception as e:
             raise MaskError(f"wdmask.decay: could not flatten `{what}`: {_short(e)}") from None
         if treedef == self.treedef:

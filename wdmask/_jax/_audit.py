@@ -27,7 +27,7 @@ sync) is read as decaying them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from wdmask import presets
@@ -35,7 +35,7 @@ from wdmask._audit import AuditReport, audit_inventory
 from wdmask._errors import MaskError
 from wdmask._infer import Inferred, infer_inventory
 from wdmask._jax._describe import describe, describe_flattened
-from wdmask._jax._tree import Leaf, _box_test, _flax_boxes, _unbox, first_difference, flatten, key_str
+from wdmask._jax._tree import Leaf, _unbox, first_difference, flatten, is_box, key_str
 from wdmask._rules import RuleLike, Rules
 from wdmask._types import ParamInfo, Path
 
@@ -61,11 +61,6 @@ def _is_transform(obj: Any) -> bool:
         return True
     return callable(getattr(obj, "init", None)) and callable(getattr(obj, "update", None)) and not isinstance(
         obj, type)
-
-
-def _is_leaf() -> Callable[[Any], bool] | None:
-    boxes = _flax_boxes()
-    return _box_test(boxes) if boxes else None
 
 
 #: Steps at which a transform whose learning rate or decay schedule is 0 at step 0 is read (its counts set).
@@ -122,7 +117,7 @@ def _probe(tx: Any, params: PyTree, leaves: list[Leaf]) -> tuple[list[float], in
 
     def moves_nothing(state: Any) -> bool:  # a gradient of ones moves no trainable leaf: a learning rate of 0
         updates, _ = call(tx.update, jax.tree.map(jnp.ones_like, probe), state, probe)
-        pairs, _ = jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_leaf())
+        pairs, _ = jax.tree_util.tree_flatten_with_path(updates, is_leaf=is_box)
         return all(not leaf.trainable or not np.any(np.asarray(_unbox(raw)))
                    for leaf, (_, raw) in zip(leaves, pairs, strict=False))
 
@@ -152,7 +147,7 @@ def _read_updates(updates: PyTree, leaves: list[Leaf]) -> list[float]:
     import jax
     import numpy as np
 
-    pairs, _ = jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_leaf())
+    pairs, _ = jax.tree_util.tree_flatten_with_path(updates, is_leaf=is_box)
     got = [tuple(key_str(k) for k in kp) for kp, _ in pairs]
     want = [leaf.keys for leaf in leaves]
     if got != want:
@@ -185,19 +180,18 @@ def _mask_values(mask: PyTree, params: PyTree, leaves: list[Leaf], where: str) -
     import jax
     import numpy as np
 
-    is_leaf = _is_leaf()
     try:
-        _, mask_def = jax.tree_util.tree_flatten(mask, is_leaf=is_leaf)
+        _, mask_def = jax.tree_util.tree_flatten(mask, is_leaf=is_box)
         subtrees = mask_def.flatten_up_to(params)
     except Exception:
         mask_paths = [tuple(key_str(k) for k in kp) for kp, _ in
-                      jax.tree_util.tree_flatten_with_path(mask, is_leaf=is_leaf)[0]]
+                      jax.tree_util.tree_flatten_with_path(mask, is_leaf=is_box)[0]]
         params_paths = [leaf.keys for leaf in leaves]
         raise MaskError(f"wdmask: {where} does not have the structure of `params` (nor a prefix of it): "
                         f"{first_difference(params_paths, mask_paths)}. Build it from these params "
                         f"(e.g. wdmask.mask(params, rules))") from None
     out: list[float] = []
-    for (keypath, value), sub in zip(jax.tree_util.tree_flatten_with_path(mask, is_leaf=is_leaf)[0], subtrees,
+    for (keypath, value), sub in zip(jax.tree_util.tree_flatten_with_path(mask, is_leaf=is_box)[0], subtrees,
                                      strict=True):
         if isinstance(value, (bool, np.bool_)) or (getattr(value, "shape", None) == () and "bool" in str(
                 getattr(value, "dtype", ""))):
@@ -208,7 +202,7 @@ def _mask_values(mask: PyTree, params: PyTree, leaves: list[Leaf], where: str) -
                 raise TypeError(WHAT_MSG.format(what=_what(value)))
             raise TypeError(f"wdmask: {where} leaf {at!r} must be a bool, got {_what(value)}; a mask holds one "
                             "Python bool per params leaf")
-        out += [1.0 if flag else 0.0] * len(jax.tree_util.tree_leaves(sub, is_leaf=is_leaf))
+        out += [1.0 if flag else 0.0] * len(jax.tree_util.tree_leaves(sub, is_leaf=is_box))
     if len(out) != len(leaves):  # pragma: no cover - flatten_up_to guarantees it
         raise MaskError(f"wdmask: {where} covers {len(out)} leaves, `params` has {len(leaves)}")
     return out

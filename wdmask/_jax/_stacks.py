@@ -33,7 +33,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from wdmask._jax._tree import Leaf, PyTree, _box_test, _flax_boxes, is_variables, key_str
+from wdmask._jax._tree import Leaf, PyTree, _flax_boxes, is_box, is_variables, key_str
 from wdmask._types import ParamInfo, Path
 
 #: Partition / sharding names that mark a layer-stacking axis (lower-cased), besides ``_STACK_NAME``.
@@ -151,7 +151,6 @@ def box_metadata(tree: PyTree) -> dict[Path, tuple[tuple[Any, ...] | None, int |
     boxes = _flax_boxes()
     if not boxes or tree is None:
         return {}
-    is_box = _box_test(boxes)
     try:
         pairs = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_box)[0]
     except Exception:

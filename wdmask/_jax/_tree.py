@@ -6,7 +6,7 @@ The one place that answers "what are the leaves of this tree, and where are they
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from wdmask._errors import MaskError
@@ -36,6 +36,17 @@ def _flax_boxes() -> tuple[type, ...]:
     except ImportError:  # pragma: no cover - flax is part of the jax extra
         return ()
     return (meta.AxisMetadata, nnx.Variable)
+
+
+def is_box(x: Any) -> bool:
+    """Whether ``x`` is a Flax box (``nn.Partitioned`` or any ``AxisMetadata``, an ``nnx.Variable``): the
+    ``is_leaf`` of every flatten here, so a box is one leaf.
+
+    Asked of the class: ``isinstance`` would also ask jax, for every node of the tree, whether it is a tracer
+    standing for a Variable (only under flax's experimental ``flax_hijax_variable``), which doubled the cost
+    of flattening a large tree.
+    """
+    return issubclass(type(x), _flax_boxes())
 
 
 def key_str(key: Any) -> str:
@@ -85,94 +96,39 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype)  # numpy's dtype.__str__ is slow, and params hold a handful of dtypes
 
 
-def _box_test(boxes: tuple[type, ...]) -> Callable[[Any], bool]:
-    """``isinstance(x, boxes)``, decided once per type of ``x``; tracers are checked one by one (a
-    tracer may stand for an ``nnx.Variable``). Spares every node of a plain pytree NNX's slow check."""
-    from jax.core import Tracer
-
-    by_type: dict[type, bool] = {}
-
-    def is_box(x: Any) -> bool:
-        cls = type(x)
-        if cls not in by_type:
-            if issubclass(cls, Tracer):
-                return isinstance(x, boxes)
-            by_type[cls] = isinstance(x, boxes)
-        return by_type[cls]
-
-    return is_box
-
-
-def _box_test_kp(boxes: tuple[type, ...]) -> Callable[[Any, Any], bool]:
-    """``_box_test`` taking ``(keypath, node)``, for ``tree_flatten_with_path(..., is_leaf_takes_path=True)``."""
-    from jax.core import Tracer
-
-    by_type: dict[type, bool] = {}
-
-    def is_box(_: Any, x: Any) -> bool:
-        cls = type(x)
-        hit = by_type.get(cls)
-        if hit is None:
-            if issubclass(cls, Tracer):
-                return isinstance(x, boxes)
-            hit = by_type[cls] = isinstance(x, boxes)
-        return hit
-
-    return is_box
-
-
 def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
-    """Flatten a params-like tree to leaves (boxes unboxed) and its treedef (boxes as leaves)."""
+    """Flatten a params-like tree to leaves (boxes unboxed) and its treedef (boxes as leaves).
+
+    Example:
+      >>> import numpy as np
+      >>> leaves, _ = flatten({"params": {"Dense_0": {"kernel": np.zeros((2, 3))}}, "batch_stats": {}})
+      >>> [(leaf.keys, leaf.path, leaf.shape, leaf.trainable) for leaf in leaves]
+      [(('params', 'Dense_0', 'kernel'), ('Dense_0', 'kernel'), (2, 3), True)]
+    """
     import jax
 
     from wdmask._jax._declare import is_no_decay
 
-    boxes = _flax_boxes()
-    walked = _walk_dicts(tree)
-    treedef = jax.tree_util.tree_structure(tree) if walked is not None else None
-    if walked is not None and treedef.num_leaves == len(walked[1]):
-        paths, raws = walked
-    else:
-        paths, raws, treedef = _flatten_with_path(tree, boxes)
-    is_box = _box_test(boxes) if boxes else None
+    try:
+        pairs, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_box)
+    except ValueError as e:
+        if "sorting" not in str(e):
+            raise
+        raise MaskError(f"params: a dict's keys cannot be sorted ({e}); jax flattens a dict in sorted-key order, "
+                        "so the keys of one dict must be of one comparable type (e.g. all str)") from None
     variables = is_variables(tree)
-    nnx_var = boxes[1] if boxes else None
-    leaves: list[Leaf] = []
-    append = leaves.append
-    new_leaf = tuple.__new__
-    plain: dict[type, bool] = {}  # per leaf type: an array-like that is no box and no tracer (then shape/dtype
-    dtype_names: dict[Any, str] = {}  # are read directly)
-    shapes: dict[Any, tuple[int, ...]] = {}  # each distinct shape as a tuple of int, shared by its leaves
-    for keys, raw in zip(paths, raws, strict=True):
-        trainable, strs = (keys[0] == "params", keys[1:]) if variables else (True, keys)
-        cls = type(raw)
-        fast = plain.get(cls)
-        if fast is None:
-            fast = plain[cls] = not _is_tracer_type(cls) and not (is_box is not None and is_box(raw))
-        if fast:  # `_shape_dtype` inlined for an array (the caches make it two dict look-ups per leaf)
-            shape, dtype = getattr(raw, "shape", None), getattr(raw, "dtype", None)
-            if shape is not None and dtype is not None:
-                try:
-                    name = dtype_names[dtype]
-                except KeyError:
-                    name = dtype_names[dtype] = _shape_dtype(raw, strs)[1]
-                except TypeError:  # an unhashable dtype-like object
-                    name = _shape_dtype(raw, strs)[1]
-                try:
-                    ints = shapes[shape]
-                except KeyError:
-                    ints = shapes[shape] = tuple(map(int, shape))
-                except TypeError:  # an unhashable shape-like object
-                    ints = tuple(map(int, shape))
-                append(new_leaf(Leaf, (keys, strs, ints, name, trainable, False, False)))
-                continue
-        boxed = is_box is not None and is_box(raw)
-        if boxed and isinstance(raw, nnx_var):
+    leaves = []
+    for keypath, raw in pairs:
+        keys = tuple(map(key_str, keypath))
+        trainable, path = (keys[0] == "params", keys[1:]) if variables else (True, keys)
+        boxed = is_box(raw)
+        if boxed:
             from flax import nnx
 
-            trainable = trainable and isinstance(raw, nnx.Param)
-        shape, dtype = _shape_dtype(_unbox(raw) if boxed else raw, strs)
-        append(Leaf(keys, strs, shape, dtype, trainable, boxed and is_no_decay(raw), boxed))
+            if isinstance(raw, nnx.Variable):  # only an nnx.Param is trainable
+                trainable = trainable and isinstance(raw, nnx.Param)
+        shape, dtype = _shape_dtype(_unbox(raw) if boxed else raw, path)
+        leaves.append(Leaf(keys, path, shape, dtype, trainable, boxed and is_no_decay(raw), boxed))
     if _has_module_separators(tree["params"] if variables else tree):
         leaves = split_module_paths(leaves)
     return leaves, treedef
@@ -197,96 +153,6 @@ def split_module_paths(leaves: list[Leaf]) -> list[Leaf]:
     if len(set(paths)) != len(paths):
         return leaves
     return [leaf._replace(path=path) for leaf, path in zip(leaves, paths, strict=True)]
-
-
-def _flatten_with_path(tree: PyTree, boxes: tuple[type, ...]) -> tuple[list[Path], list[Any], Any]:
-    """``(key paths as strings, leaves, treedef)`` of any tree, Flax boxes as leaves."""
-    import jax
-
-    try:
-        pairs, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    except ValueError as e:
-        if "sorting" not in str(e):
-            raise
-        raise MaskError(f"params: a dict's keys cannot be sorted ({e}); jax flattens a dict in sorted-key order, "
-                        "so the keys of one dict must be of one comparable type (e.g. all str)") from None
-    # Only the walk into a box needs the box test, and every Flax box (``AxisMetadata`` such as
-    # ``nn.Partitioned``, ``nnx.Variable`` and their subclasses) flattens with an attribute key
-    # (``GetAttrKey('value')``): a walk that met only dict keys met no box.
-    dict_key = jax.tree_util.DictKey
-    paths = _dict_key_paths(pairs, dict_key) if boxes else None
-    if boxes and paths is None:
-        # the test takes (keypath, node) itself: jax would otherwise wrap it in one more Python call per node
-        pairs, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_box_test_kp(boxes),
-                                                              is_leaf_takes_path=True)
-    if paths is None:  # key_str, inlined for the common entry (a str dict key)
-        paths = [tuple([k.key if type(k) is dict_key and type(k.key) is str else key_str(k) for k in keypath])
-                 for keypath, _ in pairs]
-    return paths, [x for _, x in pairs], treedef
-
-
-def _walk_dicts(tree: Any) -> tuple[list[Path], list[Any]] | None:
-    """``(key paths as strings, leaves)`` of a tree of plain ``dict``s with ``str`` keys, in jax's flatten
-    order (sorted keys, ``None`` holding no leaf), or ``None`` for any other tree.
-
-    ``tree_flatten_with_path`` creates a key object per leaf and level, which dominated flattening a 100k-leaf
-    params dict. Whether a value is a leaf is jax's answer, asked once per type.
-    """
-    import jax
-
-    if type(tree) is not dict:
-        return None
-    is_leaf: dict[type, bool] = {}
-    paths: list[Path] = []
-    values: list[Any] = []
-    add_path, add_value = paths.append, values.append
-
-    def walk(node: dict[Any, Any], path: Path) -> bool:
-        names = sorted(node)  # a TypeError (unorderable keys) is caught below
-        for name in names:
-            if type(name) is not str:
-                return False
-        for name in names:
-            value = node[name]
-            cls = type(value)
-            if cls is dict:
-                if not walk(value, (*path, name)):
-                    return False
-                continue
-            if value is None:
-                continue
-            leaf = is_leaf.get(cls)
-            if leaf is None:  # a pytree node type (an empty list too) does not flatten to the value itself
-                found = jax.tree_util.tree_leaves(value)
-                leaf = is_leaf[cls] = len(found) == 1 and found[0] is value
-            if not leaf:
-                return False
-            add_path((*path, name))
-            add_value(value)
-        return True
-
-    try:
-        return (paths, values) if walk(tree, ()) else None
-    except (TypeError, RecursionError):  # unorderable keys; nesting deeper than the stack: jax says what is wrong
-        return None
-
-
-def _is_tracer_type(cls: type) -> bool:
-    from jax.core import Tracer
-
-    return issubclass(cls, Tracer)
-
-
-def _dict_key_paths(pairs: Sequence[tuple[tuple[Any, ...], Any]], dict_key: type) -> list[Path] | None:
-    """Each leaf's path as strings when every key of every key path is a ``DictKey``, else ``None``."""
-    out = []
-    append = out.append
-    for keypath, _ in pairs:
-        for k in keypath:
-            if type(k) is not dict_key:
-                return None
-        append(tuple([k.key if type(k.key) is str else str(k.key) for k in keypath]))
-    return out
 
 
 def first_difference(expected: Sequence[Path], got: Sequence[Path]) -> str:
