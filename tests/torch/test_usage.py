@@ -323,8 +323,8 @@ FAMILIES = {
         "frn.weight": ("norm.layer", "scale", False),
         "frn.bias": ("norm.layer", "bias", False),
         "frn.tau": ("norm.layer", "bias", False),  # a learned threshold: a shift
-        "frn4.g": ("other", "gain", False),  # 4-D parameters: not trusted as a norm by name; usage still says
-        "frn4.b": ("other", "bias", False),
+        "frn4.g": ("norm.layer", "scale", False),  # 4-D, unknown names: the graph sees x * rsqrt(mean(x^2))
+        "frn4.b": ("norm.layer", "bias", False),  # (a hand-written normalization), as JAX does
         "frn4.t": ("other", "bias", False),
         "ln.weight": ("norm.layer", "scale", False),
         "ln.bias": ("norm.layer", "bias", False),
@@ -390,7 +390,7 @@ FAMILIES = {
     "moe": (MoE, torch.zeros(4, D), {
         "w_in": ("linear", "kernel", True),  # bmm
         "w_out": ("linear", "kernel", True),  # einsum over f
-        "gate_up": ("linear", "kernel", True),  # gathered by the routed expert, then F.linear
+        "gate_up": ("embedding", "embedding", True),  # rows gathered by a data index (the router): a table, as in JAX
         "router.weight": ("linear", "kernel", True),
     }),
     "clip": (ClipLike, (torch.zeros(2, D), torch.zeros(3, D)), {

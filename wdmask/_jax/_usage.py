@@ -84,33 +84,38 @@ from typing import Any
 from wdmask._jax._feeds_norm import UseLists, subjaxprs
 from wdmask._jax._tree import PyTree, flatten, key_str
 from wdmask._types import Path
-from wdmask._usage import Use
+from wdmask._usage import FOLLOW, Facts, Use, follow_nonlinear, resolve
 
 __all__ = ["trace_usage", "usage_from_jaxpr"]
 
-DATA, ACT, PARAM = 1, 2, 4
+DATA, ACT, PARAM, POS = 1, 2, 4, 8  # POS: derived from an input read as position ids
 
-# Shape-only ops: the parameter's value passes through unchanged (operand 0).
-_PASS = frozenset({
-    "reshape", "transpose", "convert_element_type", "squeeze", "expand_dims", "broadcast_in_dim", "copy", "copy_p",
-    "name", "slice", "pad", "rev", "reduce_precision", "tile", "optimization_barrier", "sharding_constraint",
-    "mesh_cast", "device_put", "real", "imag", "conj", "neg", "reduce_sum", "cumsum", "squeeze_p", "transpose_p",
-})
+# primitive -> family (``wdmask._usage.FAMILIES``); what a family means is decided in the core.
+_FAMILY: dict[str, str] = {
+    **dict.fromkeys((
+        "reshape", "transpose", "convert_element_type", "squeeze", "expand_dims", "broadcast_in_dim", "copy",
+        "copy_p", "name", "slice", "pad", "rev", "reduce_precision", "tile", "optimization_barrier",
+        "sharding_constraint", "mesh_cast", "device_put", "real", "imag", "conj", "neg", "squeeze_p",
+        "transpose_p"), "shape_only"),
+    **dict.fromkeys(("reduce_sum", "cumsum"), "reduce"),
+    **dict.fromkeys(("dot_general", "conv_general_dilated", "ragged_dot", "ragged_dot_general"), "contract"),
+    **dict.fromkeys(("add", "sub", "add_any"), "add"),
+    **dict.fromkeys(("mul", "div"), "mul"),
+    **dict.fromkeys(("gather", "dynamic_slice"), "gather"),
+    **dict.fromkeys(("concatenate", "select_n", "dynamic_update_slice", "scatter", "scatter-add", "scatter_add"),
+                    "insert"),
+    **dict.fromkeys(("max", "min", "clamp"), "compare"),
+    **dict.fromkeys((
+        "exp", "exp2", "log", "log1p", "expm1", "logistic", "tanh", "sqrt", "rsqrt", "cbrt", "abs", "sign", "sin",
+        "cos", "tan", "erf", "erfc", "erf_inv", "integer_pow", "square", "reduce_max", "reduce_min", "floor",
+        "ceil", "round", "lgamma", "digamma", "sinh", "cosh", "asinh", "acosh", "atanh", "asin", "acos", "atan",
+        "cumlogsumexp", "cummax", "cummin", "sort", "logsumexp", "pow", "atan2", "rem", "nextafter"), "nonlinear"),
+}
 _SHAPE_ONLY = frozenset({
     "reshape", "transpose", "convert_element_type", "squeeze", "expand_dims", "broadcast_in_dim", "copy", "copy_p",
     "name", "reduce_precision", "sharding_constraint", "mesh_cast", "device_put",
 })
-_NONLINEAR = frozenset({
-    "exp", "exp2", "log", "log1p", "expm1", "logistic", "tanh", "sqrt", "rsqrt", "cbrt", "abs", "sign", "sin", "cos",
-    "tan", "erf", "erfc", "erf_inv", "integer_pow", "square", "reduce_max", "reduce_min", "floor", "ceil", "round",
-    "lgamma", "digamma", "sinh", "cosh", "asinh", "acosh", "atanh", "asin", "acos", "atan", "cumlogsumexp",
-    "cummax", "cummin", "sort", "logsumexp",
-})
-_BINARY_NONLINEAR = frozenset({"max", "min", "pow", "atan2", "rem", "nextafter", "clamp"})
-_ADD = frozenset({"add", "sub", "add_any"})
-_MUL = frozenset({"mul", "div"})
-_CONTRACT = {"dot_general": "", "conv_general_dilated": "conv", "ragged_dot": "", "ragged_dot_general": ""}
-_INSERT = frozenset({"concatenate", "select_n", "dynamic_update_slice", "scatter", "scatter-add", "scatter_add"})
+_CONV = "conv_general_dilated"
 
 
 def _is_var(v: Any) -> bool:
@@ -276,7 +281,7 @@ class _Analysis:
 
     def straight_from_contraction(self, var: Any, jaxpr: Any) -> bool:
         eqn, _, _ = self._source(var, jaxpr, _SHAPE_ONLY)
-        return eqn is not None and eqn.primitive.name in _CONTRACT
+        return eqn is not None and _FAMILY.get(eqn.primitive.name) == "contract"
 
     def normalized(self, var: Any, jaxpr: Any, depth: int = 3) -> bool:
         """``var`` is an activation just divided by its own RMS / std (see the module docstring)."""
@@ -374,93 +379,85 @@ class _Walker:
             self.follow(out, jaxpr, chain, batched, nonlinear)
 
     def _eqn(self, eqn: Any, var: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool) -> None:
+        """Family and facts of one equation consuming ``var``; ``wdmask._usage.resolve`` decides."""
         an = self.an
         name = eqn.primitive.name
         positions = [k for k, v in enumerate(eqn.invars) if v is var]
-        others = [v for v in eqn.invars if v is not var]
-        act_other = any(an.flag(v) & ACT for v in others)
         links = _Links.inputs(eqn)
-        if links:
+        if links:  # a call: follow into the sub-jaxprs
             for sub, mapping in links:
                 for k, i in mapping:
                     if k in positions:
                         self.follow(sub.invars[i], sub, (*chain, (jaxpr, eqn)), batched, nonlinear)
             return
-        if name in _PASS:
-            if positions == [0] or (name == "pad" and 0 in positions):
-                self._next(eqn, jaxpr, chain, batched or _expands(eqn), nonlinear)
+        family = _FAMILY.get(name, "unknown")
+        act = any(an.flag(v) & ACT for v in eqn.invars if v is not var)
+        facts: dict[str, Any] = {}
+        if family == "shape_only":
+            if positions != [0] and not (name == "pad" and 0 in positions):
+                return  # a template / padding value: not a use
+            batched = batched or _expands(eqn)
+        elif family == "reduce" and positions != [0]:
             return
-        if name in _CONTRACT:
-            if set(positions) == {0, 1} or positions[0] > 1:
-                self.uses.add(Use("contract", _CONTRACT[name]))
-                return
-            other = eqn.invars[1 - positions[0]]
-            other_act = bool(an.flag(other) & ACT)
-            if batched and not other_act:
-                self.uses.add(Use("concat"))  # a broadcast parameter is the activation; the other is the kernel
-            else:
-                self.uses.add(Use("contract", _CONTRACT[name]))
-            return
-        if name in ("gather", "dynamic_slice"):
+        elif family == "contract":
+            if positions[0] > 1:  # ragged_dot group sizes
+                family, act = "unknown", True
+            elif set(positions) == {0, 1}:
+                act = True  # x @ x of the same value: both sides are the activation
+            facts["hint"] = "conv" if name == _CONV else ""
+        elif family == "gather":
             if positions != [0]:
-                self.unknown = True  # a parameter used as an index
-                return
-            index = eqn.invars[1:]
-            if any(an.flag(v) & DATA for v in index):
-                self.uses.add(Use("gather_data"))
-                return
-            consts = [_constant_index(an, v, jaxpr, chain) for v in index]
-            if all(c is True for c in consts):
-                self.uses.add(Use("gather_pos"))
-                return
-            self._next(eqn, jaxpr, chain, batched, nonlinear)  # a slice of a stacked parameter
-            return
-        if name in _INSERT:
-            if act_other:
-                self.uses.add(Use("concat"))
-            elif name == "select_n" and 0 in positions:
-                self.unknown = True
-            else:  # params joined with params / constants; a piecewise select (softplus's where) is nonlinear
-                self._next(eqn, jaxpr, chain, batched, nonlinear or name == "select_n")
-            return
-        if name in _ADD:
-            if not act_other:
-                self._next(eqn, jaxpr, chain, batched, nonlinear)
-                return
-            other = others[0]
-            if nonlinear:
-                self.uses.add(Use("elementwise"))
-            elif an.normalized(other, jaxpr):
-                self.uses.add(Use("norm_shift"))
-            elif _non_singleton(var) > 1 and not an.straight_from_contraction(other, jaxpr):
-                self.uses.add(Use("gather_pos"))
+                family, act = "unknown", True  # a parameter used as an index
             else:
-                self.uses.add(Use("add"))
-            return
-        if name in _MUL:
-            if not act_other:
-                self._next(eqn, jaxpr, chain, batched, nonlinear)
-                return
-            if nonlinear:
-                self.uses.add(Use("elementwise"))
-            elif name == "mul" and an.normalized(others[0], jaxpr):
-                self.uses.add(Use("norm_scale"))
-            else:
-                self.uses.add(Use("mul"))
-            return
-        if name in _BINARY_NONLINEAR:
-            if act_other:
-                self.uses.add(Use("elementwise"))
-            else:
-                self._next(eqn, jaxpr, chain, batched, True)
-            return
-        if name in _NONLINEAR:
-            self._next(eqn, jaxpr, chain, batched, True)
-            return
-        if act_other:
-            self.unknown = True  # an op this walker does not know, with activations: no evidence
-            return
-        self._next(eqn, jaxpr, chain, batched, True)
+                facts["index"] = self._index(eqn.invars[1:], jaxpr, chain)
+        elif family == "insert" and name == "select_n":
+            if 0 in positions:
+                family, act = "unknown", True  # a parameter used as the predicate
+            elif an.flag(eqn.invars[0]) & PARAM and not an.flag(eqn.invars[0]) & DATA:
+                family = "nonlinear"  # a select on a parameter's own values is piecewise (softplus)
+        elif act and family in ("add", "mul"):
+            other = next(v for v in eqn.invars if v is not var)
+            facts["normalized"] = an.normalized(other, jaxpr)
+            facts["non_singleton"] = _non_singleton(var)
+            if family == "add" and facts["non_singleton"] >= 2:
+                facts["from_contraction"] = an.straight_from_contraction(other, jaxpr)
+            if family == "mul":
+                facts["summed_over_p_axis"] = self._summed(eqn, var, jaxpr)
+        f = Facts(family, other_activation=act, broadcast=batched, nonlinear=nonlinear, **facts)
+        use = resolve(f)
+        if use is FOLLOW:
+            for out in eqn.outvars:
+                self.follow(out, jaxpr, chain, batched, follow_nonlinear(f))
+        elif use is None:
+            self.unknown = True
+        else:
+            self.uses.add(use)
+
+    def _index(self, index: Sequence[Any], jaxpr: Any, chain: Any) -> str:
+        an = self.an
+        if any(an.flag(v) & DATA for v in index):
+            return "data"
+        if any(an.flag(v) & POS for v in index):
+            return "position"
+        consts = [_constant_index(an, v, jaxpr, chain) for v in index]
+        return "constant" if all(c is True for c in consts) else "loop"
+
+    def _summed(self, eqn: Any, var: Any, jaxpr: Any) -> bool:
+        """The product is then summed over an axis along which ``var`` is non-singleton."""
+        own = {i for i, d in enumerate(_shape(var)) if d != 1}
+        todo, seen = list(eqn.outvars), set()
+        while todo:
+            out = todo.pop()
+            if id(out) in seen:
+                continue
+            seen.add(id(out))
+            for use in self.an.uses(jaxpr, out):
+                uname = use.primitive.name
+                if uname == "reduce_sum" and own & set(use.params.get("axes", ())):
+                    return True
+                if uname == "convert_element_type":
+                    todo.extend(use.outvars)
+        return False
 
     def result(self) -> tuple[Use, ...]:
         if self.uses:
