@@ -72,14 +72,14 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
 from wdmask._types import ParamInfo
 
 __all__ = [
     "FAMILIES", "FOLLOW", "USAGES", "Facts", "Use", "classify", "feeds_step", "feeds_verdict", "follow_nonlinear",
-    "is_position_ids", "resolve", "usage_names", "with_usage",
+    "is_position_ids", "note_positions", "read_positions", "resolve", "usage_names", "with_usage",
 ]
 
 #: The neutral usage vocabulary, in priority order (the first present decides).
@@ -282,6 +282,41 @@ def is_position_ids(values: object) -> bool:
     if not rows or not all(isinstance(r, list) and len(r) >= 2 for r in rows):
         return False
     return all(isinstance(x, int) and x - r[0] == k for r in rows for k, x in enumerate(r))
+
+
+def read_positions(values: Sequence[object | None]) -> tuple[list[int], bool]:
+    """Which of a sample's integer inputs are position ids: ``values`` holds each integer input's values
+    (nested lists, ``None`` when abstract). An input counting up along its last axis
+    (``is_position_ids``) is positions when another integer input does not (a single ``arange`` input is
+    token ids written as ``arange``). Returns the indices and whether the values could not be seen
+    (abstract inputs among several integer inputs: the tables they index are a guess).
+
+    Example:
+      >>> read_positions([[[7, 3, 9]], [[0, 1, 2]]]), read_positions([[0, 1, 2]]), read_positions([None, None])
+      (([1], False), ([], False), ([], True))
+    """
+    if len(values) < 2:
+        return [], False
+    if any(v is None for v in values):
+        return [], True
+    found = [k for k, v in enumerate(values) if is_position_ids(v)]
+    return (found if len(found) < len(values) else []), False
+
+
+def note_positions(inputs: Sequence[str], guessed: Sequence[str]) -> None:
+    """Say which inputs were read as position ids (``UserWarning``), and which tables were read as token
+    tables on a guess because the integer inputs were abstract (``UnclassifiedWarning``)."""
+    import warnings
+
+    from wdmask._errors import UnclassifiedWarning
+
+    if inputs:
+        warnings.warn(f"wdmask: read {', '.join(inputs)} as position ids (integer input counting up along its "
+                      "last axis); the tables it indexes are position tables (role 'position')", stacklevel=3)
+    if guessed:
+        warnings.warn(f"wdmask: {', '.join(guessed)} indexed by an abstract integer input, read as token ids (a "
+                      "guess: its values were not seen; pass concrete ids and position ids to tell them apart)",
+                      UnclassifiedWarning, stacklevel=3)
 
 
 def usage_names(uses: Iterable[Use]) -> tuple[str, ...]:

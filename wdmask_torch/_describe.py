@@ -27,7 +27,7 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 from wdmask._gc import builds_inventory
 from wdmask._kinds import kind_from_name, role_from_name
 from wdmask._types import LAYER_KINDS, SOURCES, ParamInfo
-from wdmask._usage import classify, usage_names
+from wdmask._usage import classify, note_positions, usage_names
 
 if TYPE_CHECKING:
     from wdmask_torch._usage import Trace
@@ -454,7 +454,10 @@ def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = 
         norms = [m for m, k in kinds if k.startswith("norm.")]
         graph = trace(inner, example_inputs, params=list(inner.parameters()), producers=producers, norms=norms)
         feeds = graph.feeds
-    return list(iter_params(inner, include_frozen=include_frozen, feeds=feeds, graph=graph))
+    out = list(iter_params(inner, include_frozen=include_frozen, feeds=feeds, graph=graph))
+    if graph is not None:
+        note_positions(graph.positions, [info.dotted for _, p, info in out if id(p) in graph.guessed])
+    return out
 
 
 @builds_inventory

@@ -14,7 +14,7 @@ What the mode keeps per tensor (weakly, by identity):
   whether each went through a nonlinear function, and whether the value was broadcast to a batch axis;
 * **data**: anything computed from the example inputs (activations, token ids) and **positions**:
   integer tensors counted by ``cumsum`` from the inputs (RoBERTa position ids) or an integer input that
-  is ``arange`` along its last axis (``wdmask._usage.is_position_ids``); ``arange``, buffers and other
+  is ``arange`` along its last axis (``wdmask._usage.wdmask._usage.read_positions``); ``arange``, buffers and other
   constants carry no tag;
 * whether an activation comes straight out of a contraction (a bias of that layer), and whether it was
   just normalized by its own statistics (``x * rsqrt(var + eps)``, ``x / sqrt(mean(x**2) + eps)``).
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from wdmask._usage import FOLLOW, Facts, Use, feeds_step, follow_nonlinear, is_position_ids, resolve
+from wdmask._usage import FOLLOW, Facts, Use, feeds_step, follow_nonlinear, read_positions, resolve
 from wdmask_torch._feeds_norm import NEUTRAL_OPS, VIEW_OPS, _op_name, _Tracker, run
 
 __all__ = ["Trace", "trace"]
@@ -228,6 +228,7 @@ class Trace:
     touched: set[int]
     feeds: dict[nn.Module, bool | None]
     positions: tuple[str, ...] = ()
+    guessed: set[int] = dataclasses.field(default_factory=set)
 
 
 @dataclasses.dataclass
@@ -272,16 +273,10 @@ class _UsageTracker(_Tracker):
             self.taint[t] = DATA
             if not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
                 ints.append((label, t))
-        if len(ints) < 2:  # one integer input: token ids (an arange sample is still token ids)
-            return
-        if any(t.is_meta for _, t in ints):
-            self.abstract_ids = True  # values unseen: a gather by an input may be by positions (a guess)
-            return
-        found = [(label, t) for label, t in ints if t.dim() and is_position_ids(t.tolist())]
-        if len(found) < len(ints):
-            for label, t in found:
-                self.taint[t] = POSITION
-                self.positions.append(label)
+        found, self.abstract_ids = read_positions([None if t.is_meta else t.tolist() for _, t in ints])
+        for k in found:
+            self.taint[ints[k][1]] = POSITION
+            self.positions.append(ints[k][0])
 
     # --------------------------------------------------------------------------- facts
     def active(self, t: torch.Tensor) -> bool:
@@ -588,10 +583,41 @@ def trace(model: nn.Module, example_inputs: Any, *, params: Sequence[torch.Tenso
       >>> [sorted(u.usage for u in t.uses[id(p)]) for p in net.parameters()]
       [['contract'], ['add'], ['norm_scale'], ['norm_shift']]
     """
+    wide = _batch_of_two(example_inputs)
+    if wide is not None:
+        try:
+            return _trace(model, wide, params, producers, norms)
+        except Exception:  # a model that only runs on the batch it was given
+            pass
+    return _trace(model, example_inputs, params, producers, norms)
+
+
+def _batch_of_two(example_inputs: Any) -> Any:
+    """``example_inputs`` with a batch of one repeated to two (``None`` unless every tensor has a leading 1):
+    no answer may depend on the sample's batch size."""
+    tensors = list(_tensors(example_inputs))
+    if not tensors or not all(t.dim() and t.shape[0] == 1 for t in tensors):
+        return None
+
+    def widen(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.expand(2, *v.shape[1:]).clone() if not v.is_meta else v.new_empty((2, *v.shape[1:]))
+        if isinstance(v, (list, tuple)):
+            return type(v)(widen(x) for x in v)
+        if isinstance(v, dict):
+            return {k: widen(x) for k, x in v.items()}
+        return v
+
+    return widen(example_inputs)
+
+
+def _trace(model: nn.Module, example_inputs: Any, params: Sequence[torch.Tensor], producers: Sequence[nn.Module],
+           norms: Sequence[nn.Module]) -> Trace:
     tracker = _UsageTracker(params, follow_feeds=bool(producers))
     feeds = run(model, example_inputs, tracker, producers=producers, norms=norms,
                 before=lambda: tracker.start(example_inputs))
     tracker.finish()
     uses = {id(p): tuple(sorted(tracker.uses[i])) for i, p in enumerate(tracker.params)}
     touched = {id(tracker.params[i]) for i in tracker.touched}
-    return Trace(uses, touched, feeds, tuple(tracker.positions))
+    guessed = {id(tracker.params[i]) for i in tracker.guessed}
+    return Trace(uses, touched, feeds, tuple(tracker.positions), guessed)

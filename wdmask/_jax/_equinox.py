@@ -162,10 +162,10 @@ def _trace(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None = No
     params, static = eqx.partition(model, eqx.is_inexact_array)
     s = Sample.of(sample, sample_kwargs)
 
-    def forward(p: PyTree) -> Any:
-        return s.call(eqx.combine(p, static), s.arrays)
+    def forward(p: PyTree, arrays: Any) -> Any:
+        return s.call(eqx.combine(p, static), arrays)
 
-    return trace_usage(forward, params)
+    return trace_usage(forward, params, sample=s)
 
 
 def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Path, Any] | None = None, *,

@@ -118,7 +118,7 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
     import jax
 
     from wdmask._jax import _feeds_norm
-    from wdmask._jax._usage import abstract, leaf_paths, merge_uses, usage_from_jaxpr
+    from wdmask._jax._usage import abstract, trace_sample
 
     s = Sample.of(sample, sample_kwargs)
     owners: dict[Path, type] = {}
@@ -143,18 +143,12 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
         args, kwargs = s.rebuild(arrays)
         return model.apply({"params": params, **others}, *args, rngs=rngs, mutable=True, **kwargs)
 
-    abstract_params = abstract(params)
     stack: list[Path] = []
     tables = bridge_tables(bridges)
     with nn.intercept_methods(_interceptor(None, None, tagger, bridge_stack=stack)), \
             tagging_bridged(bridges, tables, stack, tagger) as tagged:
-        closed = jax.make_jaxpr(forward)(abstract_params, abstract(others), abstract(s.arrays))
-    invars = list(closed.jaxpr.invars)
-    n_params = len(jax.tree.leaves(abstract_params))
-    n_data = len(jax.tree.leaves(abstract(s.arrays)))
-    data = invars[len(invars) - n_data:] if n_data else []
-    uses = usage_from_jaxpr(closed, invars[:n_params], data)
-    usage = merge_uses(leaf_paths(params), uses)
+        traced = trace_sample(forward, params, (abstract(others),), s)
+    closed, usage = traced
     return LinenTrace(owners, slices, variables, tagger.analyze(closed), usage, bridges, tagged, tables)
 
 

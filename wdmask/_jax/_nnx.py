@@ -50,12 +50,11 @@ class NnxTrace(NamedTuple):
 def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | None = None) -> NnxTrace:
     """One ``jax.make_jaxpr`` of the forward pass on a merged copy of ``model`` (the model is not touched)."""
     import flax.linen as nn
-    import jax
     from flax import nnx
 
     from wdmask._jax import _feeds_norm
     from wdmask._jax._linen import _interceptor
-    from wdmask._jax._usage import abstract, leaf_paths, merge_uses, usage_from_jaxpr
+    from wdmask._jax._usage import trace_sample
 
     s = Sample.of(sample, sample_kwargs)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -106,13 +105,7 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
         finally:
             _feeds_norm.restore_calls(saved)
 
-    abstract_params = abstract(params)
-    closed = jax.make_jaxpr(forward)(abstract_params, rest, abstract(s.arrays))
-    invars = list(closed.jaxpr.invars)
-    n_params = len(jax.tree.leaves(abstract_params))
-    n_data = len(jax.tree.leaves(abstract(s.arrays)))
-    data = invars[len(invars) - n_data:] if n_data else []
-    usage = merge_uses(leaf_paths(params), usage_from_jaxpr(closed, invars[:n_params], data))
+    closed, usage = trace_sample(forward, params, (rest,), s)
     return NnxTrace(list(order), tagger.analyze(closed), usage, linen, linen_slices)
 
 

@@ -79,7 +79,7 @@ ids (``gather_data``), and a token table the sample reads at a constant index (B
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from wdmask._jax._feeds_norm import UseLists, subjaxprs
 from wdmask._jax._tree import PyTree, flatten, key_str
@@ -184,16 +184,18 @@ class _Links:
 class _Analysis:
     """Per-variable flags (DATA/ACT/PARAM), use lists and producers of every reachable jaxpr."""
 
-    def __init__(self, closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any]) -> None:
+    def __init__(self, closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any],
+                 position_vars: Sequence[Any] = ()) -> None:
         self.flags: dict[int, int] = {}
         self.root = closed.jaxpr
         self.uses = UseLists().uses  # the equations using a variable, per jaxpr
         self._producers: dict[int, dict[int, Any]] = {}
-        self._done: set[tuple[int, tuple[int, ...]]] = set()
+        self._results: dict[tuple[int, tuple[int, ...]], list[int]] = {}
         for v in param_invars:
             self.flags[id(v)] = PARAM
+        positions = {id(v) for v in position_vars}
         for v in data_vars:
-            self.flags[id(v)] = self.flags.get(id(v), 0) | DATA | ACT
+            self.flags[id(v)] = self.flags.get(id(v), 0) | (POS if id(v) in positions else DATA) | ACT
         self.run(self.root, [self.flag(v) for v in self.root.invars])
 
     def flag(self, v: Any) -> int:
@@ -204,18 +206,34 @@ class _Analysis:
             self.flags[id(v)] = self.flags.get(id(v), 0) | f
 
     def run(self, jaxpr: Any, in_flags: Sequence[int]) -> list[int]:
-        """Propagate flags through ``jaxpr`` called with ``in_flags``; the flags of its outputs."""
+        """Propagate flags through ``jaxpr`` called with ``in_flags``; the flags of its outputs. Each call
+        context is computed on its own (a sub-jaxpr shared by two calls, such as ``jnp.take``'s ``_where``,
+        must not pass one call's data flags to the other's outputs); variables keep the union for the walk."""
+        key = (id(jaxpr), tuple(in_flags))
+        done = self._results.get(key)
+        if done is not None:
+            return done
+        env = dict(self.flags) if jaxpr is self.root else {}
         for v, f in zip(jaxpr.invars, in_flags, strict=False):
-            self._set(v, f)
-        key = (id(jaxpr), tuple(self.flag(v) for v in jaxpr.invars))
-        if key not in self._done:
-            self._done.add(key)
-            for eqn in jaxpr.eqns:
-                self._eqn(eqn)
-        return [self.flag(v) for v in jaxpr.outvars]
+            if f and _is_var(v):
+                env[id(v)] = env.get(id(v), 0) | f
+        for eqn in jaxpr.eqns:
+            self._eqn(eqn, env)
+        for k, f in env.items():
+            self.flags[k] = self.flags.get(k, 0) | f
+        out = [env.get(id(v), 0) if _is_var(v) else 0 for v in jaxpr.outvars]
+        self._results[key] = out
+        return out
 
-    def _eqn(self, eqn: Any) -> None:
-        ins = [self.flag(v) for v in eqn.invars]
+    def _eqn(self, eqn: Any, env: dict[int, int]) -> None:
+        def flag(v: Any) -> int:
+            return env.get(id(v), 0) if _is_var(v) else 0
+
+        def put(v: Any, f: int) -> None:
+            if _is_var(v) and f:
+                env[id(v)] = env.get(id(v), 0) | f
+
+        ins = [flag(v) for v in eqn.invars]
         links = _Links.inputs(eqn)
         if not links:
             f = 0
@@ -224,30 +242,30 @@ class _Analysis:
             if f & PARAM and not f & DATA and _expands(eqn):
                 f |= ACT
             for v in eqn.outvars:
-                self._set(v, f)
+                put(v, f)
             return
         name = eqn.primitive.name
         loop = name in ("scan", "while")
         for _ in range(3 if loop else 1):  # carries: iterate to a fixed point (flags only grow)
-            before = [self.flag(v) for v in eqn.outvars]
+            before = [flag(v) for v in eqn.outvars]
             for sub, mapping in links:
                 sub_in = [0] * len(sub.invars)
                 for k, i in mapping:
                     sub_in[i] = ins[k]
                 outs = self.run(sub, sub_in)
                 for i, o in _Links.outputs(eqn, sub):
-                    self._set(eqn.outvars[o], outs[i])
+                    put(eqn.outvars[o], outs[i])
             if not loop:
                 break
             if name == "scan":
                 nc, ncarry = eqn.params["num_consts"], eqn.params["num_carry"]
                 for i in range(ncarry):
-                    ins[nc + i] |= self.flag(eqn.outvars[i])
+                    ins[nc + i] |= flag(eqn.outvars[i])
             else:
                 cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
                 for i, v in enumerate(eqn.outvars):
-                    ins[cn + bn + i] |= self.flag(v)
-            if [self.flag(v) for v in eqn.outvars] == before:
+                    ins[cn + bn + i] |= flag(v)
+            if [flag(v) for v in eqn.outvars] == before:
                 break
 
     def producer(self, jaxpr: Any, var: Any) -> Any:
@@ -465,15 +483,53 @@ class _Walker:
         return () if self.unknown else (Use("unused"),)
 
 
-def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any]) -> list[tuple[Use, ...]]:
-    """The uses of each of ``param_invars`` (vars of ``closed.jaxpr.invars``), given which vars are inputs."""
-    an = _Analysis(closed, param_invars, data_vars)
-    out = []
-    for v in param_invars:
+def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any],
+                     position_vars: Sequence[Any] = (), *, abstract_ids: bool = False,
+                     ) -> tuple[list[tuple[Use, ...]], set[int]]:
+    """The uses of each of ``param_invars`` (vars of ``closed.jaxpr.invars``), given which vars are inputs
+    (``position_vars``: inputs read as position ids), and the indices of the params whose table reading is a
+    guess (gathered by an integer input whose values were not seen, ``abstract_ids``)."""
+    an = _Analysis(closed, param_invars, data_vars, position_vars)
+    out, guessed = [], set()
+    for k, v in enumerate(param_invars):
         walker = _Walker(an)
         walker.follow(v, an.root, (), False, False)
         out.append(walker.result())
-    return out
+        if abstract_ids and Use("gather_data") in walker.uses:
+            guessed.add(k)
+    return out, guessed
+
+
+def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, ...], sample: Any) -> UsageTrace:
+    """Usage of every leaf of ``params`` in ``forward(params, *rest, arrays)``, traced once with
+    ``jax.make_jaxpr`` on abstract params and the ``Sample``'s arrays (a batch of one enlarged to two;
+    the sample as given if the model rejects that)."""
+    import jax
+
+    from wdmask._usage import note_positions
+
+    abstract_params = abstract(params)
+    try:
+        closed = jax.make_jaxpr(forward)(abstract_params, *rest, sample.traced())
+    except Exception:
+        closed = jax.make_jaxpr(forward)(abstract_params, *rest, sample.traced(enlarge=False))
+    invars = list(closed.jaxpr.invars)
+    n_params = len(jax.tree.leaves(abstract_params))
+    n_data = len(sample.arrays)
+    data = invars[len(invars) - n_data:] if n_data else []
+    found, abstract_ids = sample.positions()
+    uses, guessed = usage_from_jaxpr(closed, invars[:n_params], data, [data[k] for k in found],
+                                     abstract_ids=abstract_ids)
+    paths = leaf_paths(params)
+    note_positions([f"sample array {k}" for k in found], sorted({".".join(paths[k]) for k in guessed}))
+    return UsageTrace(closed, merge_uses(paths, uses))
+
+
+class UsageTrace(NamedTuple):
+    """One traced forward pass: its jaxpr (for feeds_norm) and every parameter's uses."""
+
+    closed: Any
+    usage: dict[Path, tuple[Use, ...]]
 
 
 def abstract(tree: PyTree) -> PyTree:
@@ -519,13 +575,15 @@ def merge_uses(paths: Sequence[Path], uses: Sequence[tuple[Use, ...]]) -> dict[P
     return out
 
 
-def trace_usage(fn: Callable[[PyTree], Any], params: PyTree) -> dict[Path, tuple[Use, ...]]:
+def trace_usage(fn: Callable[..., Any], params: PyTree, *, sample: Any = None) -> dict[Path, tuple[Use, ...]]:
     r"""How a forward pass uses each parameter, from one abstract trace (no FLOPs, no memory).
 
     Args:
       fn: maps a params pytree of ``params``' structure (leaves may be ``jax.ShapeDtypeStruct``) to the
         model output, closing over the model inputs (the arrays it closes over count as the inputs).
       params: the params pytree (arrays, ``jax.ShapeDtypeStruct``, ``nn.Partitioned``/``nnx.Param`` boxes).
+      sample: a ``wdmask._jax._sample.Sample``: then ``fn(params, arrays)`` takes the sample's arrays as its
+        second argument (traced abstractly, a batch of one enlarged to two; position ids read from the values).
     Returns:
       ``{path: uses}`` for every leaf (``wdmask`` paths, as ``describe`` gives them); ``()`` when the
       parameter met activations only in ops the walker does not know (no evidence).
@@ -539,13 +597,15 @@ def trace_usage(fn: Callable[[PyTree], Any], params: PyTree) -> dict[Path, tuple
     """
     import jax
 
+    if sample is not None:
+        return trace_sample(fn, params, (), sample).usage
     paths = leaf_paths(params)
     closed = jax.make_jaxpr(fn)(abstract(params))
     invars = list(closed.jaxpr.invars)
     if len(invars) != len(paths):
         raise ValueError(f"trace_usage: `fn` was traced with {len(paths)} param leaves but its jaxpr has "
                          f"{len(invars)} inputs; `fn` must take exactly the params pytree")
-    uses = usage_from_jaxpr(closed, invars, list(closed.jaxpr.constvars))
+    uses, _ = usage_from_jaxpr(closed, invars, list(closed.jaxpr.constvars))
     return merge_uses(paths, uses)
 
 
