@@ -17,20 +17,23 @@ activation is a value computed from the inputs, or a parameter broadcast to a ba
 ===========  =============================================================================  ===========
 family       facts -> usage                                                                 role
 ===========  =============================================================================  ===========
-gather       index from the inputs -> ``gather_data``; a position / constant index ->       embedding /
-             ``gather_pos``; a loop counter (a stacked layer's slice) -> FOLLOW             position
-             (decided at the gather, with or without activations)
+gather       a position / constant index -> ``gather_pos`` (at the gather, with or        embedding /
+             without activations); a loop counter (a stacked layer's slice) -> FOLLOW;      position
+             an index from the inputs -> FOLLOW as *gathered* rows: ``contract`` if they
+             are then contracted as a kernel (a routed MoE expert), else ``gather_data``
 contract     ``contract`` (hint ``conv``), also after nonlinear functions (``exp(w)``,       kernel
              weight norm); p on the *input* side (or broadcast) against a kernel that is
              not an activation -> ``concat``, with or without activations elsewhere (a      token
-             learned query / latent / probe fed to a layer that names its input slot)
+             learned query / latent / probe fed to a layer that names its input slot);
+             the kernel slot of a layer -> ``contract`` and its bias slot -> ``add``,
+             whatever the layer's input
 add          nonlinear -> ``elementwise``; normalized -> ``norm_shift``; >= 2               bias /
              non-singleton axes and not a contraction's output -> ``gather_pos`` (a table   position
              added whole); else ``add``
 mul          reduced afterwards over one of p's own axes -> ``contract`` (``(x*w).sum(k)``);  gain /
              nonlinear -> ``elementwise``; normalized -> ``norm_scale``; else ``mul``        scale
 normalize    a fused norm op: scale slot -> ``norm_scale``, shift slot -> ``norm_shift``     scale /
-             (a parameter as the normalized input: FOLLOW, its affine reads ``mul``/``add``) bias
+             (a parameter as the normalized input, weight standardization: all FOLLOW)      bias
 insert       ``concat`` (concatenated, ``where``-substituted, scattered: a token)            token
 compare      ``add`` (a learned threshold: FilterResponseNorm's ``tau`` in ``max(x, tau)``)  bias
 nonlinear    ``elementwise`` (``pow(x, p)``)                                                elementwise
@@ -145,7 +148,8 @@ class Facts:
     ``INDEXES``), ``non_singleton`` (p's non-singleton axis count), ``nonlinear`` (p went through a
     nonlinear function of parameters), ``from_contraction`` (the activation comes straight out of a
     contraction), ``summed_over_p_axis`` (mul: the product is reduced over one of p's non-singleton
-    axes), ``slot`` (contract: ``kernel``/``input``; normalize: ``input``/``scale``/``shift``) and
+    axes), ``gathered`` (p is rows of a parameter picked by a data index), ``slot`` (contract:
+    ``kernel``/``input``; normalize: ``input``/``scale``/``shift``) and
     ``hint`` (the layer kind the op implies: ``conv``, ``norm.batch``, ...).
     """
 
@@ -158,6 +162,7 @@ class Facts:
     nonlinear: bool = False
     from_contraction: bool = False
     summed_over_p_axis: bool = False
+    gathered: bool = False
     slot: str = ""
     hint: str = ""
 
@@ -173,8 +178,12 @@ def resolve(f: Facts) -> Use | _Follow | None:
     (an op nobody knows consumed it with activations: no evidence).
 
     Examples:
-      >>> resolve(Facts("gather", index="data"))
-      Use(usage='gather_data', layer='')
+      >>> resolve(Facts("gather", index="data")) is FOLLOW  # decided where the rows are used
+      True
+      >>> resolve(Facts("add", other_activation=True, gathered=True)).usage
+      'gather_data'
+      >>> resolve(Facts("contract", other_activation=True, gathered=True)).usage  # a routed expert
+      'contract'
       >>> resolve(Facts("contract", other_activation=True, slot="input"))
       Use(usage='contract', layer='')
       >>> resolve(Facts("contract", broadcast=True, slot="input")).usage
@@ -185,18 +194,26 @@ def resolve(f: Facts) -> Use | _Follow | None:
       True
     """
     fam = f.family
+    if f.gathered:  # rows picked by a data index: a table, unless they are then contracted as a kernel (MoE)
+        if fam in ("shape_only", "reduce"):
+            return FOLLOW
+        if fam == "contract" and f.other_activation and f.slot != "input":
+            return Use("contract", f.hint)
+        return Use("gather_data")
     if fam == "gather":
         if f.index == "data":
-            return Use("gather_data")
+            return FOLLOW  # gathered: decided at the next op
         if f.index in ("position", "constant"):
             return Use("gather_pos")
         return FOLLOW
-    if fam == "normalize" and f.slot in ("scale", "shift"):
-        if not f.other_activation:  # the affine of a normalized parameter (weight standardization)
-            return Use("mul" if f.slot == "scale" else "add")
+    if fam == "normalize" and f.slot in ("scale", "shift") and f.other_activation:
         return Use("norm_scale" if f.slot == "scale" else "norm_shift", f.hint)
     if fam == "contract" and (f.slot == "input" or f.broadcast) and not f.other_activation:
         return Use("concat")  # the input of a layer whose kernel is a parameter: a learned query / latent / probe
+    if fam == "contract" and f.slot == "kernel":
+        return Use("contract", f.hint)  # a layer's kernel, whatever its input
+    if fam == "add" and f.slot == "bias" and f.from_contraction and not f.nonlinear:
+        return Use("add")  # a layer's bias, whatever its input
     if fam in ("shape_only", "reduce", "normalize") or not (f.other_activation or f.broadcast):
         return FOLLOW
     if fam == "contract":

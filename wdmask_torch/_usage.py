@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from wdmask._usage import FOLLOW, Facts, Use, feeds_step, follow_nonlinear, read_positions, resolve
+from wdmask._usage import FOLLOW, Facts, Use, feeds_step, feeds_verdict, follow_nonlinear, read_positions, resolve
 from wdmask_torch._feeds_norm import NEUTRAL_OPS, VIEW_OPS, _op_name, _Tracker, run
 
 __all__ = ["Trace", "trace"]
@@ -58,7 +58,7 @@ _NAMES: dict[str, str] = {
     **dict.fromkeys(("add", "__add__", "__radd__", "sub", "subtract", "__sub__", "__rsub__", "rsub", "__iadd__",
                      "__isub__", "add_", "sub_"), "add"),
     **dict.fromkeys(("cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack",
-                     "where", "index_put", "index_put_", "scatter", "scatter_", "masked_scatter",
+                     "where", "index_put", "index_put_", "scatter", "scatter_", "masked_scatter", "__setitem__",
                      "masked_scatter_"), "insert"),
     **dict.fromkeys(("maximum", "minimum", "fmax", "fmin", "max", "min", "clamp", "clip", "clamp_min",
                      "clamp_max"), "compare"),
@@ -79,15 +79,16 @@ _REDUCES = frozenset({"sum", "mean", "nansum"})
 
 # Argument slots of fused ops: ``(position, keyword, family, slot)``.
 _IN = "input"
+_INNER = "inner"  # a kernel / bias of a fused op whose output another kernel produces (MHA's in-projection)
 _LINEAR_SPEC = ((0, "input", "contract", _IN), (1, "weight", "contract", "kernel"), (2, "bias", "add", "bias"))
 _MHA_SPEC = ((0, "query", "contract", _IN), (1, "key", "contract", _IN), (2, "value", "contract", _IN),
-             (5, "in_proj_weight", "contract", "kernel"), (6, "in_proj_bias", "add", "bias"),
-             (7, "bias_k", "add", "bias"), (8, "bias_v", "add", "bias"),
+             (5, "in_proj_weight", "contract", _INNER), (6, "in_proj_bias", "add", _INNER),
+             (7, "bias_k", "add", _INNER), (8, "bias_v", "add", _INNER),
              (11, "out_proj_weight", "contract", "kernel"), (12, "out_proj_bias", "add", "bias"),
-             (18, "q_proj_weight", "contract", "kernel"), (19, "k_proj_weight", "contract", "kernel"),
-             (20, "v_proj_weight", "contract", "kernel"))
+             (18, "q_proj_weight", "contract", _INNER), (19, "k_proj_weight", "contract", _INNER),
+             (20, "v_proj_weight", "contract", _INNER))
 _NATIVE_MHA_SPEC = ((0, "query", "contract", _IN), (1, "key", "contract", _IN), (2, "value", "contract", _IN),
-                    (5, "qkv_weight", "contract", "kernel"), (6, "qkv_bias", "add", "bias"),
+                    (5, "qkv_weight", "contract", _INNER), (6, "qkv_bias", "add", _INNER),
                     (7, "proj_weight", "contract", "kernel"), (8, "proj_bias", "add", "bias"))
 _BILINEAR_SPEC = ((0, "input1", "contract", _IN), (1, "input2", "contract", _IN),
                   (2, "weight", "contract", "kernel"), (3, "bias", "add", "bias"))
@@ -217,18 +218,29 @@ class _Derived:
 
     origins: tuple[tuple[int, bool], ...]
     broadcast: bool = False
+    gathered: bool = False
 
 
 @dataclasses.dataclass
 class Trace:
     """What one traced forward pass found: each parameter's uses (by ``id`` of the tensor), the
-    producers' ``feeds_norm`` and which example inputs were read as position ids."""
+    ``feeds_norm`` of each (``id``) and which example inputs were read as position ids."""
 
     uses: dict[int, tuple[Use, ...]]
     touched: set[int]
-    feeds: dict[nn.Module, bool | None]
+    feeds: dict[int, bool]
     positions: tuple[str, ...] = ()
     guessed: set[int] = dataclasses.field(default_factory=set)
+
+
+@dataclasses.dataclass
+class _FeedCall:
+    """One call of a producer (the contraction its kernel / bias parameters make): did its output reach a norm,
+    did it escape elsewhere (the norm modules' pre-hooks of ``_feeds_norm.run`` set ``reached`` too)."""
+
+    params: set[int]
+    reached: bool = False
+    escaped: bool = False
 
 
 @dataclasses.dataclass
@@ -240,6 +252,7 @@ class _Pending:
     own: frozenset[int]
 
 
+_BROADCASTS = frozenset({"expand", "expand_as", "repeat", "tile", "broadcast_to", "repeat_interleave"})
 _CASTS = frozenset({"to", "float", "half", "double", "bfloat16", "type", "type_as"})
 
 
@@ -249,6 +262,7 @@ class _UsageTracker(_Tracker):
     def __init__(self, params: Sequence[torch.Tensor], follow_feeds: bool) -> None:
         super().__init__()
         self.params = list(params)
+        self.param_ids = {id(p) for p in self.params}
         self.follow_feeds = follow_feeds
         self.derived: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.taint: WeakIdKeyDictionary = WeakIdKeyDictionary()
@@ -261,6 +275,9 @@ class _UsageTracker(_Tracker):
         self.kinds: dict[Any, tuple[str, Any, str]] = {}
         self.positions: list[str] = []
         self.abstract_ids = False
+        self.produced: list[int] = []  # params of the op being processed whose layer produces its output
+        self.feed_calls: list[_FeedCall] = []
+        self.gathered: set[int] = set()  # params whose rows were picked by a data index
 
     def start(self, inputs: Any) -> None:
         for i, p in enumerate(self.params):
@@ -298,14 +315,14 @@ class _UsageTracker(_Tracker):
 
     def tag_data(self, result: Any, taint: int = DATA) -> None:
         for t in _tensors(result):
-            if t not in self.derived:
+            if id(t) not in self.param_ids:
                 self.taint[t] = DATA if taint == DATA or t.is_floating_point() else POSITION
 
     def record(self, d: _Derived, f: Facts, result: Any = None, own: frozenset[int] | None = None) -> list[int]:
         """Resolve ``f`` for each origin of ``d``; the origins to follow (with their nonlinear state)."""
         follow = []
         for i, nonlinear in d.origins:
-            facts = dataclasses.replace(f, nonlinear=nonlinear, broadcast=d.broadcast)
+            facts = dataclasses.replace(f, nonlinear=nonlinear, broadcast=d.broadcast, gathered=d.gathered)
             if own is not None and isinstance(result, torch.Tensor):  # decided when the product is consumed
                 self.touched.add(i)
                 self.pending.setdefault(id(result), (result, []))[1].append(_Pending(i, facts, own))
@@ -317,6 +334,9 @@ class _UsageTracker(_Tracker):
             self.touched.add(i)
             if use is not None:
                 self.uses[i].add(use)
+                if (use.usage == "contract" and f.other_activation and f.slot != _INNER) or (
+                        use.usage == "add" and f.slot == "bias"):
+                    self.produced.append(i)
                 if use.usage == "gather_data" and self.abstract_ids:
                     self.guessed.add(i)
         return follow
@@ -343,7 +363,20 @@ class _UsageTracker(_Tracker):
                 if isinstance(use, Use):
                     self.uses[item.param].add(use)
 
+    def verdicts(self) -> dict[int, bool]:
+        """feeds_norm per parameter index: every call of the layers it is the kernel / bias of reached a norm
+        and nothing else (``wdmask._usage.feeds_verdict``); False for the others."""
+        calls: dict[int, list[tuple[bool, bool]]] = {}
+        for call in self.feed_calls:
+            for i in call.params:
+                calls.setdefault(i, []).append((call.reached, call.escaped))
+        return {i: bool(feeds_verdict(c)) for i, c in calls.items()}
+
     def finish(self) -> None:
+        for i in self.gathered:
+            if not self.uses[i]:  # the rows were only returned: a table all the same
+                self.uses[i].add(Use("gather_data"))
+                self.touched.add(i)
         for _, items in self.pending.values():
             for item in items:
                 use = resolve(item.facts)
@@ -371,7 +404,7 @@ class _UsageTracker(_Tracker):
                 isinstance(x, tuple) and any(isinstance(y, (torch.Tensor, list)) for y in x))
                 for x in (*args[1:], *kwargs.values())):
             kind = "shape_only"  # slices / ints / None: a view
-        feeds = self.follow_feeds and len(self.tags) and not self.in_norm
+        feeds = len(self.tags) and not self.in_norm
         result = func(*args, **kwargs)
         if kind == "template" or not leaves:
             return result
@@ -398,6 +431,9 @@ class _UsageTracker(_Tracker):
                     u is t or (u in self.derived and not self.active(u)) for u in leaves)
                 step = feeds_step(kind, own_bias=own_bias) if first or kind == "add" else "escape"
             if step == "follow" and fresh:
+                if kind == "add":  # the layer's own bias, added after the contraction
+                    call.params.update(i for u in leaves if (d := self.derived.get(u)) is not None
+                                       for i, _ in d.origins)
                 for r in _tensors(result):
                     self.tag(r, call)
             elif step == "reached" and fresh:
@@ -422,14 +458,19 @@ class _UsageTracker(_Tracker):
                 if taint:
                     self.tag_data(result, taint)
                 return
-            if kind == "shape_only" and not isinstance(args[0], nn.parameter.UninitializedTensorMixin) and \
+            if name in _BROADCASTS and not isinstance(args[0], nn.parameter.UninitializedTensorMixin) and \
                     _grows(args[0].shape, result):
                 first = dataclasses.replace(first, broadcast=True)
             for r in _tensors(result):
-                derived[r] = first
+                if id(r) not in self.param_ids:  # an in-place op returns the parameter itself
+                    derived[r] = first
+            taint = self.taint_of(leaves[:1])
+            if taint:  # rows gathered by a data index are activations too
+                self.tag_data(result, taint)
             return
         follow: list[tuple[int, bool]] = []
-        kernels = [t for pos, key, _, slot in fused.spec if slot == "kernel"
+        self.produced = []
+        kernels = [t for pos, key, _, slot in fused.spec if slot in ("kernel", _INNER)
                    for t in _tensors(_arg(args, kwargs, pos, key))] if fused is not None else []
         for t, family, slot, extra in self.slots(kind, fused, name, args, kwargs, leaves):
             d = derived.get(t)
@@ -449,12 +490,25 @@ class _UsageTracker(_Tracker):
             if family == "gather" and "index" not in facts:
                 facts["index"] = "constant"
             follow += self.record(d, Facts(family, other_activation=act, **facts), result, own)
-        if not follow or any(self.active(u) for u in leaves):
+        if self.produced and self.follow_feeds:  # a producer: follow its output for feeds_norm
+            out = next(_tensors(result), None)
+            if out is not None:
+                call = _FeedCall(set(self.produced))
+                self.feed_calls.append(call)
+                self.tag(out, call)
+        gathered = kind == "gather" or (fused is not None and fused.spec[0][2] == "gather")
+        if not follow or (any(self.active(u) for u in leaves) and not gathered):
             self.tag_data(result)
             return
-        d = _Derived(tuple(dict.fromkeys(follow)), any(d.broadcast for _, d in ds))
+        if gathered and any(self.active(u) for u in leaves):  # rows picked by a data index: decided where used
+            self.tag_data(result)
+            d = _Derived(tuple(dict.fromkeys(follow)), gathered=True)
+            self.gathered.update(i for i, _ in follow)
+        else:
+            d = _Derived(tuple(dict.fromkeys(follow)), any(d.broadcast for _, d in ds))
         for r in _tensors(result):
-            derived[r] = d
+            if id(r) not in self.param_ids:
+                derived[r] = d
 
     def slots(self, kind: str, fused: _Fused | None, name: str, args: Any, kwargs: dict[str, Any],
               leaves: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, str, str, dict[str, Any]]]:
@@ -490,8 +544,8 @@ class _UsageTracker(_Tracker):
             return
         if kind == "rnn":
             for t in leaves:
-                yield t, *(("contract", "kernel", {"hint": "linear"}) if t.dim() >= 2 else
-                           ("add", "bias", {"from_contraction": True}))
+                yield t, *(("contract", _INNER, {"hint": "linear"}) if t.dim() >= 2 else
+                           ("add", _INNER, {"from_contraction": True}))
             return
         if kind == "gather":
             index = self.index(_arg(args, kwargs, _GATHER_INDEX.get(name, 1), "index"))
@@ -563,7 +617,7 @@ def _labelled(inputs: Any) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def trace(model: nn.Module, example_inputs: Any, *, params: Sequence[torch.Tensor],
-          producers: Sequence[nn.Module] = (), norms: Sequence[nn.Module] = ()) -> Trace:
+          norms: Sequence[nn.Module] = ()) -> Trace:
     """Run ``model`` once on ``example_inputs``, recording how each of ``params`` is used (and feeds_norm).
 
     Runs like ``detect_feeds_norm`` (eval, no grad, forked RNG, hooks removed and flags restored in
@@ -573,8 +627,7 @@ def trace(model: nn.Module, example_inputs: Any, *, params: Sequence[torch.Tenso
       model: The unwrapped module.
       example_inputs: A tuple (positional arguments), a dict (keyword arguments) or one argument.
       params: The parameters to follow (each distinct tensor once).
-      producers: Conv/linear modules whose ``feeds_norm`` is detected in the same pass.
-      norms: Norm modules (feeds_norm targets).
+      norms: Norm modules (their inputs are normalized: feeds_norm targets).
     Returns:
       A ``Trace``: ``uses`` maps ``id(param)`` to its uses (empty for a parameter no op consumed).
     Examples:
@@ -586,10 +639,10 @@ def trace(model: nn.Module, example_inputs: Any, *, params: Sequence[torch.Tenso
     wide = _batch_of_two(example_inputs)
     if wide is not None:
         try:
-            return _trace(model, wide, params, producers, norms)
+            return _trace(model, wide, params, norms)
         except Exception:  # a model that only runs on the batch it was given
             pass
-    return _trace(model, example_inputs, params, producers, norms)
+    return _trace(model, example_inputs, params, norms)
 
 
 def _batch_of_two(example_inputs: Any) -> Any:
@@ -611,12 +664,11 @@ def _batch_of_two(example_inputs: Any) -> Any:
     return widen(example_inputs)
 
 
-def _trace(model: nn.Module, example_inputs: Any, params: Sequence[torch.Tensor], producers: Sequence[nn.Module],
-           norms: Sequence[nn.Module]) -> Trace:
-    tracker = _UsageTracker(params, follow_feeds=bool(producers))
-    feeds = run(model, example_inputs, tracker, producers=producers, norms=norms,
-                before=lambda: tracker.start(example_inputs))
+def _trace(model: nn.Module, example_inputs: Any, params: Sequence[torch.Tensor], norms: Sequence[nn.Module]) -> Trace:
+    tracker = _UsageTracker(params, follow_feeds=True)
+    run(model, example_inputs, tracker, producers=(), norms=norms, before=lambda: tracker.start(example_inputs))
     tracker.finish()
+    feeds = {id(tracker.params[i]): v for i, v in tracker.verdicts().items()}
     uses = {id(p): tuple(sorted(tracker.uses[i])) for i, p in enumerate(tracker.params)}
     touched = {id(tracker.params[i]) for i in tracker.touched}
     guessed = {id(tracker.params[i]) for i in tracker.guessed}

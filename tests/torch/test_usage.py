@@ -390,7 +390,7 @@ FAMILIES = {
     "moe": (MoE, torch.zeros(4, D), {
         "w_in": ("linear", "kernel", True),  # bmm
         "w_out": ("linear", "kernel", True),  # einsum over f
-        "gate_up": ("embedding", "embedding", True),  # rows gathered by a data index (the router): a table, as in JAX
+        "gate_up": ("linear", "kernel", True),  # rows picked by the routed expert, then F.linear: contracted
         "router.weight": ("linear", "kernel", True),
     }),
     "clip": (ClipLike, (torch.zeros(2, D), torch.zeros(3, D)), {
@@ -406,7 +406,7 @@ FAMILIES = {
         "c_fc.bias": ("linear", "bias", False),
         "std.weight": ("conv", "kernel", True),  # standardized by F.batch_norm, still the conv's kernel
         "std.bias": ("conv", "bias", False),
-        "std.gain": ("conv", "gain", False),  # the affine weight of that batch_norm: a gain
+        "std.gain": ("conv", "kernel", True),  # a gain on the standardized weight: part of the reparametrized kernel
     }),
 }
 

@@ -47,7 +47,7 @@ class LinenTrace(NamedTuple):
     owners: dict[Path, type]  # module path -> class, first writer wins, in call (pre-)order
     slice_shapes: dict[Path, tuple[int, ...]]  # leaf path -> per-slice shape seen inside the module
     variables: Any  # abstract variables (ShapeDtypeStruct leaves)
-    feeds_norm: dict[Path, bool] | None  # producer module path -> feeds a norm; None if not traced
+    feeds_norm: dict[Path, bool] | None  # params leaf path -> feeds a norm (kernel/bias of a producer); None: untraced
     usage: dict[Path, tuple[Use, ...]] | None = None  # params leaf path -> uses; None if not traced
     bridges: dict[Path, Any] | None = None  # module path -> nnx.bridge.ToLinen instance seen in the init trace
     tagged_bridges: set[Path] | None = None  # bridges whose NNX module was tagged in the apply trace (feeds_norm)
@@ -103,8 +103,6 @@ def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, 
             for name, value in params.items():
                 if not isinstance(value, Mapping):
                     slices.setdefault((*path, str(name)), tuple(_unbox(value).shape))
-        if kind in ("conv", "linear"):
-            out = tagger.tag_output(path, out)
         return out
 
     return interceptor
@@ -147,9 +145,8 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
     tables = bridge_tables(bridges)
     with nn.intercept_methods(_interceptor(None, None, tagger, bridge_stack=stack)), \
             tagging_bridged(bridges, tables, stack, tagger) as tagged:
-        traced = trace_sample(forward, params, (abstract(others),), s)
-    closed, usage = traced
-    return LinenTrace(owners, slices, variables, tagger.analyze(closed), usage, bridges, tagged, tables)
+        traced = trace_sample(forward, params, (abstract(others),), s, tagger.inputs)
+    return LinenTrace(owners, slices, variables, traced.feeds_norm, traced.usage, bridges, tagged, tables)
 
 
 
@@ -195,7 +192,7 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
         axes = slice_axes(leaf.shape, trace.slice_shapes.get(leaf.path), meta.get(leaf.path))
         feeds = None
         if trace.feeds_norm is not None:
-            feeds = trace.feeds_norm.get(owner_path, False) if kind in ("conv", "linear") else False
+            feeds = trace.feeds_norm.get(leaf.path, False)
         info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
                          module_type_name(cls), "type", declared, stacked_axes=axes)
         out.append(with_usage(info, trace.usage.get(leaf.path) if trace.usage is not None else None))

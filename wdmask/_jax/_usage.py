@@ -1,90 +1,38 @@
-r"""Roles from usage on the JAX side: walk the jaxpr of a forward pass from each parameter.
+r"""Roles from usage on the JAX side: the jaxpr walk that maps primitives to families and facts.
 
-``trace_usage(fn, params)`` traces ``jax.make_jaxpr(fn)`` on *abstract* params (shapes and dtypes
-only: no FLOPs, no memory). The params' array leaves are the jaxpr's invars; arrays ``fn`` closes
-over (the model inputs) are its constvars. Each parameter is followed forward until its **first
-real consumer**, which gives a ``wdmask._usage.Use``; the core table (``wdmask._usage.classify``)
-turns the uses into a layer kind and a role.
+``trace_usage(fn, params)`` / ``trace_sample`` trace ``jax.make_jaxpr`` on *abstract* params (shapes and
+dtypes only: no FLOPs, no memory); the params' array leaves are the jaxpr's invars and the sample's
+arrays the inputs. Each parameter is followed forward from its invar, into and out of sub-jaxprs
+(``jit``/``pjit``, ``remat``, ``scan``, ``while``, ``cond``, ``custom_jvp_call``/``custom_vjp_call``). At
+every equation consuming the parameter-derived value this module answers only *what is this
+primitive* (``_FAMILY``, plus a few operand checks: a ``dot_general`` summing none of p's axes is a
+product, a ``select_n`` on a parameter's own values is piecewise) and *what are the facts*
+(``wdmask._usage.Facts``); ``wdmask._usage.resolve`` decides (the one table, in ``wdmask._usage``).
+A producer's output (the kernel / bias resolved there) is then followed with
+``wdmask._usage.feeds_step`` for ``feeds_norm``.
 
-Two facts about every value of the jaxpr are computed first (one forward pass, into sub-jaxprs):
+Facts come from a forward flag pass over every value (``_Analysis``, per call context): **data**
+(depends on the inputs), **positions** (depends only on inputs read as position ids,
+``wdmask._usage.read_positions``), **activation** (data, or a parameter broadcast to a batch axis by a
+``broadcast_in_dim``/``tile`` that grows an axis to a size > 1), and from short backward walks:
+*normalized* (``rsqrt`` of an activation, ``x / sqrt(...)`` of one, or the input of a norm module tagged
+by the interceptor, within a few ``mul``/``div``/``sub``), *from a contraction* (through shape-only ops),
+a gather index built from ``iota``/constants (*constant*) or a loop counter (*loop*).
 
-* **data**: the value depends on the model inputs (``fn``'s closed-over arrays, or the ``inputs``
-  invars of ``usage_from_jaxpr``);
-* **activation**: data, *or* derived from a parameter that was broadcast to a batch axis (a
-  ``broadcast_in_dim``/``tile`` that grows an axis to a size > 1, as ``jnp.broadcast_to(cls, (B, 1, D))``
-  does). A parameter "meets activations" when its derived value meets an activation.
-
-Followed **through** (the value is still "the parameter"): ``reshape``, ``transpose``,
-``convert_element_type``, ``squeeze``, ``expand_dims``, ``broadcast_in_dim``, ``copy``, ``name``
-(``checkpoint_name`` tags), static ``slice``/``pad``/``rev``, a ``dynamic_slice``/``gather`` whose index
-is a loop counter (a stacked layer's slice; a static ``W[0]`` is a ``slice``), any op whose other operands are
-not activations (``concatenate`` of params, ``W * mask``, ``1 + scale``, weight standardisation), and
-into sub-jaxprs: ``jit``/``pjit``, ``remat``/``checkpoint``, ``scan`` (a scanned param enters the
-body as an ``xs`` slice), ``while`` (body), ``cond`` branches, ``custom_jvp_call``,
-``custom_vjp_call``, ``closed_call``; out of a sub-jaxpr through its outputs.
-
-The first op where the parameter meets an activation decides:
-
-=====================================  ===========================================================
-op                                     use
-=====================================  ===========================================================
-``dot_general``                        ``contract`` -- except the *operand rule* below
-``conv_general_dilated``               ``contract`` (layer hint ``conv``); the same operand rule
-``gather`` / ``dynamic_slice``         index depends on the inputs: ``gather_data``; index built
-                                       from ``iota``/constants only: ``gather_pos`` (a position
-                                       table indexed by ``jnp.arange(T)``, a table read at a
-                                       constant index); index a loop counter: followed through
-``add`` / ``sub``                      ``add``; ``norm_shift`` after a normalisation (below);
-                                       ``gather_pos`` for a table *added whole* (below)
-``mul`` / ``div``                      ``mul``; ``norm_scale`` when the activation was just
-                                       normalised by its own statistics (below)
-``concatenate``, ``select_n``          ``concat`` (a learned token, latent, probe or mask token
-(``jnp.where``), ``dynamic_update_     joined to the sequence or substituted into it)
-slice``, ``scatter``
-other ops with an activation           ``elementwise`` for ``max``/``min``/``pow``/``clamp``;
-                                       nothing (no evidence) for ops this walker does not know
-=====================================  ===========================================================
-
-A parameter that went through a *nonlinear* elementwise function (``exp``, ``log``, ``logistic``,
-``tanh``, ``sqrt``, ``rsqrt``, ``abs``, ``max``/``min`` with a constant, the primitives of
-``softplus``, ...) before it meets activations is ``elementwise`` (a state-space ``A_log`` used as
-``-exp(A_log) * dt``) -- unless it is contracted, which stays ``contract`` (a weight-normalised kernel).
-A parameter that reaches no consumer is ``unused``.
-
-**Operand rule** for ``dot_general``/``conv``: the operand that is an activation is the activation; a
-parameter-only operand is the kernel. A parameter broadcast to a batch axis *is* an activation, so a
-latent array or token ``jnp.broadcast_to(latents, (B, N, D))`` fed into a ``Dense`` is ``concat``
-(token), and that Dense's kernel ``contract``. Both operands parameter-only and neither broadcast
-(a product of two weight matrices, a low-rank factorisation ``x @ (A @ B)``): both are kernels.
-Both operands activations (a broadcast weight in a batched matmul; a learned query used as-is in
-attention, which is mathematically a linear map of the keys): ``contract``. Use a batch size > 1 in
-the sample: a broadcast to a batch of 1 is no broadcast.
-
-**Added whole**: ``add``/``sub`` of a parameter value with more than one non-singleton axis (a
-``(1, L, D)`` or sliced ``(T, D)`` position table) gives ``gather_pos``, unless the activation comes
-straight (through shape-only ops) out of a ``dot_general``/``conv``: then it is that contraction's bias
-(Flax ``DenseGeneral``'s ``(heads, head_dim)`` bias is an ``add``).
-
-**Normalised**: the activation operand is ``rsqrt`` of an activation, or a ``mul``/``div`` (up to a few
-levels) with such an ``rsqrt`` or a division by ``sqrt`` of an activation -- ``x * rsqrt(var + eps)``,
-Flax's ``rsqrt(var + eps) * scale``, ``x / sqrt(mean(x**2) + eps)``. A custom norm with any class
-name is recognised this way.
-
-Limits (reported as "no evidence", never guessed): unknown primitives (``pallas_call``, FFT) that
-consume a parameter together with activations; position ids passed in as *inputs* look like token
-ids (``gather_data``), and a token table the sample reads at a constant index (BERT's
-``token_type_ids`` defaulting to zeros) looks like a position table (``gather_pos``): pass the ids.
+Limits (reported as "no evidence", never guessed): unknown primitives (``pallas_call``, FFT) that consume
+a parameter together with activations. A table indexed by an abstract integer input (values unseen) is
+read as a token table and reported (``UnclassifiedWarning``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from wdmask._jax._feeds_norm import UseLists, subjaxprs
 from wdmask._jax._tree import PyTree, flatten, key_str
 from wdmask._types import Path
-from wdmask._usage import FOLLOW, Facts, Use, follow_nonlinear, resolve
+from wdmask._usage import FOLLOW, Facts, Use, feeds_step, feeds_verdict, follow_nonlinear, resolve
 
 __all__ = ["trace_usage", "usage_from_jaxpr"]
 
@@ -191,6 +139,10 @@ class _Analysis:
         self.uses = UseLists().uses  # the equations using a variable, per jaxpr
         self._producers: dict[int, dict[int, Any]] = {}
         self._results: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        self.norm_inputs: frozenset[str] = frozenset()
+        self.slots: dict[int, str] = {}  # id(param invar) -> "kernel" / "bias" by the model's classes
+        constvars = {id(v) for v in closed.jaxpr.constvars}
+        self.root_consts_are_inputs = any(id(v) in constvars for v in data_vars)
         for v in param_invars:
             self.flags[id(v)] = PARAM
         positions = {id(v) for v in position_vars}
@@ -284,6 +236,8 @@ class _Analysis:
             eqn = self.producer(jaxpr, var)
             if eqn is None:
                 return None, jaxpr, var
+            if eqn.primitive.name == "name" and eqn.params.get("name") in self.norm_inputs:
+                return eqn, jaxpr, var  # the input of a norm module
             if eqn.primitive.name in ops and eqn.invars:
                 var = eqn.invars[0]
                 continue
@@ -297,6 +251,14 @@ class _Analysis:
             return eqn, jaxpr, var
         return None, jaxpr, var  # pragma: no cover - a 64-op chain of reshapes
 
+    def slot_of(self, var: Any, jaxpr: Any) -> str:
+        """``kernel``/``bias`` when ``var`` is (a reshaped / broadcast) parameter the model's classes say is a
+        layer's kernel / bias (``slots`` of ``usage_from_jaxpr``), else ``""``."""
+        if not self.slots:
+            return ""
+        eqn, jx, v = self._source(var, jaxpr, _SHAPE_ONLY)
+        return self.slots.get(id(v), "") if eqn is None and jx is self.root else ""
+
     def straight_from_contraction(self, var: Any, jaxpr: Any) -> bool:
         eqn, _, _ = self._source(var, jaxpr, _SHAPE_ONLY)
         return eqn is not None and _FAMILY.get(eqn.primitive.name) == "contract"
@@ -307,6 +269,8 @@ class _Analysis:
         if eqn is None:
             return False
         name = eqn.primitive.name
+        if name == "name":  # inside a norm module, derived from its input (running statistics)
+            return True
         if name == "rsqrt":
             return bool(self.flag(eqn.invars[0]) & ACT)
         if name == "div" and len(eqn.invars) == 2:
@@ -340,7 +304,7 @@ def _constant_index(an: _Analysis, var: Any, jaxpr: Any, chain: tuple[tuple[Any,
             results = [const(x, jx, ch) for x in eqn.invars]
             return None if None in results else all(results)
         if v in getattr(jx, "constvars", ()):
-            return jx is not an.root  # top-level constvars are the closed-over inputs
+            return jx is not an.root or not an.root_consts_are_inputs  # closed-over inputs (trace_usage)
         if v in jx.invars and ch:
             parent, call = ch[-1]
             i = jx.invars.index(v)
@@ -375,10 +339,12 @@ class _Walker:
         self.uses: set[Use] = set()
         self.unknown = False
         self.seen: set[tuple[int, bool, bool]] = set()
+        self.calls: dict[int, tuple[bool, bool]] = {}  # producing equation -> (reached a norm, escaped)
+        self.gathered = False  # rows of the parameter were picked by a data index
 
     def follow(self, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...], batched: bool,
-               nonlinear: bool) -> None:
-        key = (id(var), batched, nonlinear)
+               nonlinear: bool, gathered: bool = False) -> None:
+        key = (id(var), batched, nonlinear, gathered)
         if key in self.seen:
             return
         self.seen.add(key)
@@ -388,15 +354,16 @@ class _Walker:
                 parent, call = chain[-1]
                 for j, o in _Links.outputs(call, jaxpr):
                     if j == i:
-                        self.follow(call.outvars[o], parent, chain[:-1], batched, nonlinear)
+                        self.follow(call.outvars[o], parent, chain[:-1], batched, nonlinear, gathered)
         for eqn in an.uses(jaxpr, var):
-            self._eqn(eqn, var, jaxpr, chain, batched, nonlinear)
+            self._eqn(eqn, var, jaxpr, chain, batched, nonlinear, gathered)
 
     def _next(self, eqn: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool) -> None:
         for out in eqn.outvars:
             self.follow(out, jaxpr, chain, batched, nonlinear)
 
-    def _eqn(self, eqn: Any, var: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool) -> None:
+    def _eqn(self, eqn: Any, var: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool,
+             gathered: bool) -> None:
         """Family and facts of one equation consuming ``var``; ``wdmask._usage.resolve`` decides."""
         an = self.an
         name = eqn.primitive.name
@@ -406,7 +373,7 @@ class _Walker:
             for sub, mapping in links:
                 for k, i in mapping:
                     if k in positions:
-                        self.follow(sub.invars[i], sub, (*chain, (jaxpr, eqn)), batched, nonlinear)
+                        self.follow(sub.invars[i], sub, (*chain, (jaxpr, eqn)), batched, nonlinear, gathered)
             return
         family = _FAMILY.get(name, "unknown")
         act = any(an.flag(v) & ACT for v in eqn.invars if v is not var)
@@ -422,7 +389,15 @@ class _Walker:
                 family, act = "unknown", True
             elif set(positions) == {0, 1}:
                 act = True  # x @ x of the same value: both sides are the activation
-            facts["hint"] = "conv" if name == _CONV else ""
+            elif name == "dot_general" and not eqn.params["dimension_numbers"][0][positions[0]]:
+                family = "mul"  # no axis of p is summed: a broadcast product (einsum "btd,d->btd")
+            else:
+                facts["hint"] = "conv" if name == _CONV else ""
+                other = eqn.invars[1 - positions[0]] if positions[0] < 2 else None
+                if an.slot_of(var, jaxpr) == "kernel":
+                    facts["slot"] = "kernel"
+                elif other is not None and an.slot_of(other, jaxpr) == "kernel":
+                    facts["slot"] = "input"
         elif family == "gather":
             if positions != [0]:
                 family, act = "unknown", True  # a parameter used as an index
@@ -433,23 +408,31 @@ class _Walker:
                 family, act = "unknown", True  # a parameter used as the predicate
             elif an.flag(eqn.invars[0]) & PARAM and not an.flag(eqn.invars[0]) & DATA:
                 family = "nonlinear"  # a select on a parameter's own values is piecewise (softplus)
-        elif act and family in ("add", "mul"):
+        if act and family in ("add", "mul"):
             other = next(v for v in eqn.invars if v is not var)
             facts["normalized"] = an.normalized(other, jaxpr)
             facts["non_singleton"] = _non_singleton(var)
-            if family == "add" and facts["non_singleton"] >= 2:
+            if family == "add":
                 facts["from_contraction"] = an.straight_from_contraction(other, jaxpr)
             if family == "mul":
                 facts["summed_over_p_axis"] = self._summed(eqn, var, jaxpr)
-        f = Facts(family, other_activation=act, broadcast=batched, nonlinear=nonlinear, **facts)
+        if family == "add" and an.slot_of(var, jaxpr) == "bias":
+            other = next(v for v in eqn.invars if v is not var)
+            facts["slot"], facts["from_contraction"] = "bias", an.straight_from_contraction(other, jaxpr)
+        f = Facts(family, other_activation=act, broadcast=batched, nonlinear=nonlinear, gathered=gathered, **facts)
         use = resolve(f)
         if use is FOLLOW:
+            picked = gathered or facts.get("index") == "data"
+            self.gathered = self.gathered or picked
             for out in eqn.outvars:
-                self.follow(out, jaxpr, chain, batched, follow_nonlinear(f))
+                self.follow(out, jaxpr, chain, batched, follow_nonlinear(f), picked)
         elif use is None:
             self.unknown = True
         else:
             self.uses.add(use)
+            if (use.usage == "contract" and act) or (use.usage == "add" and f.from_contraction):
+                if id(eqn) not in self.calls:  # a producer: its kernel and its bias get feeds_norm
+                    self.calls[id(eqn)] = _Feeds(self.an).follow(eqn.outvars[0], jaxpr, chain)
 
     def _index(self, index: Sequence[Any], jaxpr: Any, chain: Any) -> str:
         an = self.an
@@ -477,30 +460,99 @@ class _Walker:
                     todo.extend(use.outvars)
         return False
 
+    def feeds_norm(self) -> bool:
+        """Every call of the contraction this parameter produces reached a norm and nothing else."""
+        return bool(feeds_verdict(self.calls.values()))
+
     def result(self) -> tuple[Use, ...]:
+        if self.gathered and not self.uses:
+            return (Use("gather_data"),)  # the rows were only returned: a table all the same
         if self.uses:
             return tuple(sorted(self.uses))
         return () if self.unknown else (Use("unused"),)
 
 
+class _Feeds:
+    """Follows a producer's output (``wdmask._usage.feeds_step`` on each consumer): ``(reached, escaped)``."""
+
+    def __init__(self, an: _Analysis) -> None:
+        self.an = an
+        self.seen: set[int] = set()
+
+    def follow(self, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...]) -> tuple[bool, bool]:
+        if id(var) in self.seen:
+            return False, False
+        self.seen.add(id(var))
+        reached = escaped = False
+        for i, out in enumerate(jaxpr.outvars):
+            if out is not var:
+                continue
+            if not chain:
+                escaped = True  # a result of the traced function
+                continue
+            parent, call = chain[-1]
+            for j, o in _Links.outputs(call, jaxpr):
+                if j == i:
+                    r, e = self.follow(call.outvars[o], parent, chain[:-1])
+                    reached, escaped = reached or r, escaped or e
+        for eqn in self.an.uses(jaxpr, var):
+            r, e = self._eqn(eqn, var, jaxpr, chain)
+            reached, escaped = reached or r, escaped or e
+        return reached, escaped
+
+    def _eqn(self, eqn: Any, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...]) -> tuple[bool, bool]:
+        name = eqn.primitive.name
+        if name == "while":
+            return False, True
+        links = _Links.inputs(eqn)
+        if links:
+            reached = escaped = False
+            for sub, mapping in links:
+                for k, i in mapping:
+                    if eqn.invars[k] is var:
+                        r, e = self.follow(sub.invars[i], sub, (*chain, (jaxpr, eqn)))
+                        reached, escaped = reached or r, escaped or e
+            return reached, escaped
+        family, slot = _FAMILY.get(name, "unknown"), ""
+        if name == "name":
+            if eqn.params.get("name") in self.an.norm_inputs:
+                family, slot = "normalize", "input"
+        elif family == "shape_only" and eqn.invars[0] is not var:
+            family = "unknown"
+        own_bias = family == "add" and all(
+            v is var or not self.an.flag(v) & (DATA | ACT) for v in eqn.invars)
+        step = feeds_step(family, slot=slot, own_bias=own_bias)
+        if step == "reached":
+            return True, False
+        if step == "escape":
+            return False, True
+        return self.follow(eqn.outvars[0], jaxpr, chain)
+
+
 def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any],
                      position_vars: Sequence[Any] = (), *, abstract_ids: bool = False,
-                     ) -> tuple[list[tuple[Use, ...]], set[int]]:
+                     norm_inputs: frozenset[str] = frozenset(), slots: Sequence[str] = (),
+                     ) -> tuple[list[tuple[Use, ...]], list[bool], set[int]]:
     """The uses of each of ``param_invars`` (vars of ``closed.jaxpr.invars``), given which vars are inputs
     (``position_vars``: inputs read as position ids), and the indices of the params whose table reading is a
-    guess (gathered by an integer input whose values were not seen, ``abstract_ids``)."""
+    guess (gathered by an integer input whose values were not seen, ``abstract_ids``). ``norm_inputs``: the
+    ``checkpoint_name`` tags of norm-module inputs (feeds_norm of each parameter is the second list)."""
     an = _Analysis(closed, param_invars, data_vars, position_vars)
-    out, guessed = [], set()
+    an.norm_inputs = norm_inputs
+    an.slots = {id(v): slot for v, slot in zip(param_invars, slots, strict=False) if slot}
+    out, feeds, guessed = [], [], set()
     for k, v in enumerate(param_invars):
         walker = _Walker(an)
         walker.follow(v, an.root, (), False, False)
         out.append(walker.result())
+        feeds.append(walker.feeds_norm())
         if abstract_ids and Use("gather_data") in walker.uses:
             guessed.add(k)
-    return out, guessed
+    return out, feeds, guessed
 
 
-def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, ...], sample: Any) -> UsageTrace:
+def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, ...], sample: Any,
+                 norm_inputs: set[str] | None = None, slots: Mapping[Path, str] | None = None) -> UsageTrace:
     """Usage of every leaf of ``params`` in ``forward(params, *rest, arrays)``, traced once with
     ``jax.make_jaxpr`` on abstract params and the ``Sample``'s arrays (a batch of one enlarged to two;
     the sample as given if the model rejects that)."""
@@ -518,11 +570,15 @@ def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, .
     n_data = len(sample.arrays)
     data = invars[len(invars) - n_data:] if n_data else []
     found, abstract_ids = sample.positions()
-    uses, guessed = usage_from_jaxpr(closed, invars[:n_params], data, [data[k] for k in found],
-                                     abstract_ids=abstract_ids)
     paths = leaf_paths(params)
+    uses, feeds, guessed = usage_from_jaxpr(closed, invars[:n_params], data, [data[k] for k in found],
+                                            abstract_ids=abstract_ids, norm_inputs=frozenset(norm_inputs or ()),
+                                            slots=[(slots or {}).get(p, "") for p in paths])
     note_positions([f"sample array {k}" for k in found], sorted({".".join(paths[k]) for k in guessed}))
-    return UsageTrace(closed, merge_uses(paths, uses))
+    merged: dict[Path, bool] = {}
+    for path, f in zip(paths, feeds, strict=True):
+        merged[path] = merged.get(path, True) and f
+    return UsageTrace(closed, merge_uses(paths, uses), merged)
 
 
 class UsageTrace(NamedTuple):
@@ -530,6 +586,7 @@ class UsageTrace(NamedTuple):
 
     closed: Any
     usage: dict[Path, tuple[Use, ...]]
+    feeds_norm: dict[Path, bool]
 
 
 def abstract(tree: PyTree) -> PyTree:
@@ -605,7 +662,7 @@ def trace_usage(fn: Callable[..., Any], params: PyTree, *, sample: Any = None) -
     if len(invars) != len(paths):
         raise ValueError(f"trace_usage: `fn` was traced with {len(paths)} param leaves but its jaxpr has "
                          f"{len(invars)} inputs; `fn` must take exactly the params pytree")
-    uses, _ = usage_from_jaxpr(closed, invars, list(closed.jaxpr.constvars))
+    uses, _, _ = usage_from_jaxpr(closed, invars, list(closed.jaxpr.constvars))
     return merge_uses(paths, uses)
 
 
