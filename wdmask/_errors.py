@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 __all__ = [
-    "MaskError", "RuleError", "UnclassifiedWarning", "UnmatchedRuleWarning", "check_weight_decay",
+    "MaskError", "RuleError", "UnclassifiedWarning", "UnmatchedRuleWarning", "check_bool", "check_weight_decay",
 ]
 
 #: A float, a scalar array (possibly traced, e.g. under ``inject_hyperparams``) or an optax schedule.
@@ -51,6 +51,7 @@ NOT_RULES_MSG = (
 )
 WEIGHT_DECAY_MSG = "`weight_decay` must be a finite real number >= 0{schedule}, got {what}"
 WEIGHT_DECAY_STR_FIX = "; write the number itself (1e-4), not a string"
+BOOL_MSG = "{where}`{name}` must be True or False, got {what}"
 
 
 def _what(value: Any) -> str:
@@ -132,3 +133,30 @@ def check_weight_decay(value: Any, *, schedule: bool = True, where: str = "") ->
     if not math.isfinite(number) or number < 0:
         raise ValueError(message)
     return value
+
+
+def check_bool(value: Any, name: str, *, where: str = "") -> bool:
+    """Validate a flag: ``True`` or ``False`` only (a string such as ``"no"`` is truthy, so it is refused).
+
+    Args:
+      value: the flag.
+      name: the argument's name, for the message.
+      where: prefix naming the caller, e.g. ``"wdmask_torch.groups: "``.
+    Returns:
+      ``value`` unchanged.
+    Raises:
+      TypeError: anything but a ``bool`` (``0``/``1``, ``None``, ``"no"``, a tensor, ...).
+    Examples:
+      >>> check_bool(False, "strict")
+      False
+      >>> check_bool("no", "strict", where="groups: ")
+      Traceback (most recent call last):
+      ...
+      TypeError: groups: `strict` must be True or False, got str 'no'; write True or False, not a string
+    """
+    if isinstance(value, bool):
+        return value
+    message = BOOL_MSG.format(where=where, name=name, what=_what(value))
+    if isinstance(value, (str, bytes)):
+        message += "; write True or False, not a string"
+    raise TypeError(message)

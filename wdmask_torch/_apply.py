@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from wdmask import presets
 from wdmask._engine import decide
-from wdmask._errors import check_weight_decay
+from wdmask._errors import _what, check_bool, check_weight_decay
 from wdmask._gc import builds_inventory
 from wdmask._rules import RuleLike, Rules
 from wdmask_torch._describe import inventory
@@ -32,6 +33,29 @@ def check_named_groups_supported() -> None:
         raise RuntimeError(f"wdmask_torch.groups(named=True) needs torch >= {NAMED_GROUPS_TORCH} (named param groups, "
                            f"`param_names`); this is torch {torch.__version__}. Use the default named=False (plain "
                            "tensors) and wdmask.explain(model, rules) for the names.")
+
+
+def _per_multiplier(options: Any) -> dict[float, dict[str, Any]]:
+    """``options_by_multiplier`` as ``{float multiplier: dict of options}``, or a ``TypeError`` naming the bad part."""
+    if options is None:
+        return {}
+    where = "wdmask_torch.groups: `options_by_multiplier`"
+    if not isinstance(options, Mapping):
+        raise TypeError(f"{where} must be a dict {{multiplier: {{option: value}}}}, e.g. "
+                        f"{{0.0: {{'trust_ratio': False}}}}, got {_what(options)}")
+    out: dict[float, dict[str, Any]] = {}
+    for key, value in options.items():
+        if isinstance(key, bool) or not isinstance(key, (int, float)) or not math.isfinite(key):
+            raise TypeError(f"{where} keys must be the weight-decay multipliers the rules give (finite numbers such "
+                            f"as 0.0 or 1.0), got key {_what(key)}")
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{where}[{key!r}] must be a dict of group options (e.g. {{'lr': 0.01}}), got "
+                            f"{_what(value)}")
+        if any(not isinstance(k, str) for k in value):
+            bad = next(k for k in value if not isinstance(k, str))
+            raise TypeError(f"{where}[{key!r}] keys must be option names (str), got {_what(bad)}")
+        out[float(key)] = dict(value)
+    return out
 
 
 def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, fn: str) -> list[Any]:
@@ -89,9 +113,11 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
     Returns:
       A list of param-group dicts for ``torch.optim.*``.
     Raises:
-      TypeError: ``model`` is not an ``nn.Module``; ``weight_decay`` is not a real number (a bool, a str).
-      ValueError: no parameters, all frozen, a negative/NaN/infinite ``weight_decay``, or a
-        multiplier other than 0/1 without ``weight_decay``.
+      TypeError: ``model`` is not an ``nn.Module``; ``weight_decay`` is not a real number (a bool, a str);
+        ``named``/``strict``/``include_frozen`` is not a bool; ``options_by_multiplier`` is not a
+        ``{multiplier: {option: value}}`` dict.
+      ValueError: no parameters, all frozen, a negative/NaN/infinite ``weight_decay``, a
+        multiplier other than 0/1 without ``weight_decay``, or ``weight_decay * multiplier`` overflowing.
       RuntimeError: ``named=True`` on torch older than 2.6.
       RuleError: invalid rules, or (``strict``) a rule matching nothing.
     Examples:
@@ -108,11 +134,11 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
     if weight_decay is not None:
         check_weight_decay(weight_decay, schedule=False, where="wdmask_torch.groups: ")
         weight_decay = float(weight_decay)  # a 0-d tensor/array becomes the float torch optimizers expect
-    if not isinstance(named, bool):
-        raise TypeError(f"wdmask_torch.groups: `named` must be True or False, got {type(named).__name__} {named!r}")
+    for flag, value in (("named", named), ("strict", strict), ("include_frozen", include_frozen)):
+        check_bool(value, flag, where="wdmask_torch.groups: ")
     if named:
         check_named_groups_supported()
-    per_multiplier = {float(m): dict(o) for m, o in (options_by_multiplier or {}).items()}
+    per_multiplier = _per_multiplier(options_by_multiplier)
     bad = [k for k in [*group_options, *(k for o in per_multiplier.values() for k in o)] if k in _RESERVED]
     if bad:
         raise ValueError(f"groups(): `{bad[0]}` cannot be a group option; wdmask_torch fills "
@@ -128,6 +154,8 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
         group: dict[str, Any] = {"params": pairs if named else [p for _, p in pairs]}
         if weight_decay is not None:
             group["weight_decay"] = weight_decay * multiplier
+            if not math.isfinite(group["weight_decay"]):
+                raise ValueError(_overflow_message(weight_decay, multiplier, pairs, items, decisions))
         elif multiplier == 0.0:
             group["weight_decay"] = 0.0
         elif multiplier != 1.0:
@@ -144,3 +172,14 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
         raise ValueError(f"groups(): options_by_multiplier names multiplier(s) {unused} that no parameter gets; "
                          f"the rules give {sorted(buckets)}")
     return out
+
+
+def _overflow_message(weight_decay: float, multiplier: float, pairs: list[tuple[str, nn.Parameter]],
+                      items: list[Any], decisions: Any) -> str:
+    """Why a group's ``weight_decay * multiplier`` is not finite, naming the rule that set the multiplier."""
+    first = pairs[0][0]
+    rule = next((decisions[info.path].rule for _, _, info in items if info.dotted == first), None)
+    source = f"rules[{rule}]" if rule is not None else "the rules"
+    return (f"wdmask_torch.groups: weight_decay * multiplier = {weight_decay:g} * {multiplier:g} overflows to "
+            f"{weight_decay * multiplier:g} for {len(pairs)} parameter(s) (e.g. {first!r}, multiplier set by "
+            f"{source}); a group's weight decay must be finite: lower that rule's multiplier or `weight_decay`")

@@ -90,8 +90,8 @@ def effective_weight_decay(optimizer: Any) -> dict[int, list[float]]:
     return out
 
 
-def audit(optimizer: Any, model: nn.Module,
-          rules: Rules | Iterable[RuleLike] = presets.standard) -> AuditReport:
+def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standard, *,
+          example_inputs: Any = None) -> AuditReport:
     """Compare an existing optimizer's per-parameter weight decay with what ``rules`` decide.
 
     A parameter the rules do not decay must have ``weight_decay == 0``; decayed parameters must
@@ -107,6 +107,10 @@ def audit(optimizer: Any, model: nn.Module,
         ``param_groups`` (DeepSpeed ZeRO).
       model: The model it trains (wrappers allowed).
       rules: The rules it should follow.
+      example_inputs: The inputs the optimizer's groups were built with (``groups(model, rules,
+        example_inputs=x)``): one traced forward pass classifies parameters by their usage (position
+        tables, learned tokens) and detects ``feeds_norm`` exactly as ``groups`` did. Nothing about the
+        model changes (modes, parameters, buffers and RNG states are restored).
     Returns:
       An ``AuditReport``: ``report.ok``, ``report.assert_ok()``, ``print(report)``.
     Raises:
@@ -116,9 +120,14 @@ def audit(optimizer: Any, model: nn.Module,
       >>> report = audit(torch.optim.SGD(net.parameters(), lr=0.1, weight_decay=1e-4), net)
       >>> report.ok, [r.path for r in report.mismatches]
       (False, ['0.bias', '1.weight', '1.bias'])
+      >>> import wdmask_torch
+      >>> x = torch.zeros(2, 4)
+      >>> audit(torch.optim.SGD(wdmask_torch.groups(net, example_inputs=x), lr=0.1, weight_decay=1e-4), net,
+      ...       example_inputs=x).ok
+      True
     """
     groups = param_groups(optimizer)
-    items = checked_inventory(model, None, include_frozen=True, fn="audit")
+    items = checked_inventory(model, example_inputs, include_frozen=True, fn="audit")
     trainable = [(p, info) for _, p, info in items if p.requires_grad]
     known = {id(p) for _, p, _ in items} | {id(p) for p in model.parameters()}
     by_id = effective_weight_decay(optimizer)

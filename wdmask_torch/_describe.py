@@ -24,6 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from wdmask._errors import check_bool
 from wdmask._gc import builds_inventory
 from wdmask._kinds import kind_from_name, role_from_name
 from wdmask._types import LAYER_KINDS, SOURCES, ParamInfo
@@ -101,10 +102,10 @@ def register_norm(cls: type[nn.Module], kind: str = "norm.layer") -> type[nn.Mod
       [('0.g', 'norm.rms', 'scale')]
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"register_norm: `cls` must be an nn.Module subclass, got {cls!r}")
+        raise TypeError(f"register_norm: `cls` must be an nn.Module subclass, got {cls!r:.200}")
     norms = [k for k in LAYER_KINDS if k.startswith("norm.")]
     if kind not in norms:
-        raise ValueError(f"register_norm: `kind` {kind!r} is not a norm kind; valid: {', '.join(norms)}")
+        raise ValueError(f"register_norm: `kind` {kind!r:.100} is not a norm kind; valid: {', '.join(norms)}")
     _REGISTRY[cls] = kind
     return cls
 
@@ -113,6 +114,7 @@ def unregister_norm(cls: type[nn.Module]) -> None:
     """Undo ``register_norm(cls)``: describe classifies ``cls`` by its class and name again.
 
     Raises:
+      TypeError: ``cls`` is not an ``nn.Module`` subclass.
       KeyError: ``cls`` was not registered; the message lists the registered classes.
     Examples:
       >>> class Gain(nn.Module):
@@ -123,6 +125,8 @@ def unregister_norm(cls: type[nn.Module]) -> None:
       >>> [(i.layer, i.role) for i in describe(nn.Sequential(Gain()))]
       [('other', 'other')]
     """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"unregister_norm: `cls` must be an nn.Module subclass, got {cls!r:.200}")
     if cls not in _REGISTRY:
         known = ", ".join(c.__qualname__ for c in _REGISTRY) or "none"
         raise KeyError(f"unregister_norm: {cls!r} is not registered (registered: {known})")
@@ -232,11 +236,15 @@ def _rank(p: torch.Tensor) -> int:
 def unwrap(model: nn.Module) -> nn.Module:
     """Strip ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel`` / FSDP1 root wrappers.
 
+    Raises:
+      TypeError: ``model`` is not an ``nn.Module``.
     Example:
       >>> net = nn.Linear(2, 2)
       >>> unwrap(nn.DataParallel(net)) is net
       True
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(NOT_A_MODULE_MSG.format(type=type(model).__name__, fn="unwrap"))
     while True:
         inner = _wrapped(model)
         if inner is None:
@@ -439,6 +447,7 @@ def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = 
     """``describe`` plus each parameter's original name and tensor (for building groups)."""
     from wdmask_torch._usage import trace
 
+    check_bool(include_frozen, "include_frozen", where=f"wdmask_torch.{fn}: ")
     inner = check_model(model, fn)
     graph = None
     if example_inputs is not None:
@@ -467,7 +476,7 @@ def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bo
     Returns:
       One ``ParamInfo`` per parameter in ``named_parameters()`` order; tied parameters once.
     Raises:
-      TypeError: ``model`` is not an ``nn.Module``.
+      TypeError: ``model`` is not an ``nn.Module``; ``include_frozen`` is not a bool.
       ValueError: a lazy module has not been initialized (run one forward pass first).
     Examples:
       >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8))

@@ -1,7 +1,8 @@
 """The probing forward pass of torch describe: ``run`` one forward under a ``TorchFunctionMode`` tracker.
 
-``run`` puts the model in ``eval()`` under ``torch.no_grad()`` and a forked RNG, runs the tracker (the usage
-and feeds_norm mode of ``_usage``), and restores modes and removes hooks in ``finally``. Norm modules get a
+``run`` runs the model in eval mode under ``torch.no_grad()`` with the tracker (the usage and feeds_norm mode of
+``_usage``); nothing observable changes (modes, parameters, buffers, RNG states: see ``wdmask_torch._snapshot``)
+and every hook is removed afterwards, also when the forward pass raises. Norm modules get a
 forward pre-hook: a followed producer output entering one has *reached* a norm (what that means is decided
 in ``wdmask._usage.feeds_step``); ops inside a norm module are not consumers of its input.
 """
@@ -19,6 +20,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils.weak import WeakIdKeyDictionary
+
+from wdmask_torch._snapshot import untouched
 
 #: Ops whose output is a view/reshape of their first argument: a tag passes through them.
 VIEW_OPS = frozenset({
@@ -101,7 +104,7 @@ def run(model: nn.Module, example_inputs: Any, tracker: _Tracker, *, producers: 
         norms: Sequence[nn.Module], before: Callable[[], None] | None = None) -> dict[nn.Module, bool | None]:
     """One probing forward pass of ``model`` under ``tracker``; returns the producers' ``feeds_norm``.
 
-    ``before`` runs inside the pass's context (no grad, eval, forked RNG) right before the forward,
+    ``before`` runs inside the pass's context (no grad, eval, ``untouched``) right before the forward,
     once the hooks are in place (usage tracing registers the parameters and inputs there).
     """
     producer_set = list(dict.fromkeys(producers))
@@ -133,33 +136,31 @@ def run(model: nn.Module, example_inputs: Any, tracker: _Tracker, *, producers: 
         tracker.in_norm -= 1
 
     handles = []
-    flags = {m: m.training for m in model.modules()}
     args, kwargs = _split(example_inputs)
-    try:
-        for m in producer_set:
-            handles.append(m.register_forward_hook(on_output))
-        for m in mha if producer_set else ():
-            handles.append(m.register_forward_hook(on_mha))
-        for m in dict.fromkeys(norms):
-            handles.append(m.register_forward_pre_hook(before_norm, with_kwargs=True))
-            handles.append(m.register_forward_hook(after_norm, always_call=True))
-        model.eval()
-        with torch.random.fork_rng(devices=[]), torch.no_grad(), _eager(model):
-            if before is not None:
-                before()
-            with tracker:
-                try:
-                    output = model(*args, **kwargs)
-                except Exception as e:
-                    e.add_note("wdmask_torch: raised while running the model on `example_inputs` to trace usage "
-                               "and detect feeds_norm")
-                    raise
-                tracker.escape_all(output)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in flags.items():
-            m.training = training
+    with untouched(model):
+        try:
+            for m in producer_set:
+                handles.append(m.register_forward_hook(on_output))
+            for m in mha if producer_set else ():
+                handles.append(m.register_forward_hook(on_mha))
+            for m in dict.fromkeys(norms):
+                handles.append(m.register_forward_pre_hook(before_norm, with_kwargs=True))
+                handles.append(m.register_forward_hook(after_norm, always_call=True))
+            # Out of the caller's inference mode: the tags read `_version`, which inference tensors lack.
+            with torch.inference_mode(False), torch.no_grad(), _eager(model):
+                if before is not None:
+                    before()
+                with tracker:
+                    try:
+                        output = model(*args, **kwargs)
+                    except Exception as e:
+                        e.add_note("wdmask_torch: raised while running the model on `example_inputs` to trace "
+                                   "usage and detect feeds_norm")
+                        raise
+                    tracker.escape_all(output)
+        finally:
+            for h in handles:
+                h.remove()
     result: dict[nn.Module, bool | None] = {m: None for m in producer_set}
     for call in tracker.calls:
         if call.module not in result:

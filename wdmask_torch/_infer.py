@@ -17,7 +17,7 @@ from wdmask_torch._audit import effective_weight_decay, param_groups
 __all__ = ["infer_rules"]
 
 
-def infer_rules(optimizer: Any, model: nn.Module) -> Inferred:
+def infer_rules(optimizer: Any, model: nn.Module, *, example_inputs: Any = None) -> Inferred:
     """The shortest rules (vocabulary first, paths only when needed) reproducing ``optimizer``'s decay.
 
     Targets are multipliers relative to the optimizer's most common non-zero weight decay,
@@ -29,6 +29,8 @@ def infer_rules(optimizer: Any, model: nn.Module) -> Inferred:
       optimizer: An optimizer built over (some of) ``model``'s parameters: a ``torch.optim.Optimizer``,
         a wrapper holding one (``.optimizer``/``._optimizer``) or any object with ``param_groups``.
       model: The model (wrappers allowed).
+      example_inputs: Inputs for one traced forward pass, as for ``groups``: the inferred rules may then
+        use what only the graph knows (``feeds_norm``, roles from usage). Nothing about the model changes.
     Returns:
       ``Inferred(rules, weight_decay)``: ``rules`` give every parameter the optimizer holds the
       same effective weight decay; ``weight_decay`` is ``None`` when nothing is decayed.
@@ -46,7 +48,7 @@ def infer_rules(optimizer: Any, model: nn.Module) -> Inferred:
       Inferred(rules=Rules(inferred: [{ndim='<=1', decay=False}]), weight_decay=0.0001)
     """
     param_groups(optimizer)  # TypeError for anything without param_groups, before describing the model
-    items = checked_inventory(model, None, include_frozen=False, fn="infer_rules")
+    items = checked_inventory(model, example_inputs, include_frozen=False, fn="infer_rules")
     by_id = effective_weight_decay(optimizer)
     actual = {info.path: by_id[id(p)][0] for _, p, info in items if id(p) in by_id}
     if not actual:

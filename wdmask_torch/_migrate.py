@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from wdmask._errors import _what
 from wdmask._jax._twins import (
     scale_by_torch_adagrad,
     scale_by_torch_amsgrad,
@@ -222,6 +223,12 @@ def _labeler(by_path: Mapping[tuple[str, ...], str]) -> Callable[[PyTree], PyTre
     return labels
 
 
+def _is_flax_module(obj: Any) -> bool:
+    from flax import linen, nnx
+
+    return isinstance(obj, (linen.Module, nnx.Module))
+
+
 def _paired_labels(optimizer: torch.optim.Optimizer, model: Any, flax: Any, sample: Any,
                    sample_kwargs: Any = None) -> Any:
     """Labels from pairing the torch model with its Flax twin: each leaf gets its torch twin's group."""
@@ -317,6 +324,9 @@ def to_optax(optimizer: torch.optim.Optimizer, model: Any = None, flax_params_or
     if labels is None:
         if flax_params_or_model is None:
             raise TypeError("to_optax: `model` needs `flax_params_or_model`: the Flax params or module it pairs with")
+        if not isinstance(flax_params_or_model, Mapping) and not _is_flax_module(flax_params_or_model):
+            raise TypeError("to_optax: `flax_params_or_model` must be Flax params or variables (a dict), a linen "
+                            f"module (with `sample`) or an NNX module, got {_what(flax_params_or_model)}")
         labels = _paired_labels(optimizer, model, flax_params_or_model, sample, sample_kwargs)
     else:
         labels = _normalize_labels(labels, n)

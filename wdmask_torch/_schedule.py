@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -110,6 +111,8 @@ def to_optax_schedule(scheduler: Any, *, steps: int | None = None) -> list[Sched
     Returns:
       One schedule ``count -> lr`` per param group, in group order.
     Raises:
+      TypeError: ``scheduler`` is not a torch scheduler; ``steps`` is not an int.
+      ValueError: ``steps < 1``; a scheduler already stepped (without ``steps``).
       NotImplementedError: a scheduler class with no closed form here (use ``steps=``).
 
     Example:
@@ -123,7 +126,10 @@ def to_optax_schedule(scheduler: Any, *, steps: int | None = None) -> list[Sched
         raise TypeError(f"`scheduler` must be a torch.optim.lr_scheduler object, got {type(scheduler).__name__}")
     groups = scheduler.optimizer.param_groups
     if steps is not None:
-        return _tabulate(scheduler, steps)
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+            raise TypeError(f"`steps` must be an int >= 1 (how many scheduler steps to tabulate) or None, got "
+                            f"{type(steps).__name__} {steps!r:.100}")
+        return _tabulate(scheduler, int(steps))
     if scheduler.last_epoch != 0 and type(scheduler).__name__ != "SequentialLR":
         raise ValueError(f"{type(scheduler).__name__} was already stepped {scheduler.last_epoch} time(s); convert "
                          "a freshly built scheduler (or pass steps=N to tabulate from here)")

@@ -124,3 +124,31 @@ def test_audit_reads_named_groups_held_by_a_wrapper() -> None:
                "weight_decay": 0.0}]
     report = wdmask_torch.audit(Holder(groups), model)
     assert report.ok and report.reference == 0.1
+
+
+class TokenBlock(nn.Module):
+    """The README's block: a learned token and a position table only the traced graph classifies."""
+
+    def __init__(self, dim: int = 8, tokens: int = 4) -> None:
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))  # joined to the sequence
+        self.table = nn.Parameter(torch.zeros(1, tokens + 1, dim))  # added whole: a position table
+        self.proj = nn.Linear(dim, dim)  # contracted: a kernel
+        self.lambda1 = nn.Parameter(torch.ones(dim))  # multiplied: a layer scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.table
+        return x + self.lambda1 * self.proj(x)
+
+
+def test_an_optimizer_built_with_example_inputs_passes_its_own_audit_with_them() -> None:
+    model, x = TokenBlock(), torch.zeros(2, 4, 8)
+    opt = torch.optim.AdamW(wdmask_torch.groups(model, wdmask.presets.standard, weight_decay=0.05, example_inputs=x),
+                            lr=1e-3)
+    report = wdmask_torch.audit(opt, model, wdmask.presets.standard, example_inputs=x)
+    assert report.ok and not report.mismatches and report.reference == 0.05
+    assert {r.path: r.actual for r in report.rows} == {
+        "cls": 0.0, "table": 0.0, "lambda1": 0.0, "proj.weight": 0.05, "proj.bias": 0.0}
+    with pytest.warns(wdmask.UnclassifiedWarning):  # without the graph the same optimizer looks wrong
+        blind = wdmask_torch.audit(opt, model, wdmask.presets.standard)
+    assert [r.path for r in blind.mismatches] == ["cls", "table", "lambda1"]

@@ -77,3 +77,17 @@ def test_bad_input() -> None:
         wdmask_torch.infer_rules(torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1), model)
     with pytest.raises(TypeError, match=r"`optimizer` must be a torch\.optim\.Optimizer"):
         wdmask_torch.infer_rules(model, model)  # type: ignore[arg-type]
+
+
+def test_infer_rules_with_example_inputs_round_trips_a_graph_built_grouping() -> None:
+    from tests.torch.test_audit import TokenBlock
+
+    model, x = TokenBlock(), torch.zeros(2, 4, 8)
+    opt = torch.optim.SGD(wdmask_torch.groups(model, wdmask.presets.standard, weight_decay=0.05, example_inputs=x),
+                          lr=0.1)
+    inferred = wdmask_torch.infer_rules(opt, model, example_inputs=x)
+    assert inferred.weight_decay == 0.05
+    rebuilt = wdmask_torch.groups(model, inferred.rules, weight_decay=inferred.weight_decay, example_inputs=x)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)]: g["weight_decay"] for g in rebuilt for p in g["params"]} == {
+        "cls": 0.0, "table": 0.0, "lambda1": 0.0, "proj.weight": 0.05, "proj.bias": 0.0}
