@@ -919,20 +919,30 @@ class EProbe(eqx.Module):  # per example: the probe is never broadcast to a batc
 
 
 class TLatents(tnn.Module):  # Perceiver: latents repeated over the batch, then the cross-attention's query Linear
-    def __init__(self) -> None:
+    def __init__(self, project_first: bool = False) -> None:
         super().__init__()
+        self.project_first = project_first
         self.latents = _tp(N, D)
         self.to_q = tnn.Linear(D, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.to_q(self.latents.expand(x.shape[0], -1, -1))
+        if self.project_first:  # the Linear before the batch: both of its operands are parameters
+            q = self.to_q(self.latents).expand(x.shape[0], -1, -1)
+        else:
+            q = self.to_q(self.latents.expand(x.shape[0], -1, -1))
         return torch.softmax(q @ x.transpose(1, 2) / math.sqrt(D), -1) @ x
 
 
 class LLatents(nn.Module):
+    project_first: bool = False
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        q = nn.Dense(D, name="to_q")(jnp.broadcast_to(_lp(self, "latents", N, D), (x.shape[0], N, D)))
+        latents, to_q = _lp(self, "latents", N, D), nn.Dense(D, name="to_q")
+        if self.project_first:
+            q = jnp.broadcast_to(to_q(latents), (x.shape[0], N, D))
+        else:
+            q = to_q(jnp.broadcast_to(latents, (x.shape[0], N, D)))
         return jax.nn.softmax(q @ jnp.swapaxes(x, 1, 2) / math.sqrt(D), -1) @ x
 
 
@@ -1517,8 +1527,17 @@ CASES: dict[str, Case] = {
         _t(TLatents, t_seq, paths={"w": "to_q.weight", "b": "to_q.bias"}),
         _j(LLatents, _seq_j, {"w": "to_q.kernel", "b": "to_q.bias"}),
         _e(ELatents, _seq_e, {"w": "to_q.weight", "b": "to_q.bias"}),
-        note="SPEC: as probe_mha_b2 for Equinox (no batch axis) and for torch code that applies the Linear BEFORE "
-             "expanding (to_q(latents).expand(b)): literal FOLLOW gives latents, w and b all `contract`"),
+        note="SPEC: as probe_mha_b2 for Equinox (no batch axis): literal FOLLOW gives latents, w and b all `contract` "
+             "(see latents_project_first)"),
+    "latents_project_first": Case(
+        "Perceiver latents through the query Linear BEFORE being expanded to the batch: to_q(latents).expand(b)",
+        {"latents": X("other", "token", "concat", False, False, False),
+         "w": X("linear", "kernel", "contract", False, True, True),
+         "b": X("linear", "bias", "add", False, False, False)},
+        _t(TLatents, t_seq, True, paths={"w": "to_q.weight", "b": "to_q.bias"}),
+        _j(LLatents, _seq_j, {"w": "to_q.kernel", "b": "to_q.bias"}, project_first=True),
+        note="SPEC: literally, both operands of the Linear are parameters (FOLLOW), and q then meets the input in "
+             "a matmul: latents, w and b all `contract`; right: the Linear's input slot holds a token"),
     "latents_dense_b1": Case(
         "as latents_dense with a batch of ONE",
         {"latents": X("other", "token", "concat", False, False, False),
