@@ -1346,9 +1346,10 @@ CASES: dict[str, Case] = {
     "weight_norm": Case(
         "weight norm: x @ (g * v / ||v||)",
         {"v": X("linear", "kernel", "contract", False, True, True),
-         "g": X("linear", "kernel", "contract", False, True, True)},
+         "g": X("other", "gain", "mul", False, False, False)},
         _t(TReparam, t_seq, "weight_norm"), _j(LReparam, _seq_j, kind="weight_norm"),
-        note="g is a factor of the kernel (g * v-hat = W): decaying it shrinks the linear map, as the spec says"),
+        note="g multiplies a value normalized by its own statistics (v / ||v||): the gain of a normalization, as a "
+             "norm's scale is for activations (ruling: `normalized` applies to parameter-derived operands too)"),
     "weight_std": Case(
         "weight standardization by hand: conv(x, (w - mean(w)) / std(w))",
         {"w": X("conv", "kernel", "contract", False, True, True)},
@@ -1356,10 +1357,10 @@ CASES: dict[str, Case] = {
     "weight_std_fused_gain": Case(
         "ScaledStdConv2d: conv(x, F.batch_norm(w, weight=gain * scale)) (torch) / by hand (linen)",
         {"w": X("conv", "kernel", "contract", False, True, True),
-         "gain": X("conv", "kernel", "contract", False, True, True)},
+         "gain": X("other", "gain", "mul", False, False, False)},
         _t(TStdKernel, t_img, True), _j(LStdKernel, _img_j, fused=True),
-        note="the gain is the affine of a norm over parameters only: FOLLOW, then the conv: a kernel factor like "
-             "weight norm's g (tests/torch/test_usage.py 'misc' says `gain`, not decayed: one of the two must go)"),
+        note="the gain is the affine of a normalization of a parameter (fused F.batch_norm weight, or a product "
+             "with a standardized kernel): a gain, as weight norm's g and tests/torch/test_usage.py 'misc' say"),
     "low_rank": Case(
         "low rank: x @ (A @ B)",
         {"A": X("linear", "kernel", "contract", False, True, True),
