@@ -919,20 +919,30 @@ class EProbe(eqx.Module):  # per example: the probe is never broadcast to a batc
 
 
 class TLatents(tnn.Module):  # Perceiver: latents repeated over the batch, then the cross-attention's query Linear
-    def __init__(self) -> None:
+    def __init__(self, project_first: bool = False) -> None:
         super().__init__()
+        self.project_first = project_first
         self.latents = _tp(N, D)
         self.to_q = tnn.Linear(D, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.to_q(self.latents.expand(x.shape[0], -1, -1))
+        if self.project_first:  # the Linear before the batch: both of its operands are parameters
+            q = self.to_q(self.latents).expand(x.shape[0], -1, -1)
+        else:
+            q = self.to_q(self.latents.expand(x.shape[0], -1, -1))
         return torch.softmax(q @ x.transpose(1, 2) / math.sqrt(D), -1) @ x
 
 
 class LLatents(nn.Module):
+    project_first: bool = False
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        q = nn.Dense(D, name="to_q")(jnp.broadcast_to(_lp(self, "latents", N, D), (x.shape[0], N, D)))
+        latents, to_q = _lp(self, "latents", N, D), nn.Dense(D, name="to_q")
+        if self.project_first:
+            q = jnp.broadcast_to(to_q(latents), (x.shape[0], N, D))
+        else:
+            q = to_q(jnp.broadcast_to(latents, (x.shape[0], N, D)))
         return jax.nn.softmax(q @ jnp.swapaxes(x, 1, 2) / math.sqrt(D), -1) @ x
 
 
@@ -1336,9 +1346,10 @@ CASES: dict[str, Case] = {
     "weight_norm": Case(
         "weight norm: x @ (g * v / ||v||)",
         {"v": X("linear", "kernel", "contract", False, True, True),
-         "g": X("linear", "kernel", "contract", False, True, True)},
+         "g": X("other", "gain", "mul", False, False, False)},
         _t(TReparam, t_seq, "weight_norm"), _j(LReparam, _seq_j, kind="weight_norm"),
-        note="g is a factor of the kernel (g * v-hat = W): decaying it shrinks the linear map, as the spec says"),
+        note="g multiplies a value normalized by its own statistics (v / ||v||): the gain of a normalization, as a "
+             "norm's scale is for activations (ruling: `normalized` applies to parameter-derived operands too)"),
     "weight_std": Case(
         "weight standardization by hand: conv(x, (w - mean(w)) / std(w))",
         {"w": X("conv", "kernel", "contract", False, True, True)},
@@ -1346,10 +1357,10 @@ CASES: dict[str, Case] = {
     "weight_std_fused_gain": Case(
         "ScaledStdConv2d: conv(x, F.batch_norm(w, weight=gain * scale)) (torch) / by hand (linen)",
         {"w": X("conv", "kernel", "contract", False, True, True),
-         "gain": X("conv", "kernel", "contract", False, True, True)},
+         "gain": X("other", "gain", "mul", False, False, False)},
         _t(TStdKernel, t_img, True), _j(LStdKernel, _img_j, fused=True),
-        note="the gain is the affine of a norm over parameters only: FOLLOW, then the conv: a kernel factor like "
-             "weight norm's g (tests/torch/test_usage.py 'misc' says `gain`, not decayed: one of the two must go)"),
+        note="the gain is the affine of a normalization of a parameter (fused F.batch_norm weight, or a product "
+             "with a standardized kernel): a gain, as weight norm's g and tests/torch/test_usage.py 'misc' say"),
     "low_rank": Case(
         "low rank: x @ (A @ B)",
         {"A": X("linear", "kernel", "contract", False, True, True),
@@ -1517,8 +1528,17 @@ CASES: dict[str, Case] = {
         _t(TLatents, t_seq, paths={"w": "to_q.weight", "b": "to_q.bias"}),
         _j(LLatents, _seq_j, {"w": "to_q.kernel", "b": "to_q.bias"}),
         _e(ELatents, _seq_e, {"w": "to_q.weight", "b": "to_q.bias"}),
-        note="SPEC: as probe_mha_b2 for Equinox (no batch axis) and for torch code that applies the Linear BEFORE "
-             "expanding (to_q(latents).expand(b)): literal FOLLOW gives latents, w and b all `contract`"),
+        note="SPEC: as probe_mha_b2 for Equinox (no batch axis): literal FOLLOW gives latents, w and b all `contract` "
+             "(see latents_project_first)"),
+    "latents_project_first": Case(
+        "Perceiver latents through the query Linear BEFORE being expanded to the batch: to_q(latents).expand(b)",
+        {"latents": X("other", "token", "concat", False, False, False),
+         "w": X("linear", "kernel", "contract", False, True, True),
+         "b": X("linear", "bias", "add", False, False, False)},
+        _t(TLatents, t_seq, True, paths={"w": "to_q.weight", "b": "to_q.bias"}),
+        _j(LLatents, _seq_j, {"w": "to_q.kernel", "b": "to_q.bias"}, project_first=True),
+        note="SPEC: literally, both operands of the Linear are parameters (FOLLOW), and q then meets the input in "
+             "a matmul: latents, w and b all `contract`; right: the Linear's input slot holds a token"),
     "latents_dense_b1": Case(
         "as latents_dense with a batch of ONE",
         {"latents": X("other", "token", "concat", False, False, False),
