@@ -33,7 +33,8 @@ add          nonlinear -> ``elementwise``; normalized -> ``norm_shift``; >= 2   
 mul          reduced afterwards over one of p's own axes -> ``contract`` (``(x*w).sum(k)``);  gain /
              nonlinear -> ``elementwise``; normalized -> ``norm_scale``; else ``mul``        scale
 normalize    a fused norm op: scale slot -> ``norm_scale``, shift slot -> ``norm_shift``     scale /
-             (a parameter as the normalized input, weight standardization: all FOLLOW)      bias
+             (of a normalized parameter, weight standardization: ``mul``/``add``; the       bias
+             normalized parameter itself FOLLOWs)
 insert       ``concat`` (concatenated, ``where``-substituted, scattered: a token)            token
 compare      ``add`` (a learned threshold: FilterResponseNorm's ``tau`` in ``max(x, tau)``)  bias
 nonlinear    ``elementwise`` (``pow(x, p)``)                                                elementwise
@@ -42,7 +43,9 @@ reduce
 unknown      no evidence (``None``: reported, never guessed)                                --
 ===========  =============================================================================  ===========
 
-Without an activation among the operands every family is FOLLOW (a re-expression: ``W * mask``,
+A parameter multiplied with a *parameter* normalized by its own statistics is a gain (``mul``: weight
+norm's ``g`` in ``g * v / ||v||``), with or without activations. Otherwise, without an activation among
+the operands every family is FOLLOW (a re-expression: ``W * mask``,
 ``1 + scale``, low rank ``A @ B``, a concatenation of parameters, weight standardization); following
 through ``nonlinear``/``compare``/``unknown`` marks the value nonlinear (``follow_nonlinear``). A
 parameter no op consumed is ``unused``. A value that went through a contraction with an activation
@@ -206,8 +209,12 @@ def resolve(f: Facts) -> Use | _Follow | None:
         if f.index in ("position", "constant"):
             return Use("gather_pos")
         return FOLLOW
-    if fam == "normalize" and f.slot in ("scale", "shift") and f.other_activation:
+    if fam == "normalize" and f.slot in ("scale", "shift"):
+        if not f.other_activation:  # the affine of a normalized parameter (weight standardization): a gain
+            return Use("mul" if f.slot == "scale" else "add")
         return Use("norm_scale" if f.slot == "scale" else "norm_shift", f.hint)
+    if fam == "mul" and f.normalized and not (f.other_activation or f.broadcast) and not f.nonlinear:
+        return Use("mul")  # the gain of a normalized parameter (weight norm's g)
     if fam == "contract" and (f.slot == "input" or f.broadcast) and not f.other_activation:
         return Use("concat")  # the input of a layer whose kernel is a parameter: a learned query / latent / probe
     if fam == "contract" and f.slot == "kernel":

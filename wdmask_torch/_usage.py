@@ -252,6 +252,7 @@ class _Pending:
     own: frozenset[int]
 
 
+_DIVS = frozenset({"div", "divide", "true_divide", "__truediv__", "__div__", "__itruediv__", "div_"})
 _BROADCASTS = frozenset({"expand", "expand_as", "repeat", "tile", "broadcast_to", "repeat_interleave"})
 _CASTS = frozenset({"to", "float", "half", "double", "bfloat16", "type", "type_as"})
 
@@ -318,11 +319,15 @@ class _UsageTracker(_Tracker):
             if id(t) not in self.param_ids:
                 self.taint[t] = DATA if taint == DATA or t.is_floating_point() else POSITION
 
-    def record(self, d: _Derived, f: Facts, result: Any = None, own: frozenset[int] | None = None) -> list[int]:
-        """Resolve ``f`` for each origin of ``d``; the origins to follow (with their nonlinear state)."""
+    def record(self, d: _Derived, f: Facts, result: Any = None, own: frozenset[int] | None = None,
+               gains: set[int] | None = None) -> list[tuple[int, bool]]:
+        """Resolve ``f`` for each origin of ``d``; the origins to follow (with their nonlinear state).
+        ``gains``: the origins that multiply a parameter normalized by its own statistics (``normalized``)."""
         follow = []
         for i, nonlinear in d.origins:
             facts = dataclasses.replace(f, nonlinear=nonlinear, broadcast=d.broadcast, gathered=d.gathered)
+            if gains is not None:
+                facts = dataclasses.replace(facts, normalized=i in gains)
             if own is not None and isinstance(result, torch.Tensor):  # decided when the product is consumed
                 self.touched.add(i)
                 self.pending.setdefault(id(result), (result, []))[1].append(_Pending(i, facts, own))
@@ -487,9 +492,10 @@ class _UsageTracker(_Tracker):
                 if family == "mul" and isinstance(result, torch.Tensor):
                     n = result.dim()
                     own = frozenset(n - t.dim() + k for k, s in enumerate(t.shape) if s != 1)
+            gains = self.gains(t, d, name, args, leaves) if family == "mul" and not act else None
             if family == "gather" and "index" not in facts:
                 facts["index"] = "constant"
-            follow += self.record(d, Facts(family, other_activation=act, **facts), result, own)
+            follow += self.record(d, Facts(family, other_activation=act, **facts), result, own, gains)
         if self.produced and self.follow_feeds:  # a producer: follow its output for feeds_norm
             out = next(_tensors(result), None)
             if out is not None:
@@ -563,6 +569,20 @@ class _UsageTracker(_Tracker):
         for t in leaves:
             yield t, kind, "", {"hint": hint} if hint else {}
 
+    def gains(self, t: torch.Tensor, d: _Derived, name: str, args: Any, leaves: list[torch.Tensor]) -> set[int]:
+        """Origins of ``t`` that multiply a parameter normalized by statistics they take no part in: ``g`` in
+        ``(g * v) / ||v||`` or ``g * standardized(w)`` (the normalized parameter itself is not a gain)."""
+        if name in _DIVS:
+            if not (args and t is args[0] and len(args) > 1 and isinstance(args[1], torch.Tensor)):
+                return set()
+            others = [args[1]] if self.normed.get(args[1]) is not None else []
+        else:
+            others = [u for u in leaves if u is not t and self.normed.get(u, -1) >= 0]
+        if not others:
+            return set()
+        stats = {i for u in others if (o := self.derived.get(u)) is not None for i, _ in o.origins}
+        return {i for i, _ in d.origins if i not in stats}
+
     def index(self, index: Any) -> str:
         tensors = list(_tensors(index))
         if not tensors:
@@ -586,10 +606,10 @@ class _UsageTracker(_Tracker):
                                                         _arg(args, kwargs, 2, "bias") is None)):
             self.contracted[result] = True
             return
-        acts = [t for t in leaves if t in self.taint]
+        acts = [t for t in leaves if t in self.taint or t in self.derived]
         if name in ("rsqrt", "rsqrt_") and acts:
             self.normed[result] = 0
-        elif name in ("sqrt", "sqrt_") and acts:
+        elif name in ("sqrt", "sqrt_", "norm", "linalg_vector_norm") and acts:
             self.normed[result] = -1
         elif kind in ("mul", "add") and name not in ("add", "__add__", "__radd__", "__iadd__", "add_"):
             if name in ("div", "divide", "true_divide", "__truediv__", "__div__") and len(leaves) == 2 and \
@@ -620,7 +640,7 @@ def trace(model: nn.Module, example_inputs: Any, *, params: Sequence[torch.Tenso
           norms: Sequence[nn.Module] = ()) -> Trace:
     """Run ``model`` once on ``example_inputs``, recording how each of ``params`` is used (and feeds_norm).
 
-    Runs like ``detect_feeds_norm`` (eval, no grad, forked RNG, hooks removed and flags restored in
+    Runs with ``_feeds_norm.run`` (eval, no grad, nothing observable changed, hooks removed in
     ``finally``); on a meta-device model with meta inputs no parameter memory is touched.
 
     Args:

@@ -145,9 +145,24 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
     tables = bridge_tables(bridges)
     with nn.intercept_methods(_interceptor(None, None, tagger, bridge_stack=stack)), \
             tagging_bridged(bridges, tables, stack, tagger) as tagged:
-        traced = trace_sample(forward, params, (abstract(others),), s, tagger.inputs)
+        traced = trace_sample(forward, params, (abstract(others),), s, tagger.inputs, _slots(params, owners))
     return LinenTrace(owners, slices, variables, traced.feeds_norm, traced.usage, bridges, tagged, tables)
 
+
+
+def _slots(params: PyTree, owners: dict[Path, type]) -> dict[Path, str]:
+    """``kernel``/``bias`` for the leaves the classes say are a conv/dense layer's kernel or bias (the trace's
+    input/kernel slots of ``wdmask._usage.resolve``)."""
+    out = {}
+    for leaf in flatten(params)[0]:
+        owner_path, cls = owner_of(leaf.path, owners)
+        if cls is None or not owner_path:
+            continue
+        kind = kind_from_class(cls, LINEN_KINDS, "flax.linen")
+        role = role_from_name(kind, leaf.path[-1], owner_path[-1]) if kind in ("conv", "linear") else ""
+        if role in ("kernel", "bias"):
+            out[leaf.path] = role
+    return out
 
 
 def describe_linen(model: Any, sample: Any, params: PyTree | None, *,

@@ -263,23 +263,38 @@ class _Analysis:
         eqn, _, _ = self._source(var, jaxpr, _SHAPE_ONLY)
         return eqn is not None and _FAMILY.get(eqn.primitive.name) == "contract"
 
-    def normalized(self, var: Any, jaxpr: Any, depth: int = 3) -> bool:
-        """``var`` is an activation just divided by its own RMS / std (see the module docstring)."""
+    def normalized(self, var: Any, jaxpr: Any, depth: int = 3, of: int = ACT) -> bool:
+        """``var`` is a value just divided by its own RMS / std (see the module docstring): an activation, or
+        with ``of=PARAM`` a parameter (weight norm, weight standardization)."""
         eqn, jx, _ = self._source(var, jaxpr, _SHAPE_ONLY)
         if eqn is None:
             return False
         name = eqn.primitive.name
         if name == "name":  # inside a norm module, derived from its input (running statistics)
-            return True
+            return of == ACT
         if name == "rsqrt":
-            return bool(self.flag(eqn.invars[0]) & ACT)
+            return bool(self.flag(eqn.invars[0]) & of)
         if name == "div" and len(eqn.invars) == 2:
             den, _, _ = self._source(eqn.invars[1], jx, _SHAPE_ONLY)
-            if den is not None and den.primitive.name == "sqrt" and self.flag(den.invars[0]) & ACT:
+            if den is not None and den.primitive.name == "sqrt" and self.flag(den.invars[0]) & of:
                 return True
         if name in ("mul", "div", "sub") and depth > 0:
-            return any(_is_var(v) and self.normalized(v, jx, depth - 1) for v in eqn.invars)
+            return any(_is_var(v) and self.normalized(v, jx, depth - 1, of) for v in eqn.invars)
         return False
+
+    def ancestors(self, var: Any, jaxpr: Any, limit: int = 256) -> set[int]:
+        """Ids of the variables ``var`` is computed from in ``jaxpr`` (bounded)."""
+        out: set[int] = set()
+        todo = [var]
+        while todo and len(out) < limit:
+            v = todo.pop()
+            if not _is_var(v) or id(v) in out:
+                continue
+            out.add(id(v))
+            eqn = self.producer(jaxpr, v)
+            if eqn is not None:
+                todo.extend(eqn.invars)
+        return out
 
 
 def _constant_index(an: _Analysis, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...]) -> bool | None:
@@ -416,6 +431,8 @@ class _Walker:
                 facts["from_contraction"] = an.straight_from_contraction(other, jaxpr)
             if family == "mul":
                 facts["summed_over_p_axis"] = self._summed(eqn, var, jaxpr)
+        if family == "mul" and not act and name in ("mul", "div"):
+            facts["normalized"] = self._gain(eqn, var, jaxpr, positions)
         if family == "add" and an.slot_of(var, jaxpr) == "bias":
             other = next(v for v in eqn.invars if v is not var)
             facts["slot"], facts["from_contraction"] = "bias", an.straight_from_contraction(other, jaxpr)
@@ -433,6 +450,24 @@ class _Walker:
             if (use.usage == "contract" and act) or (use.usage == "add" and f.from_contraction):
                 if id(eqn) not in self.calls:  # a producer: its kernel and its bias get feeds_norm
                     self.calls[id(eqn)] = _Feeds(self.an).follow(eqn.outvars[0], jaxpr, chain)
+
+    def _gain(self, eqn: Any, var: Any, jaxpr: Any, positions: list[int]) -> bool:
+        """``var`` multiplies a parameter normalized by statistics it takes no part in (``g`` in ``(g * v) / ||v||``
+        or ``g * standardized(w)``)."""
+        an = self.an
+        if eqn.primitive.name == "div":
+            if positions != [0]:
+                return False
+            den, _, _ = an._source(eqn.invars[1], jaxpr, _SHAPE_ONLY)
+            other = eqn.invars[1]
+            if den is None or den.primitive.name not in ("sqrt", "rsqrt") or not an.flag(den.invars[0]) & PARAM:
+                return False
+        else:
+            other = next((v for v in eqn.invars if v is not var), var)
+            if not an.normalized(other, jaxpr, of=PARAM):
+                return False
+        mine = {key[0] for key in self.seen}
+        return not (an.ancestors(other, jaxpr) & mine)
 
     def _index(self, index: Sequence[Any], jaxpr: Any, chain: Any) -> str:
         an = self.an
