@@ -406,7 +406,7 @@ FAMILIES = {
         "c_fc.bias": ("linear", "bias", False),
         "std.weight": ("conv", "kernel", True),  # standardized by F.batch_norm, still the conv's kernel
         "std.bias": ("conv", "bias", False),
-        "std.gain": ("conv", "kernel", True),  # a gain on the standardized weight: part of the reparametrized kernel
+        "std.gain": ("conv", "gain", False),  # the affine weight of that batch_norm: a gain
     }),
 }
 
