@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import wdmask
 from wdmask import _examples, presets
 from wdmask._cli import build_parser, main
 from wdmask._engine import explain_inventory
@@ -34,6 +35,22 @@ def broken():
 
 def not_a_model():
     return "resnet"
+
+def returns_none():
+    model = torch_mlp()  # forgot the return
+
+def none_with_sample():
+    import torch
+    return None, torch.zeros(2, 3)
+
+def torch_wrong_sample():
+    import torch
+    return torch_mlp(), torch.zeros(2, 5)
+
+def nnx_wrong_sample():
+    import jax.numpy as jnp
+    from flax import nnx
+    return nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.LayerNorm(4, rngs=nnx.Rngs(0))), jnp.zeros((2, 5))
 
 CONSTANT = 3
 '''
@@ -231,3 +248,41 @@ def test_console_script_installed():
     out = subprocess.run([sys.executable, "-m", "wdmask._cli", "check", "--help"], capture_output=True, text=True,
                          env=_env())
     assert out.returncode == 0 and "FILE" in out.stdout and "exit codes" in out.stdout
+
+
+def test_preset_and_rules_file_combine_preset_first(tmp_path):
+    from wdmask._cli import _rules_from
+
+    extra = tmp_path / "extra.toml"
+    extra.write_text('[[rules]]\npath = "fc.**"\ndecay = false\n')
+    file_rule = wdmask.Rule(path="fc.**", decay=False)
+
+    def rules(*argv: str) -> list:
+        return list(_rules_from(build_parser().parse_args(["explain", *argv])))
+
+    assert rules("--preset", "timm", "--rules", str(extra)) == [*wdmask.presets.timm, file_rule]
+    assert rules("--rules", str(extra)) == [file_rule]
+    assert rules("--preset", "timm") == list(wdmask.presets.timm)
+    assert rules() == list(wdmask.presets.standard)
+    assert main(["explain", "--example", "resnet", "--preset", "all", "--rules", str(extra)]) == 0
+
+
+@pytest.mark.parametrize("target", ["returns_none", "none_with_sample"])
+def test_a_factory_returning_none_is_a_usage_error(models, capsys, target):
+    assert main(["explain", f"models_for_cli:{target}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"wdmask: error: models_for_cli:{target}() returned ") and "forget its `return`" in err
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("torch_wrong_sample", r"RuntimeError: mat1 and mat2 shapes cannot be multiplied \(2x5 and 3x4\)"),
+    ("nnx_wrong_sample", r"TypeError: dot_general requires contracting dimensions to have the same shape"),
+])
+def test_a_model_raising_on_its_own_sample_prints_its_error_and_exits_3(models, capsys, target, message):
+    assert main(["explain", f"models_for_cli:{target}"]) == 3
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.startswith(f"wdmask: error: models_for_cli:{target}(): the model raised on its own sample: ")
+    assert re.search(message, err) and "Traceback" not in err and len(err) < 1000, err
+    assert captured.out == ""
+    assert "3  the model raised on its own sample" in build_parser().epilog

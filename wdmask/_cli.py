@@ -2,7 +2,7 @@
 
 Output goes through rich, but user text (paths, reasons, ``why``, error messages) is never read as
 markup; warnings print as one ``wdmask: warning: ...`` line on stderr. Exit codes: 0 ok, 1 a rule or
-decision problem, 2 a usage error (see ``EPILOG``).
+decision problem, 2 a usage error, 3 the model raised on its own sample (see ``EPILOG``).
 """
 
 from __future__ import annotations
@@ -30,12 +30,17 @@ exit codes:
   1  a rule or decision problem: an invalid rules file, a rule that matches nothing under --strict,
      a decision made on a guess under --strict
   2  a usage error: unknown option, a MODULE:CALLABLE that cannot be imported or called, or whose
-     result is not a model wdmask can describe
+     result is not a model wdmask can describe (None included)
+  3  the model raised on its own sample: its error is printed, without a traceback
 """
 
 
 class UsageError(Exception):
     """A command-line mistake: printed as ``wdmask: error: ...``, exit code 2."""
+
+
+class ModelError(Exception):
+    """The user's model raised when run on its own sample: printed as ``wdmask: error: ...``, exit code 3."""
 
 
 def _console(stderr: bool = False) -> Any:
@@ -73,7 +78,14 @@ def _readable_warnings() -> Iterator[None]:
 
 
 def _rules_from(args: argparse.Namespace) -> Rules:
-    return _config.load(args.rules) if args.rules else presets.by_name(args.preset)
+    """``--preset`` (default standard), ``--rules FILE``, or both: the preset's rules first, then the file's."""
+    if not args.rules:
+        return presets.by_name(args.preset or "standard")
+    rules = _config.load(args.rules)
+    if not args.preset:
+        return rules
+    base = presets.by_name(args.preset)
+    return Rules((*base, *rules), default=rules.default, name=f"{base.name} + {args.rules}")
 
 
 def load_target(target: str) -> Any:
@@ -111,17 +123,69 @@ def describe_target(built: Any, target: str) -> list[Any]:
     """The inventory of what a target returned: a model, a params pytree, or a ``(model, sample)`` pair."""
     from wdmask._dispatch import _is_torch_module, describe_any
 
-    model, options = built, {}
+    model, options, sample = built, {}, None
     if isinstance(built, tuple) and len(built) == 2 and not _is_params_tuple(built):
         model, sample = built
         options = {"example_inputs": sample} if _is_torch_module(model) else {"sample": sample}
+    if model is None:
+        raise UsageError(f"{target}() returned {'(None, sample)' if options else 'None'}; it must return the model: "
+                         "a torch module, a Flax linen/NNX/Equinox model or params pytree, or (model, sample). "
+                         "Did the function forget its `return`?")
     try:
         return describe_any(model, **options)
     except RuleError:
         raise
-    except (TypeError, ValueError) as e:  # MaskError too: not a model or a params pytree
-        raise UsageError(f"{target}() returned {type(built).__name__}, which wdmask cannot describe: {e}; return a "
-                         "torch module, a Flax linen/NNX/Equinox model or params pytree, or (model, sample)") from e
+    except Exception as e:
+        own = _model_error(model, sample) if options else None
+        if own is not None:  # the model fails by itself on this sample: its error, not wdmask's
+            raise ModelError(f"{target}(): the model raised on its own sample: {type(own).__name__}: "
+                             f"{_first_lines(own)} (the sample is passed as the model's positional inputs; fix the "
+                             "sample or the model)") from None
+        if not isinstance(e, (TypeError, ValueError)):  # MaskError too: not a model or a params pytree
+            raise
+        raise UsageError(f"{target}() returned {type(built).__name__}, which wdmask cannot describe: "
+                         f"{_first_lines(e)}; return a torch module, a Flax linen/NNX/Equinox model or params "
+                         "pytree, or (model, sample)") from e
+
+
+def _first_lines(error: BaseException, limit: int = 600) -> str:
+    """An exception's message, without notes, cut to ``limit`` characters."""
+    text = str(error).strip()
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _model_error(model: Any, sample: Any) -> BaseException | None:
+    """What running ``model`` on ``sample`` by itself raises (abstractly for JAX models), or ``None``.
+
+    Tells the model's own error from a failure of wdmask's tracing: only the former is reported without a
+    traceback.
+    """
+    from wdmask._dispatch import _is_torch_module
+
+    args = tuple(sample) if isinstance(sample, (tuple, list)) else (sample,)
+    try:
+        if _is_torch_module(model):
+            import copy
+
+            import torch
+
+            with torch.no_grad():
+                copy.deepcopy(model)(*args)
+            return None
+        import jax
+        from flax import linen as nn
+        from flax import nnx
+
+        if isinstance(model, nn.Module):
+            jax.eval_shape(lambda *a: model.init(jax.random.key(0), *a), *args)
+        elif isinstance(model, nnx.Module):
+            graphdef, state = nnx.split(model)
+            jax.eval_shape(lambda s, *a: nnx.merge(graphdef, s)(*a), state, *args)
+        elif callable(model):  # an Equinox model
+            jax.eval_shape(model, *args)
+    except Exception as e:
+        return e
+    return None
 
 
 def _is_params_tuple(obj: tuple[Any, ...]) -> bool:
@@ -209,10 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "too). torch is imported only if the callable returns a torch module.")
     explain.add_argument("target", nargs="?", metavar="MODULE:CALLABLE",
                          help="e.g. mymodels:make_model; omitted: the bundled --example")
-    choice = explain.add_mutually_exclusive_group()
-    choice.add_argument("--preset", default="standard", choices=presets.names, metavar="NAME",
-                        help=f"a bundled rule set (default: standard); one of: {', '.join(presets.names)}")
-    choice.add_argument("--rules", metavar="FILE", help="a rules file (.toml, .json, .yaml) instead of a preset")
+    explain.add_argument("--preset", choices=presets.names, metavar="NAME",
+                         help=f"a bundled rule set (default: standard); one of: {', '.join(presets.names)}")
+    explain.add_argument("--rules", metavar="FILE",
+                         help="a rules file (.toml, .json, .yaml); with --preset, its rules come after the preset's")
     explain.add_argument("--example", choices=sorted(_examples.EXAMPLES),
                          help="a bundled example model instead of MODULE:CALLABLE (default: resnet)")
     explain.add_argument("--strict", action="store_true",
@@ -236,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``wdmask`` console script; returns the exit code (0 ok, 1 rule problem, 2 usage)."""
+    """Entry point of the ``wdmask`` console script; returns the exit code (0 ok, 1 rule problem, 2 usage, 3 the
+    model raised on its sample)."""
     args = build_parser().parse_args(argv)
     try:
         with _readable_warnings():
@@ -247,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         _error(str(e))
         return 2
+    except ModelError as e:
+        _error(str(e))
+        return 3
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from wdmask._engine import explain_inventory
+from wdmask._errors import short_repr
 from wdmask._pair import Comparison, compare_inventories
 from wdmask._report import Explanation
 from wdmask._rules import RuleLike, Rules
@@ -51,6 +52,10 @@ def explain(model_or_inventory: Any, rules: Rules | Iterable[RuleLike], *, stric
       >>> explain(inv, presets.standard)[0].multiplier
       0.0
     """
+    if model_or_inventory is None or isinstance(model_or_inventory, (bool, int, float, complex, str, bytes)):
+        raise TypeError(f"wdmask.explain: `model_or_inventory` must be a model (torch, Flax linen/NNX, Equinox), a "
+                        f"params pytree or a list of ParamInfo, got {type(model_or_inventory).__name__} "
+                        f"{short_repr(model_or_inventory)}")
     return explain_inventory(describe_any(model_or_inventory, **describe_options), rules, strict=strict)
 
 

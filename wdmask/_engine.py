@@ -6,7 +6,7 @@ import operator
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 
-from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning
+from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning, check_bool
 from wdmask._report import Explanation, Row
 from wdmask._rules import CONDITIONS, Rule, RuleLike, Rules, as_rules
 from wdmask._types import Decision, Inventory, ParamInfo, Path
@@ -36,6 +36,7 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
       >>> {".".join(p): d.multiplier for p, d in decide(inv, presets.standard).items()}
       {'conv.weight': 1.0, 'bn.bias': 0.0}
     """
+    check_bool(strict, "strict", where="decide: ")
     rules = as_rules(rules)
     key_of, reads_path = _key_function(rules)
     kinds, kind_of, paths = _kinds_of(inventory, whole=reads_path)
@@ -143,6 +144,8 @@ def report_guesses(kinds: Sequence[ParamInfo], kind_of: Sequence[int] | None, pa
 
     * rules that condition on ``layer``/``role`` left an *unclassified* leaf (layer and role
       unknown) to the default: its decision is a guess;
+    * ... or a leaf whose layer kind is known but whose role is not (an extra parameter of a conv
+      class, a second embedding table described from names): the kind alone did not decide it;
     * a rule conditions on ``feeds_norm`` while it is unknown (no graph) for a conv/linear leaf:
       the rule cannot match it, whatever the truth.
     """
@@ -159,12 +162,17 @@ def report_guesses(kinds: Sequence[ParamInfo], kind_of: Sequence[int] | None, pa
 
     messages = []
     if on_kind:
-        guessed = names({k for k, i in enumerate(kinds) if i.unclassified and i.is_float and decisions[k].rule is None})
+        verdict = f"multiplier {rules.default:g}" if rules.default not in (0.0, 1.0) else (
+            "decayed" if rules.default else "not decayed")
+        by_default = [k for k, i in enumerate(kinds) if i.role == "other" and i.is_float and decisions[k].rule is None]
+        guessed = names({k for k in by_default if kinds[k].layer == "other"})
         if guessed:
-            verdict = f"multiplier {rules.default:g}" if rules.default not in (0.0, 1.0) else (
-                "decayed" if rules.default else "not decayed")
             messages.append(f"{len(guessed)} parameter(s) have no known layer kind or role and were {verdict} by "
                             f"the rules' default: {_listed(guessed)}")
+        roleless = names({k for k in by_default if kinds[k].layer != "other" and not kinds[k].layer.startswith("norm")})
+        if roleless:
+            messages.append(f"{len(roleless)} parameter(s) of a known layer kind have no known role (kernel, bias, "
+                            f"embedding, ...) and were {verdict} by the rules' default: {_listed(roleless)}")
     if needs:
         unknown = names({k for k, i in enumerate(kinds)
                          if i.feeds_norm is None and i.layer in ("conv", "linear") and i.is_float})

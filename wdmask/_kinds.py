@@ -34,7 +34,7 @@ _NOT_NORM = re.compile(r"(?i)norm_?(free|less)|no_?norm|(Block|Stage|Head|Net|Mo
 SCALE_NAMES = frozenset({"scale", "weight", "gamma", "g", "gain"})
 SHIFT_NAMES = frozenset({"bias", "beta", "b", "shift", "offset"})
 KERNEL_NAMES = frozenset({"kernel", "weight", "w"})
-EMBEDDING_NAMES = frozenset({"embedding", "weight"})
+EMBEDDING_NAMES = frozenset({"embedding", "embeddings", "weight"})  # Flax, Haiku, torch
 # Learned multipliers that are not a norm's gamma: layer scale (ConvNeXt, timm ls1/ls2, CaiT gamma_1),
 # residual/skip gains, ResMLP Affine alpha, weight-standardization gains (ScaledStdConv2d.gain).
 _GAIN = re.compile(r"gamma(_\d+)?|layer_?scale(_\w+)?|ls\d?|gain|\w+_gain|alpha|res(idual)?_scale|skip_?gain|"
@@ -50,6 +50,25 @@ _POSITION_OWNER = re.compile(r"(\w+_)?pos(ition)?(al)?_?(embed|embedding|embeddi
                              r"(\w+_)?relative_\w+")
 # Shift-like leaf names outside norms: ResMLP ``Affine.beta`` (the shift of a norm-free affine).
 _SHIFT = frozenset({"beta", "shift"})
+# Owners of an embedding table that holds tokens: HF ``word_embeddings``/``embed_tokens``/``wte``, T5 ``shared``.
+_TOKEN_OWNER = re.compile(r"(\w+_)?(word|token|tok|vocab)s?_?(embed|embedding|embeddings|emb|embs|embedder|table)|"
+                          r"wte|embed_tokens|shared|token_embedder")
+# Haiku's module auto-names (the snake_case class name, ``_N`` for the N-th): hk.Linear -> ``linear``,
+# hk.Conv2D -> ``conv2_d``, hk.Embed -> ``embed``, hk.LayerNorm -> ``layer_norm`` (leaves w/b, embeddings,
+# scale/offset).
+_HAIKU_NAME = re.compile(r"(?P<base>linear|(?:depthwise_)?conv[123]_d(?:_transpose)?|embed|layer_norm|batch_norm|"
+                         r"group_norm|rms_norm|instance_norm)(?:_\d+)?")
+_HAIKU_KINDS = {"linear": "linear", "embed": "embedding", "layer_norm": "norm.layer", "batch_norm": "norm.batch",
+                "group_norm": "norm.group", "rms_norm": "norm.rms", "instance_norm": "norm.instance"}
+# Words of an explicit module name that say "a norm layer" (``input_layernorm``, ``final_layer_norm``, ``ln_f``,
+# ``norm1``, ``q_norm``, Haiku ResNet's ``batchnorm_0``), and which norm; a last word naming a container or "free"
+# says it is not one (``norm_block``, ``norm_free``).
+_NORM_WORDS = {"norm": "norm.layer", "layernorm": "norm.layer", "ln": "norm.layer", "rmsnorm": "norm.rms",
+               "batchnorm": "norm.batch", "groupnorm": "norm.group", "instancenorm": "norm.instance"}
+_NORM_QUALIFIERS = {"rms": "norm.rms", "batch": "norm.batch", "group": "norm.group", "instance": "norm.instance"}
+_NOT_NORM_LAST = frozenset({"block", "blocks", "stage", "stages", "head", "heads", "net", "model", "mlp", "stem",
+                            "encoder", "decoder", "attention", "attn", "classifier", "wrapper", "free", "less",
+                            "layers"})
 
 
 def _is_norm(kind: str) -> bool:
@@ -69,6 +88,7 @@ _ROLE_RULES: tuple[tuple[str, Callable[[str, str, str], object]], ...] = (
     ("other", lambda kind, name, own: _is_norm(kind)),  # a norm's extra leaf (FRN's tau): nothing to say
     ("embedding", lambda kind, name, own: kind == "embedding" and name in EMBEDDING_NAMES),
     ("kernel", lambda kind, name, own: kind in ("conv", "linear") and name in KERNEL_NAMES),
+    ("bias", lambda kind, name, own: kind in ("conv", "linear") and name == "b"),  # Haiku's w/b
     ("bias", lambda kind, name, own: name == "bias" or name.endswith("_bias") or name in _SHIFT),
     ("gain", lambda kind, name, own: kind == "other" and own and _GAIN.fullmatch(own) and name in SCALE_NAMES),
     ("kernel", lambda kind, name, own: name == "kernel"),
@@ -105,6 +125,52 @@ def kind_from_name(name: str) -> str | None:
             _NORM_WORD.search(cls) and not _NOT_NORM.search(cls)):
         return "norm.layer"
     return None
+
+
+def _words(name: str) -> list[str]:
+    """Lower-cased words of a snake_case / CamelCase module name, trailing digits dropped (``ln_1`` -> ``["ln"]``)."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    return [w for w in (re.sub(r"\d+$", "", part) for part in re.split(r"[^A-Za-z0-9]+", spaced.lower())) if w]
+
+
+def kind_from_module_name(name: str) -> str | None:
+    """Layer kind an explicit module (attribute) name states by convention, or ``None``.
+
+    Haiku's auto-names (``linear_1``, ``conv2_d``, ``embed``, ``layer_norm``), and names that say "norm"
+    (``input_layernorm``, ``post_attention_layernorm``, ``final_layer_norm``, ``ln_f``, ``ln_1``, ``norm1``,
+    ``batchnorm_0``): the norm they name, else ``norm.layer``. Other explicit names (``bn1``, ``downsample``,
+    ``proj``) say nothing.
+
+    Example:
+      >>> [kind_from_module_name(n) for n in ("linear_1", "conv2_d", "embed", "batch_norm", "rms_norm")]
+      ['linear', 'conv', 'embedding', 'norm.batch', 'norm.rms']
+      >>> [kind_from_module_name(n) for n in ("input_layernorm", "final_layer_norm", "ln_f", "q_norm", "LayerNorm")]
+      ['norm.layer', 'norm.layer', 'norm.layer', 'norm.layer', 'norm.layer']
+      >>> [kind_from_module_name(n) for n in ("initial_batchnorm", "bn1", "norm_block", "normalize", "proj")]
+      ['norm.batch', None, None, None, None]
+    """
+    m = _HAIKU_NAME.fullmatch(name)
+    if m:
+        base = m.group("base")
+        return _HAIKU_KINDS.get(base, "conv")
+    words = _words(name)
+    if not words or words[-1] in _NOT_NORM_LAST:
+        return None
+    found = [_NORM_WORDS[w] for w in words if w in _NORM_WORDS]
+    if not found:
+        return None
+    specific = [k for k in found if k != "norm.layer"] + [_NORM_QUALIFIERS[w] for w in words if w in _NORM_QUALIFIERS]
+    return specific[0] if specific else "norm.layer"
+
+
+def names_tokens(owner: str) -> bool:
+    """Whether an embedding table's owner name says it holds tokens (``word_embeddings``, ``wte``, ``embed_tokens``).
+
+    Example:
+      >>> names_tokens("word_embeddings"), names_tokens("wte"), names_tokens("token_type_embeddings")
+      (True, True, False)
+    """
+    return _TOKEN_OWNER.fullmatch(owner.lower()) is not None
 
 
 def is_auto_name(name: str) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from wdmask import presets
-from wdmask._errors import check_weight_decay
+from wdmask._errors import check_bool, check_number, check_weight_decay
 from wdmask._rules import RuleLike, Rules, as_rules
 
 __all__ = ["lamb", "lars"]
@@ -74,8 +74,10 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
     Returns:
       An ``optax.GradientTransformation``.
     Raises:
-      ValueError: a rule multiplier other than 0 or 1; a negative, NaN or infinite ``weight_decay``.
-      TypeError: ``weight_decay`` is not a real number or schedule (a bool, a str, ...).
+      ValueError: a rule multiplier other than 0 or 1; a NaN, infinite or out-of-range hyperparameter
+        (negative ``learning_rate``/``weight_decay``/``eps``, ``b1``/``b2`` outside [0, 1), ...).
+      TypeError: a hyperparameter that is not a real number (a bool, a str, a torch tensor, ...) or
+        schedule (``learning_rate``, ``weight_decay``); a flag that is not a bool.
     Examples:
       >>> import jax.numpy as jnp, wdmask
       >>> params = {"Dense_0": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2))}}
@@ -87,7 +89,13 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
     """
     import optax
 
-    check_weight_decay(weight_decay, where="wdmask.lars: ")
+    where = "wdmask.lars: "
+    check_number(learning_rate, "learning_rate", schedule=True, torch_ok=False, where=where)
+    check_weight_decay(weight_decay, where=where, torch_ok=False)
+    check_number(momentum, "momentum", torch_ok=False, where=where)
+    check_number(trust_coefficient, "trust_coefficient", low_open=True, torch_ok=False, where=where)
+    check_number(eps, "eps", torch_ok=False, where=where)
+    check_bool(nesterov, "nesterov", where=where)
     mask = _mask_fn(rules, model, sample, "lars")
     return optax.lars(learning_rate, weight_decay, weight_decay_mask=mask, trust_coefficient=trust_coefficient,
                       eps=eps, trust_ratio_mask=mask, momentum=momentum, nesterov=nesterov)
@@ -122,8 +130,10 @@ def lamb(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
     Returns:
       An ``optax.GradientTransformation``.
     Raises:
-      ValueError: a rule multiplier other than 0 or 1; a negative, NaN or infinite ``weight_decay``.
-      TypeError: ``weight_decay`` is not a real number or schedule (a bool, a str, ...).
+      ValueError: a rule multiplier other than 0 or 1; a NaN, infinite or out-of-range hyperparameter
+        (negative ``learning_rate``/``weight_decay``/``eps``, ``b1``/``b2`` outside [0, 1), ...).
+      TypeError: a hyperparameter that is not a real number (a bool, a str, a torch tensor, ...) or
+        schedule (``learning_rate``, ``weight_decay``); a flag that is not a bool.
     Examples:
       >>> import jax.numpy as jnp, wdmask
       >>> params = {"LayerNorm_0": {"bias": jnp.ones(2), "scale": jnp.ones(2)}}
@@ -135,7 +145,14 @@ def lamb(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
     """
     import optax
 
-    check_weight_decay(weight_decay, where="wdmask.lamb: ")
+    where = "wdmask.lamb: "
+    check_number(learning_rate, "learning_rate", schedule=True, torch_ok=False, where=where)
+    check_weight_decay(weight_decay, where=where, torch_ok=False)
+    for name, value in (("b1", b1), ("b2", b2)):
+        check_number(value, name, high=1.0, high_open=True, torch_ok=False, where=where)
+    check_number(eps, "eps", torch_ok=False, where=where)
+    check_number(eps_root, "eps_root", torch_ok=False, where=where)
+    check_bool(exclude_from_trust_ratio, "exclude_from_trust_ratio", where=where)
     mask = _mask_fn(rules, model, sample, "lamb")
     if not exclude_from_trust_ratio:
         return optax.lamb(learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root, weight_decay=weight_decay,

@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
-from wdmask._errors import NOT_RULES_MSG, RuleError
+from wdmask._errors import NOT_RULES_MSG, RuleError, short_repr
+from wdmask._regex import hazard
 from wdmask._types import DECLARATIONS, LAYER_KINDS, LAYER_PATTERNS, ROLES, ParamInfo
 
 Patterns = str | Sequence[str]
@@ -25,7 +26,7 @@ ACTIONS: tuple[str, ...] = ("decay", "multiplier")
 EXTRAS: tuple[str, ...] = ("why", "optional")
 FIELDS: tuple[str, ...] = CONDITIONS + ACTIONS + EXTRAS
 
-_NDIM = re.compile(r"\s*(<=|>=|==|!=|<|>)?\s*(\d+)\s*")
+_NDIM = re.compile(r"\s*(<=|>=|==|!=|<|>)?\s*(\d{1,4})\s*")
 _OPS: dict[str, Callable[[int, int], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt,
 }
@@ -113,12 +114,13 @@ class Rule:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        if isinstance(self.multiplier, int) and not isinstance(self.multiplier, bool):
+        if isinstance(self.multiplier, int) and not isinstance(self.multiplier, bool) and (
+                abs(self.multiplier) < 1 << 1000):  # a larger int stays an int: refused below, never OverflowError
             object.__setattr__(self, "multiplier", float(self.multiplier))
         try:
             _validate(self)
         except RuleError as e:  # worded to follow a label; from_dict relabels it with `where`
-            raise RuleError(f"Rule({self.text}){e}", detail=str(e)) from None
+            raise RuleError(f"Rule({_text({f: getattr(self, f) for f in FIELDS})}){e}", detail=str(e)) from None
         object.__setattr__(self, "_match", _compile(self))
 
     @property
@@ -152,8 +154,12 @@ class Rule:
         """Build a rule from a plain dict; unknown keys raise ``RuleError`` naming ``where``."""
         if not isinstance(data, Mapping):
             raise RuleError(f"{where}: must be a table/dict of conditions and an action, got {type(data).__name__} "
-                            f"{data!r}")
+                            f"{short_repr(data)}")
         _check_keys(data, where)
+        for key, value in data.items():
+            if value is None:
+                raise RuleError(f"{where} {{{_text(data)}}}: `{key}` is null (JSON null, YAML ~ or an empty value); "
+                                f"give it a value, or leave the key out to not test it")
         try:
             return cls(**data)
         except RuleError as e:
@@ -167,7 +173,8 @@ def _check_keys(data: Mapping[str, Any], where: str) -> None:
     """``RuleError`` for the first key that is not a rule field (shared by ``Rule(...)`` and ``from_dict``)."""
     for key in data:
         if key not in FIELDS:
-            raise RuleError(f"{where} {dict(data)!r}: unknown key {key!r}; valid: {', '.join(FIELDS)}."
+            raise RuleError(f"{where} {_dict_text(data)}: unknown key {short_repr(key)}; valid: "
+                            f"{', '.join(FIELDS)}."
                             f"{_did_you_mean(str(key), FIELDS)}")
 
 
@@ -205,20 +212,33 @@ def _glob_error(pattern: str) -> str | None:
                 j += 1
             close = pattern.find("]", j)
             if close < 0:
-                return (f"unclosed '[' in segment {pattern!r} (a set like [0-9] needs its ']' and cannot span a "
+                return (f"unclosed '[' in segment {short_repr(pattern)} (a set like [0-9] needs its ']' and cannot "
+                        "span a "
                         "dot); write [[] for a literal '[' or use `regex`")
             i = close + 1
         elif c == "]":
-            return (f"stray ']' in segment {pattern!r} without an opening '['; write []] for a literal ']' or use "
+            return (f"stray ']' in segment {short_repr(pattern)} without an opening '['; write []] for a literal ']' "
+                    "or use "
                     "`regex`")
         else:
             i += 1
     return None
 
 
+def _dict_text(data: Mapping[Any, Any]) -> str:
+    """``repr(dict(data))`` in insertion order, each key and value bounded, at most 12 items."""
+    items = list(data.items())
+    body = ", ".join(f"{short_repr(k, 40)}: {short_repr(v, 60)}" for k, v in items[:12])
+    return "{" + body + (", ..." if len(items) > 12 else "") + "}"
+
+
 def _text(data: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={(list(v) if isinstance(v, tuple) else v)!r}" for k, v in data.items()
-                     if v is not None and not (k == "why" and v == "") and not (k == "optional" and v is False))
+    """The set fields of a rule as ``key=value`` pairs for an error message, each value's repr bounded."""
+    pairs = [(k, v) for k, v in data.items()
+             if v is not None and not (k == "why" and v == "") and not (k == "optional" and v is False)]
+    text = ", ".join(f"{short_repr(k, 40) if not isinstance(k, str) else k}="
+                     f"{short_repr(list(v) if isinstance(v, tuple) else v, 60)}" for k, v in pairs[:8])
+    return text + (", ..." if len(pairs) > 8 else "")
 
 
 def _validate(rule: Rule) -> None:
@@ -235,60 +255,66 @@ def _validate(rule: Rule) -> None:
     if rule.decay is None and rule.multiplier is None:
         raise RuleError(": no action; add decay=True/False or multiplier=<float >= 0>")
     if rule.decay is not None and not isinstance(rule.decay, bool):
-        raise fail("decay", f"must be true or false, got {rule.decay!r}")
+        raise fail("decay", f"must be true or false, got {short_repr(rule.decay)}")
     if rule.multiplier is not None:
         m = rule.multiplier
         if isinstance(m, bool) or not isinstance(m, float) or not math.isfinite(m) or m < 0:
-            raise fail("multiplier", f"must be a finite number >= 0, got {m!r}")
+            raise fail("multiplier", f"must be a finite number >= 0, got {short_repr(m)}")
     for field in ("path", "layer", "role", "module_type"):
         value = getattr(rule, field)
         if value is None:
             continue
         values = _as_tuple(value) if isinstance(value, (str, tuple)) else ()
         if not values or not all(isinstance(v, str) and v for v in values):
-            raise fail(field, f"must be a non-empty string or list of non-empty strings, got {value!r}")
+            raise fail(field, f"must be a non-empty string or list of non-empty strings, got {short_repr(value)}")
     if rule.path is not None:
         for p in _as_tuple(rule.path):
             if "" in p.split("."):
-                raise fail("path", f"{p!r} has an empty segment; write segments separated by single dots")
+                raise fail("path", f"{short_repr(p)} has an empty segment; write segments separated by single dots")
             for seg in p.split("."):
                 problem = _glob_error(seg)
                 if problem:
-                    raise fail("path", f"bad glob {p!r}: {problem}")
+                    raise fail("path", f"bad glob {short_repr(p)}: {problem}")
             try:
                 re.compile(glob_to_regex(p))
             except re.error as e:
-                raise fail("path", f"bad glob {p!r}: {e}") from None
+                raise fail("path", f"bad glob {short_repr(p)}: {e}") from None
     if rule.regex is not None:
         if not isinstance(rule.regex, str) or not rule.regex:
-            raise fail("regex", f"must be a non-empty string, got {rule.regex!r}")
+            raise fail("regex", f"must be a non-empty string, got {short_repr(rule.regex)}")
         try:
             re.compile(rule.regex)
         except re.error as e:
-            raise fail("regex", f"bad regular expression {rule.regex!r}: {e}") from None
+            raise fail("regex", f"bad regular expression {short_repr(rule.regex)}: {e}") from None
+        problem = hazard(rule.regex)
+        if problem:
+            raise fail("regex", f"{short_repr(rule.regex)} can hang matching: {problem}. Use a `path` glob "
+                                "(e.g. path='**.bias'), or rewrite it without nested or overlapping repetition "
+                                "(e.g. '(?:[^.]+\\.)*bias' for any number of leading segments)")
     if rule.layer is not None:
         for kind in _as_tuple(rule.layer):
             if kind not in LAYER_PATTERNS and not fnmatch.filter(LAYER_KINDS, kind):
-                raise fail("layer", f"unknown kind {kind!r}; valid: {', '.join(LAYER_PATTERNS)}."
+                raise fail("layer", f"unknown kind {short_repr(kind)}; valid: {', '.join(LAYER_PATTERNS)}."
                                     f"{_did_you_mean(kind, LAYER_PATTERNS)}")
     if rule.role is not None:
         for role in _as_tuple(rule.role):
             if role not in ROLES:
-                raise fail("role", f"unknown role {role!r}; valid: {', '.join(ROLES)}.{_did_you_mean(role, ROLES)}")
+                raise fail("role", f"unknown role {short_repr(role)}; valid: {', '.join(ROLES)}."
+                                   f"{_did_you_mean(role, ROLES)}")
     if rule.ndim is not None:
         nd = rule.ndim
         if isinstance(nd, bool) or not isinstance(nd, (int, str)) or (isinstance(nd, int) and nd < 0) or (
             isinstance(nd, str) and not _NDIM.fullmatch(nd)
         ):
-            raise fail("ndim", f"must be an int >= 0 or a comparison such as '<=1', '>=2', '==2', got {nd!r}")
+            raise fail("ndim", f"must be an int >= 0 or a comparison such as '<=1', '>=2', '==2', got {short_repr(nd)}")
     if rule.feeds_norm is not None and not isinstance(rule.feeds_norm, bool):
-        raise fail("feeds_norm", f"must be true or false, got {rule.feeds_norm!r}")
+        raise fail("feeds_norm", f"must be true or false, got {short_repr(rule.feeds_norm)}")
     if rule.declared is not None and rule.declared not in DECLARATIONS[1:]:
-        raise fail("declared", f"unknown declaration {rule.declared!r}; valid: {', '.join(DECLARATIONS[1:])}")
+        raise fail("declared", f"unknown declaration {short_repr(rule.declared)}; valid: {', '.join(DECLARATIONS[1:])}")
     if not isinstance(rule.why, str):
-        raise fail("why", f"must be a string, got {rule.why!r}")
+        raise fail("why", f"must be a string, got {short_repr(rule.why)}")
     if not isinstance(rule.optional, bool):
-        raise fail("optional", f"must be true or false, got {rule.optional!r}")
+        raise fail("optional", f"must be true or false, got {short_repr(rule.optional)}")
 
 
 def _compile(rule: Rule) -> Callable[[ParamInfo], bool]:
@@ -334,6 +360,14 @@ def _compile(rule: Rule) -> Callable[[ParamInfo], bool]:
 RuleLike = Rule | Mapping[str, Any]
 
 
+def _finite(number: int | float) -> bool:
+    """``math.isfinite`` that says ``False`` (instead of raising ``OverflowError``) for an int beyond float."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 class Rules(Sequence[Rule]):
     """An immutable, ordered rule set; the last matching rule wins, unmatched leaves get ``default``.
 
@@ -349,7 +383,8 @@ class Rules(Sequence[Rule]):
 
     def __init__(self, rules: Iterable[RuleLike] = (), *, default: float = 1.0, name: str = "") -> None:
         if isinstance(rules, (str, bytes, Mapping)) or not isinstance(rules, Iterable):
-            raise RuleError(f"`rules` must be a list of rules (Rule or dict), got {type(rules).__name__} {rules!r}")
+            raise RuleError(f"`rules` must be a list of rules (Rule or dict), got {type(rules).__name__} "
+                            f"{short_repr(rules)}")
         items: list[Rule] = []
         for i, r in enumerate(rules):
             if isinstance(r, Rule):
@@ -357,11 +392,11 @@ class Rules(Sequence[Rule]):
             elif isinstance(r, Mapping):
                 items.append(Rule.from_dict(r, where=f"rules[{i}]"))
             else:
-                raise RuleError(f"rules[{i}]: must be a Rule or a dict, got {type(r).__name__} {r!r}")
-        if isinstance(default, bool) or not isinstance(default, (int, float)) or not math.isfinite(default) or (
+                raise RuleError(f"rules[{i}]: must be a Rule or a dict, got {type(r).__name__} {short_repr(r)}")
+        if isinstance(default, bool) or not isinstance(default, (int, float)) or not _finite(default) or (
             default < 0
         ):
-            raise RuleError(f"`default` multiplier must be a finite number >= 0, got {default!r}")
+            raise RuleError(f"`default` multiplier must be a finite number >= 0, got {short_repr(default)}")
         object.__setattr__(self, "_rules", tuple(items))
         object.__setattr__(self, "_default", float(default))
         object.__setattr__(self, "name", name)
@@ -419,16 +454,16 @@ class Rules(Sequence[Rule]):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Rules:
-        """Inverse of ``to_dict``; also accepts a bare list of rule dicts."""
+        """Inverse of ``to_dict``; also accepts a bare list of rule dicts (a file's ``preset``: ``wdmask.loads``)."""
         if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
             return cls(data)
         if not isinstance(data, Mapping):
             raise RuleError(f"rules data must be a dict with a `rules` list or a list of rule dicts, got "
-                            f"{type(data).__name__}")
+                            f"{type(data).__name__} {short_repr(data)}")
         for key in data:
             if key not in ("rules", "default"):
-                raise RuleError(f"rules data: unknown top-level key {key!r}; valid: rules, default."
-                                f"{_did_you_mean(str(key), ('rules', 'default'))}")
+                raise RuleError(f"rules data: unknown top-level key {short_repr(key)}; valid: rules, default (and "
+                                f"preset, in a rules file).{_did_you_mean(str(key), ('rules', 'default', 'preset'))}")
         if "rules" not in data:
             raise RuleError("rules data: missing the `rules` list (e.g. [[rules]] tables in TOML)")
         return cls(data["rules"], default=data.get("default", 1.0))
@@ -465,4 +500,4 @@ def as_rules(rules: Rules | Iterable[RuleLike] | Mapping[str, Any]) -> Rules:
 
 
 def _short(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"[:200]
+    return f"{type(value).__name__} {short_repr(value)}"[:200]

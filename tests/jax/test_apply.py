@@ -331,3 +331,43 @@ def test_torch_module_points_to_wdmask_torch():
     with pytest.raises(TypeError, match=r"wdmask\.decay: `params` is a torch module.*wdmask_torch\.groups"):
         tx.init(net)
     assert [r.path for r in wdmask.explain(net, presets.standard)] == ["0.weight", "0.bias"]  # explain routes torch
+
+
+class _ConvBN(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs) -> None:
+        self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+        self.bn = nnx.BatchNorm(4, rngs=rngs)
+        self.fc = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.fc(jnp.mean(self.bn(self.conv(x)), axis=(1, 2)))
+
+
+CONV_BN_STANDARD = {"bn": {"bias": False, "scale": False}, "conv": {"bias": False, "kernel": True},
+                    "fc": {"bias": False, "kernel": True}}
+
+
+def test_nnx_module_stands_for_its_param_state():
+    model = _ConvBN(nnx.Rngs(0))
+    m = wdmask.mask(model, presets.standard)
+    assert isinstance(m, nnx.State)
+    assert nnx.to_pure_dict(m) == CONV_BN_STANDARD  # no BatchNorm mean/var: they are not nnx.Param
+    assert [r.path for r in wdmask.explain(model, presets.standard)] == [
+        "bn.bias", "bn.scale", "conv.bias", "conv.kernel", "fc.bias", "fc.kernel"]
+    with pytest.raises(TypeError, match="another one"):
+        wdmask.mask(model, presets.standard, model=_ConvBN(nnx.Rngs(1)))
+
+
+def test_nnx_optimizer_with_batchnorm_steps_and_decays_only_what_the_rules_say():
+    model = _ConvBN(nnx.Rngs(0))
+    before = nnx.to_pure_dict(nnx.state(model))
+    tx = optax.chain(wdmask.decay(0.1, presets.standard, model=model), optax.sgd(0.1))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    optimizer.update(model, jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param)))  # a zero gradient
+    after = nnx.to_pure_dict(nnx.state(model))
+    for name, leaves in CONV_BN_STANDARD.items():
+        for leaf, decayed in leaves.items():
+            want = np.asarray(before[name][leaf]) * (1 - 0.1 * 0.1 if decayed else 1.0)
+            np.testing.assert_allclose(after[name][leaf], want, rtol=1e-6, err_msg=f"{name}.{leaf}")
+    for stat in ("mean", "var"):
+        np.testing.assert_array_equal(after["bn"][stat], before["bn"][stat])

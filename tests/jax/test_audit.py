@@ -85,7 +85,7 @@ def test_standard_built_optimizers_audit_ok(tx, reference) -> None:
     if reference is None:
         assert report.reference is None
     else:
-        assert report.reference == pytest.approx(reference, rel=1e-9)
+        assert report.reference == pytest.approx(reference, rel=1e-5)  # optax schedules compute in float32
 
 
 def test_multi_transform_with_the_wrong_labels() -> None:
@@ -155,3 +155,43 @@ def test_bad_inputs_name_the_argument() -> None:
         wdmask.audit(optax.adamw(LR, mask=missing), PARAMS)
     with pytest.raises(wdmask.MaskError, match=r"`params` is None"):
         wdmask.infer_rules(GOOD, None)
+
+
+# --- schedules that start at 0 (issue 21): the decay is read where the schedule is not 0, or refused ---
+
+SIMPLE = {"Dense_0": {"bias": jnp.ones(3), "kernel": jnp.ones((2, 3))},
+          "LayerNorm_0": {"bias": jnp.ones(3), "scale": jnp.ones(3)}}
+WARMUP = optax.warmup_cosine_decay_schedule(0.0, 1e-3, warmup_steps=10, decay_steps=100)
+
+
+@pytest.mark.parametrize("build,reference", [
+    # the docs' forms: decay chained before the optimizer, AdamW with a mask, a decay schedule
+    (lambda: optax.chain(wdmask.decay(1e-2, wdmask.presets.standard), optax.sgd(WARMUP, momentum=0.9)),
+     1e-3 / 10 * 1e-2),  # warmup at step 1: lr = 1e-4
+    (lambda: optax.adamw(WARMUP, weight_decay=1e-2, mask=wdmask.mask(SIMPLE, wdmask.presets.standard)),
+     1e-3 / 10 * 1e-2),
+    (lambda: optax.chain(wdmask.decay(1e-2, wdmask.presets.standard),
+                         optax.sgd(optax.linear_schedule(0.0, 0.1, transition_steps=100))),
+     0.1 / 100 * 1e-2),
+    (lambda: optax.chain(wdmask.decay(optax.linear_schedule(0.0, 1e-2, transition_steps=100),
+                                      wdmask.presets.standard), optax.sgd(0.1)),
+     0.1 * 1e-2 / 100),  # a weight-decay schedule starting at 0
+], ids=["decay_sgd_warmup_cosine", "adamw_warmup_cosine", "sgd_linear", "decay_schedule"])
+def test_warmup_from_zero_is_read_at_the_first_step_where_it_is_not(build, reference) -> None:
+    report = wdmask.audit(build(), SIMPLE, wdmask.presets.standard)
+    assert report.ok, str(report)
+    assert report.reference == pytest.approx(reference, rel=1e-5)  # optax schedules compute in float32
+    assert "at step 1" in report.summary()
+
+
+def test_a_transform_that_never_moves_cannot_be_read() -> None:
+    for tx in (optax.sgd(optax.constant_schedule(0.0)), optax.sgd(0.0)):
+        with pytest.raises(ValueError, match=r"the decay of `tx_or_mask` cannot be read: it moves no parameter at "
+                                             r"step 0 nor at steps 1, 2, .*Audit its mask instead"):
+            wdmask.audit(tx, SIMPLE, wdmask.presets.standard)
+
+
+def test_a_transform_without_decay_still_reads_as_no_decay() -> None:
+    report = wdmask.audit(optax.adam(1e-3), SIMPLE, wdmask.presets.all)
+    assert not report.ok and report.reference is None
+    assert [r.actual for r in report.rows] == [0.0] * 4

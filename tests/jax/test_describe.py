@@ -131,11 +131,13 @@ def test_linen_transformer_table():
     assert by["layers.attn.query.kernel"].module_type == "flax.linen.DenseGeneral"
 
 
-def test_scanned_layernorm_by_names_alone_is_decayed_by_nanogpt():
+def test_scanned_layernorm_by_names_alone():
     params = init(Transformer(), TOKENS)["params"]
     plain = {i.dotted: i for i in wdmask.describe(params)}
-    assert plain["layers.ln1.scale"].stacked == 0  # explicit names, no model: the scan axis is invisible
-    assert wdmask.mask(params, presets.nanogpt)["layers"]["ln1"]["scale"] is True  # ndim 2 -> decayed (wrong)
+    # `ln1` says norm: a norm scale is 1-D per layer, so the (2, 8) one is stacked once, from the names alone
+    assert (plain["layers.ln1.scale"].layer, plain["layers.ln1.scale"].stacked) == ("norm.layer", 1)
+    assert wdmask.mask(params, presets.nanogpt)["layers"]["ln1"]["scale"] is False  # per-layer ndim 1
+    assert plain["layers.attn.query.kernel"].stacked == 0  # an explicit name that says nothing: the axis is invisible
     fixed = wdmask.mask(params, presets.nanogpt, model=Transformer(), sample=TOKENS)
     assert fixed["layers"]["ln1"]["scale"] is False
 

@@ -68,8 +68,40 @@ def _is_leaf() -> Callable[[Any], bool] | None:
     return _box_test(boxes) if boxes else None
 
 
-def _probe(tx: Any, params: PyTree, leaves: list[Leaf]) -> list[float]:
-    """``|update / param|`` per leaf of one zero-gradient step of ``tx`` on float64 params of ones."""
+#: Steps at which a transform whose learning rate or decay schedule is 0 at step 0 is read (its counts set).
+PROBE_STEPS = (1, 2, 4, 16, 64, 256, 1024, 4096, 16384, 65536)
+
+
+def _at_step(state: Any, step: int) -> Any:
+    """``state`` with every integer scalar ``count`` (optax schedules, Adam, ``inject_hyperparams``,
+    ``wdmask.decay`` with a schedule) set to ``step``: the state a schedule would see after ``step`` updates."""
+    import jax
+    import jax.numpy as jnp
+
+    def at(keypath: Any, x: Any) -> Any:
+        name = key_str(keypath[-1]) if keypath else ""
+        if name == "count" and getattr(x, "shape", None) == () and jnp.issubdtype(getattr(x, "dtype", float),
+                                                                                    jnp.integer):
+            return jnp.asarray(step, x.dtype)
+        return x
+
+    return jax.tree_util.tree_map_with_path(at, state)
+
+
+def _has_counts(state: Any) -> bool:
+    import jax
+
+    return any(key_str(kp[-1]) == "count" for kp, _ in jax.tree_util.tree_flatten_with_path(state)[0] if kp)
+
+
+def _probe(tx: Any, params: PyTree, leaves: list[Leaf]) -> tuple[list[float], int]:
+    """``|update / param|`` per leaf of one zero-gradient step of ``tx`` on float64 params of ones, and the step.
+
+    Read at step 0 (a fresh state); when no leaf is decayed there, at the first of ``PROBE_STEPS`` (the state's
+    counts set to that step) where one is: a warmup schedule starting at 0 (learning rate or weight decay)
+    reads as no decay at step 0 only. A transform that moves nothing at any of these steps, even with a
+    gradient of ones (a learning rate of 0 throughout), cannot be read: ``ValueError``.
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -81,40 +113,71 @@ def _probe(tx: Any, params: PyTree, leaves: list[Leaf]) -> list[float]:
                             jnp.float64)
         return x
 
-    with jax.enable_x64(True):
+    def call(fn: Any, *args: Any) -> Any:
         try:
-            probe = jax.tree.map(ones, params)
-            zeros = jax.tree.map(jnp.zeros_like, probe)
-            updates, _ = tx.update(zeros, tx.init(probe), probe)
+            return fn(*args)
         except Exception as e:
             raise ValueError(f"wdmask: probing `tx_or_mask` failed: tx.update(zeros, tx.init(params), params) with "
                              f"params of ones raised {type(e).__name__}: {e}"[:1500]) from e
+
+    def moves_nothing(state: Any) -> bool:  # a gradient of ones moves no trainable leaf: a learning rate of 0
+        updates, _ = call(tx.update, jax.tree.map(jnp.ones_like, probe), state, probe)
         pairs, _ = jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_leaf())
-        got = [tuple(key_str(k) for k in kp) for kp, _ in pairs]
-        want = [leaf.keys for leaf in leaves]
-        if got != want:
-            raise MaskError(f"wdmask: the updates of `tx_or_mask` do not have the structure of `params`: "
-                            f"{first_difference(want, got)}")
-        out = []
-        for leaf, (_, raw) in zip(leaves, pairs, strict=True):
-            if not leaf.trainable:
-                out.append(0.0)
-                continue
-            values = np.abs(np.asarray(_unbox(raw), dtype=np.complex128 if "complex" in leaf.dtype else np.float64))
-            if values.size == 0:
-                out.append(0.0)
-                continue
-            if not np.all(np.isfinite(values)):
-                raise ValueError(f"wdmask: the probe update of {'.'.join(leaf.path)!r} is not finite "
-                                 f"({values.ravel()[:3].tolist()}...): an optimizer with eps=0 divides 0 by 0 on "
-                                 "undecayed leaves; audit it with eps > 0, or audit its mask")
-            lo, hi = float(values.min()), float(values.max())
-            if hi - lo > 1e-9 * hi:
-                raise ValueError(f"wdmask: the probe update of {'.'.join(leaf.path)!r} is not uniform "
-                                 f"(|update/param| from {lo:g} to {hi:g}): `tx_or_mask` does more than weight decay "
-                                 "on a zero gradient, its decay cannot be read; audit its mask instead")
-            out.append(float(f"{hi:.12g}"))
-        return out
+        return all(not leaf.trainable or not np.any(np.asarray(_unbox(raw)))
+                   for leaf, (_, raw) in zip(leaves, pairs, strict=False))
+
+    with jax.enable_x64(True):
+        probe = jax.tree.map(ones, params)
+        zeros = jax.tree.map(jnp.zeros_like, probe)
+        fresh = call(tx.init, probe)
+        values = _read_updates(call(tx.update, zeros, fresh, probe)[0], leaves)
+        if any(values):
+            return values, 0
+        states = [(step, _at_step(fresh, step)) for step in PROBE_STEPS] if _has_counts(fresh) else []
+        for step, state in states:  # a learning rate or a decay schedule that starts at 0
+            later = _read_updates(call(tx.update, zeros, state, probe)[0], leaves)
+            if any(later):
+                return later, step
+        if not all(moves_nothing(state) for state in (fresh, *(state for _, state in states))):
+            return values, 0  # the transform updates, and decays nothing
+    raise ValueError(
+        f"wdmask: the decay of `tx_or_mask` cannot be read: it moves no parameter at step 0 nor at steps "
+        f"{', '.join(map(str, PROBE_STEPS))}, even with a gradient of ones (a learning rate of 0 there, e.g. a "
+        "schedule that stays 0, or a transform that never updates). Audit its mask instead: "
+        "wdmask.audit(mask, params, rules)")
+
+
+def _read_updates(updates: PyTree, leaves: list[Leaf]) -> list[float]:
+    """``|update|`` per leaf (params are ones): one value per leaf, which must be uniform across the leaf."""
+    import jax
+    import numpy as np
+
+    pairs, _ = jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_leaf())
+    got = [tuple(key_str(k) for k in kp) for kp, _ in pairs]
+    want = [leaf.keys for leaf in leaves]
+    if got != want:
+        raise MaskError(f"wdmask: the updates of `tx_or_mask` do not have the structure of `params`: "
+                        f"{first_difference(want, got)}")
+    out = []
+    for leaf, (_, raw) in zip(leaves, pairs, strict=True):
+        if not leaf.trainable:
+            out.append(0.0)
+            continue
+        values = np.abs(np.asarray(_unbox(raw), dtype=np.complex128 if "complex" in leaf.dtype else np.float64))
+        if values.size == 0:
+            out.append(0.0)
+            continue
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"wdmask: the probe update of {'.'.join(leaf.path)!r} is not finite "
+                             f"({values.ravel()[:3].tolist()}...): an optimizer with eps=0 divides 0 by 0 on "
+                             "undecayed leaves; audit it with eps > 0, or audit its mask")
+        lo, hi = float(values.min()), float(values.max())
+        if hi - lo > 1e-9 * hi:
+            raise ValueError(f"wdmask: the probe update of {'.'.join(leaf.path)!r} is not uniform "
+                             f"(|update/param| from {lo:g} to {hi:g}): `tx_or_mask` does more than weight decay "
+                             "on a zero gradient, its decay cannot be read; audit its mask instead")
+        out.append(float(f"{hi:.12g}"))
+    return out
 
 
 def _mask_values(mask: PyTree, params: PyTree, leaves: list[Leaf], where: str) -> list[float]:
@@ -151,13 +214,15 @@ def _mask_values(mask: PyTree, params: PyTree, leaves: list[Leaf], where: str) -
     return out
 
 
-def _read(tx_or_mask: Any, params: PyTree) -> tuple[list[Leaf], dict[Path, float], bool]:
-    """Leaves of ``params``, each trainable leaf's effective decay, and whether values are magnitudes."""
+def _read(tx_or_mask: Any, params: PyTree) -> tuple[list[Leaf], dict[Path, float], bool, int]:
+    """Leaves of ``params``, each trainable leaf's effective decay, whether values are magnitudes, and the step
+    a transform was read at."""
     if params is None:
         raise MaskError("wdmask: `params` is None; pass the params pytree the transform or mask is for")
     leaves, _ = flatten(params)
+    step = 0
     if _is_transform(tx_or_mask):
-        values, magnitudes = _probe(tx_or_mask, params, leaves), True
+        (values, step), magnitudes = _probe(tx_or_mask, params, leaves), True
     else:
         if tx_or_mask is None or (isinstance(tx_or_mask, (str, bytes, int, float, type)) and not isinstance(
                 tx_or_mask, bool)):
@@ -176,7 +241,8 @@ def _read(tx_or_mask: Any, params: PyTree) -> tuple[list[Leaf], dict[Path, float
             if callable(mask) or mask is None:
                 raise TypeError(f"wdmask: {where} is {_what(mask)}, not a bool pytree")
         values, magnitudes = _mask_values(mask, params, leaves, where), False
-    return leaves, {leaf.path: v for leaf, v in zip(leaves, values, strict=True) if leaf.trainable}, magnitudes
+    actual = {leaf.path: v for leaf, v in zip(leaves, values, strict=True) if leaf.trainable}
+    return leaves, actual, magnitudes, step
 
 
 def _inventory(params: PyTree, leaves: list[Leaf], model: Any, sample: Any) -> Sequence[ParamInfo]:
@@ -224,11 +290,12 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] = p
       >>> [r.path for r in report.problems], report.reference
       (['LayerNorm_0.scale'], 1e-05)
     """
-    leaves, actual, magnitudes = _read(tx_or_mask, params)
+    leaves, actual, magnitudes, step = _read(tx_or_mask, params)
     inventory = _inventory(params, leaves, model, sample)
     compare = magnitudes if ratios is None else bool(ratios)
     return audit_inventory(inventory, {p: [v] for p, v in actual.items()}, rules, ratios=compare,
-                           subject="transform" if magnitudes else "mask", measure=MEASURE)
+                           subject="transform" if magnitudes else "mask",
+                           measure=MEASURE if not step else f"{MEASURE} at step {step}")
 
 
 def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: Any = None,
@@ -258,6 +325,6 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
       >>> wdmask.infer_rules(lambda p: jax.tree.map(lambda x: x.ndim > 1, p), params).rules
       Rules(inferred: [{ndim='<=1', decay=False}])
     """
-    leaves, actual, magnitudes = _read(tx_or_mask, params)
+    leaves, actual, magnitudes, _ = _read(tx_or_mask, params)
     inventory = _inventory(params, leaves, model, sample)
     return infer_inventory(inventory, actual, ratios=magnitudes if ratios is None else bool(ratios))

@@ -30,6 +30,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from wdmask._errors import short_repr
 from wdmask._gc import builds_inventory
 from wdmask._jax._equinox import describe_equinox, is_equinox
 from wdmask._jax._linen import describe_linen_traced
@@ -59,9 +60,20 @@ def refuse_torch(obj: Any, fn: str, arg: str) -> None:
         return
     if isinstance(obj, torch.nn.Module):
         raise TypeError(TORCH_MODULE_MSG.format(fn=fn, arg=arg, name=type(obj).__name__, fix=_TORCH_FIX[fn]))
+    if isinstance(obj, torch.Tensor):
+        raise TypeError(f"wdmask.{fn}: `{arg}` is a torch tensor; wdmask.{fn} works on Flax/JAX params and models. "
+                        f"For PyTorch use {_TORCH_FIX[fn]}")
     if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TypeError(f"wdmask.{fn}: `{arg}` is a dict of torch tensors (a state_dict?); wdmask.{fn} works on "
                         f"Flax/JAX params. For PyTorch use {_TORCH_FIX[fn]}")
+
+
+def refuse_not_a_model(obj: Any, fn: str, arg: str) -> None:
+    """``TypeError`` for what is neither a model nor a params pytree (``None``, a number, a string): such a value
+    would otherwise be described as an empty model or a single nameless leaf."""
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+        raise TypeError(f"wdmask.{fn}: `{arg}` must be a Flax linen/NNX or Equinox model or a "
+                        f"params pytree (e.g. a dict of arrays), got {type(obj).__name__} {short_repr(obj)}")
 
 
 def _is_linen(obj: Any) -> bool:
@@ -115,6 +127,7 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
       [('BatchNorm_0.scale', 'norm.batch', 'scale', 'name'), ('bn1.scale', 'other', 'scale', 'shape')]
     """
     refuse_torch(params_or_model, "describe", "params_or_model")
+    refuse_not_a_model(params_or_model, "describe", "params_or_model")
     if isinstance(params_or_model, type):
         raise TypeError(f"describe() takes a module instance or a params pytree, got the class "
                         f"{params_or_model.__name__}; instantiate it first")

@@ -10,7 +10,8 @@ Equinox is optional and never imported here: a model is recognised through
   the user class name (a class called ``...Norm`` is a norm, ``wdmask._kinds``).
 * **Roles** from a per-class table (``Linear.weight`` -> kernel, ``PReLU.negative_slope`` ->
   gain, ``LSTMCell.weight_hh`` -> kernel), else the leaf name.
-* **Trainable leaves** are what ``eqx.filter(model, eqx.is_inexact_array)`` keeps, minus the
+* **Trainable leaves** are what ``eqx.filter(model, eqx.is_inexact_array)`` keeps (and, in a model
+  built abstractly with ``eqx.filter_eval_shape``, the ``jax.ShapeDtypeStruct`` of each), minus the
   initial state held by ``eqx.nn.StateIndex`` (BatchNorm running statistics before
   ``eqx.nn.make_with_state``): those are state, never decayed. Non-array leaves (an
   ``axis_name`` string, an activation function) are skipped.
@@ -73,10 +74,26 @@ def is_equinox(obj: Any) -> bool:
     return eqx is not None and isinstance(obj, eqx.Module) and not isinstance(obj, type)
 
 
+def is_param(x: Any) -> bool:
+    """``eqx.is_inexact_array``, or the abstract leaf of one: a ``jax.ShapeDtypeStruct`` of an inexact dtype (a
+    model built with ``eqx.filter_eval_shape``); shapes and dtypes are all describing and masking need.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> is_param(jnp.ones(2)), is_param(jax.ShapeDtypeStruct((2,), jnp.float32)), is_param(jnp.ones(2, int))
+      (True, True, False)
+    """
+    import jax
+    import numpy as np
+
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return bool(np.issubdtype(x.dtype, np.inexact))
+    return bool(_eqx().is_inexact_array(x))
+
+
 def trainable(tree: PyTree) -> PyTree:
-    """``eqx.filter(tree, eqx.is_inexact_array)``: what optax sees of an Equinox model (idempotent)."""
-    eqx = _eqx()
-    return eqx.filter(tree, eqx.is_inexact_array)
+    """``eqx.filter(tree, is_param)``: what optax sees of an Equinox model, concrete or abstract (idempotent)."""
+    return _eqx().filter(tree, is_param)
 
 
 def _exact_base(cls: type) -> type | None:
@@ -156,18 +173,34 @@ def _walk(model: Any) -> tuple[dict[Path, Any], list[tuple[Path, Any]]]:
 def _trace(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None = None,
            slots: Mapping[Path, str] | None = None) -> Any:
     """Usages and feeds_norm of ``model(*sample, **sample_kwargs)`` from one abstract trace
-    (``wdmask._jax._usage.trace_sample``; no norm input is tagged here, so feeds_norm is never True)."""
+    (``wdmask._jax._usage.trace_sample``; no norm input is tagged here, so feeds_norm is never True).
+
+    Raises:
+      MaskError: the model's own call fails on the sample (the model's error is the ``__cause__``).
+    """
+    import jax
+
     from wdmask._jax._sample import Sample
     from wdmask._jax._usage import trace_sample
 
     eqx = _eqx()
-    params, static = eqx.partition(model, eqx.is_inexact_array)
+    params, static = eqx.partition(model, is_param)
     s = Sample.of(sample, sample_kwargs)
 
     def forward(p: PyTree, arrays: Any) -> Any:
         return s.call(eqx.combine(p, static), arrays)
 
-    return trace_sample(forward, params, (), s, slots=slots)
+    try:
+        return trace_sample(forward, params, (), s, slots=slots)
+    except Exception as error:  # the model's own call failing on the sample is the model's error, named as such
+        from wdmask._jax._fallback import model_failed
+        from wdmask._jax._usage import abstract
+
+        try:
+            jax.eval_shape(forward, abstract(params), abstract(s.arrays))
+        except Exception as own:
+            raise model_failed(model, f"{type(model).__name__}(*sample, **sample_kwargs)", own) from own
+        raise error
 
 
 def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Path, Any] | None = None, *,
@@ -196,7 +229,7 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
     eqx = _eqx()
     owners, all_leaves = _walk(model)
     state_paths = {p for p, m in owners.items() if isinstance(m, eqx.nn.StateIndex)}
-    model_leaves = [(p, x) for p, x in all_leaves if eqx.is_inexact_array(x)]
+    model_leaves = [(p, x) for p, x in all_leaves if is_param(x)]
     if params is not None:
         got_leaves, _ = flatten(trainable(params))
         want = [p for p, _ in model_leaves]
@@ -233,6 +266,10 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
         if uses is not None:
             info = with_usage(info, uses.get(path, ()))
         out.append(info)
+    if uses is None:  # no graph: a second embedding table may hold positions
+        from wdmask._jax._plain import guess_extra_tables
+
+        return guess_extra_tables(out)
     return out
 
 

@@ -3,10 +3,12 @@ r"""Describing never crashes on structure it cannot trace: read what can be read
 * A linen module that overrides ``init`` is traced through flax's own ``nn.Module.init`` (which
   runs the module's ``__call__``), never through the override (which may take other arguments,
   or call methods on the unbound module: "Can't access module paths on unbound modules").
-* If tracing still fails (a ``__call__`` that needs more than ``sample``, a wrapper flax cannot
-  intercept), the variables come from ``params=`` or from the module's own ``init`` run
-  abstractly without interception, and the leaves are described from their names and partition
-  metadata; an ``UnclassifiedWarning`` says why the classes are unknown.
+* If tracing still fails, the module's own ``init`` is run on ``sample`` abstractly, without
+  interception. If that fails too (a ``__call__`` that needs more than ``sample``, a shape error in
+  the model), the error is the model's: a ``MaskError`` names the model, the model's error is its
+  ``__cause__``. If it runs (a wrapper flax cannot intercept), the variables come from ``params=``
+  or from that ``init``, and the leaves are described from their names and partition metadata; an
+  ``UnclassifiedWarning`` says why the classes are unknown.
 * NNX modules wrapped for linen (``nnx.bridge.ToLinen``, ``to_linen``), as the model, a dataclass
   field or made inside ``@nn.compact`` (the linen trace records the instances): the trace sees one
   opaque module; the wrapped NNX class is built abstractly (``nnx.eval_shape``) and its own classes
@@ -25,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from wdmask._errors import MaskError, UnclassifiedWarning
-from wdmask._jax._feeds_norm import restore_calls
+from wdmask._jax._feeds_norm import PATCH_LOCK, restore_calls
 from wdmask._jax._tree import PyTree
 from wdmask._types import ParamInfo, Path
 
@@ -39,40 +41,64 @@ def own_init(model: Any) -> Callable[..., Any]:
     return lambda *args, **kwargs: nn.Module.init(model, *args, **kwargs)
 
 
+#: The model's own call failed on the sample: its error is the ``__cause__`` of the ``MaskError``.
+MODEL_FAILED_MSG = (
+    "describe(): {model} fails on `sample` by itself ({call}, without wdmask's tracing): {kind}: {error}. "
+    "Fix the model call or the sample (`sample` is unpacked into positional arguments, `sample_kwargs` are keyword "
+    "arguments; non-array values are passed as static Python values). Pass the params pytree instead to describe "
+    "without a forward pass: wdmask.describe(params) (names only), or mask(params, rules)."
+)
+# What flax/jax raise when the class interceptor or the tagging meets code it cannot trace (the model's own
+# call still runs): describing falls back to names. Other errors of a working model are wdmask's and propagate.
+_UNTRACEABLE = (TypeError, ValueError, AttributeError, KeyError, IndexError, NotImplementedError)
+
+
 def traced_or_error(trace: Callable[[], Any]) -> tuple[Any, BaseException | None]:
-    """Run ``trace``; return ``(result, None)`` or ``(None, error)`` for any error raised inside flax/jax."""
+    """Run ``trace``; return ``(result, None)`` or ``(None, error)`` for any error (``describe_untraced`` decides
+    whose it is: the model's own, or the tracing's)."""
     try:
         return trace(), None
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError, NotImplementedError) as e:
-        return None, e
     except Exception as e:
-        if type(e).__module__.startswith(("flax", "jax")):
-            return None, e
-        raise
+        return None, e
+
+
+def model_failed(model: Any, call: str, error: BaseException) -> MaskError:
+    """The ``MaskError`` for a model whose own ``call`` raised ``error`` on the sample (raise it ``from error``)."""
+    return MaskError(MODEL_FAILED_MSG.format(model=type(model).__name__, call=call, kind=type(error).__name__,
+                                             error=str(error)[:500].rstrip(".")))
+
+
+def tracing_failed(error: BaseException) -> bool:
+    """Whether ``error`` (raised while tracing a model whose own call runs) is one describing falls back from."""
+    return isinstance(error, _UNTRACEABLE) or type(error).__module__.startswith(("flax", "jax"))
 
 
 def describe_untraced(model: Any, sample: Any, params: PyTree | None, error: BaseException, *,
                       sample_kwargs: Mapping[str, Any] | None = None) -> list[ParamInfo]:
-    """Inventory from names when ``model.init`` could not be traced with the interceptor."""
+    """Inventory from names when ``model.init`` could not be traced with the interceptor.
+
+    The model's own ``init`` is run on ``sample`` abstractly first (collective axis names bound): if it fails
+    too, that failure is the model's and is raised as a ``MaskError`` naming the model, the original error as its
+    ``__cause__``; if it runs, ``error`` was the tracing's: a known kind falls back to names with an
+    ``UnclassifiedWarning``, any other propagates.
+    """
     import jax
 
     from wdmask._jax._plain import describe_tree
-    from wdmask._jax._sample import Sample
+    from wdmask._jax._sample import Sample, bind_axes, trace_shapes
     from wdmask._jax._stacks import refine_from_metadata
     from wdmask._jax._tree import flatten
 
-    tree = params
-    if tree is None:
-        rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-        try:
-            s = Sample.of(sample, sample_kwargs)
-            tree = jax.eval_shape(lambda arrays: s.call(lambda *a, **k: model.init(rngs, *a, **k), arrays), s.arrays)
-        except Exception as e2:  # the module's own init does not run on `sample` either
-            raise MaskError(
-                f"describe(): could not trace {type(model).__name__}.init on `sample` ({type(error).__name__}: "
-                f"{error}); and its own `init` failed too ({type(e2).__name__}: {e2}). Pass the params pytree "
-                "instead: wdmask.describe(variables['params']) (names only), or mask(params, rules)."[:2000]
-            ) from None
+    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+    s = Sample.of(sample, sample_kwargs)
+    try:
+        own = bind_axes(lambda env: trace_shapes(
+            lambda arrays: s.call(lambda *a, **k: model.init(rngs, *a, **k), arrays), env, s.arrays))
+    except Exception as e2:  # the module's own init does not run on `sample` either: the model's error
+        raise model_failed(model, f"{type(model).__name__}.init(rng, *sample, **sample_kwargs)", e2) from e2
+    if not tracing_failed(error):
+        raise error
+    tree = own if params is None else params
     warnings.warn(
         f"describe(): could not trace {type(model).__name__} with the class interceptor "
         f"({type(error).__name__}: {str(error)[:200]}); its leaves are described from names and partition "
@@ -119,8 +145,7 @@ def tagging_bridged(bridges: dict[Path, Any], tables: dict[Path, dict[Path, Any]
     paths: dict[int, Path] = {}
     alive: list[Any] = []  # keep the traced modules alive: their ids must not be reused during the trace
     seen: set[Path] = set()
-    saved = {cls: cls.__dict__.get("__call__") for cls in classes}
-    calls = {cls: cls.__call__ for cls in classes}
+    calls: dict[type, Any] = {}  # each class's own __call__, read under the lock
 
     def patched(cls: type) -> Any:
         inner, kind = calls[cls], kind_from_class(cls, NNX_KINDS, "flax.nnx")
@@ -141,12 +166,15 @@ def tagging_bridged(bridges: dict[Path, Any], tables: dict[Path, dict[Path, Any]
 
         return recorded
 
-    try:
-        for cls in classes:
-            cls.__call__ = patched(cls)  # type: ignore[method-assign]
-        yield seen
-    finally:
-        restore_calls(saved)
+    with PATCH_LOCK:  # the class patches are process-global: one patching trace at a time
+        saved = {cls: cls.__dict__.get("__call__") for cls in classes}
+        calls.update({cls: cls.__call__ for cls in classes})
+        try:
+            for cls in classes:
+                cls.__call__ = patched(cls)  # type: ignore[method-assign]
+            yield seen
+        finally:
+            restore_calls(saved)
 
 
 def bridge_tables(bridges: dict[Path, Any]) -> dict[Path, dict[Path, Any] | None]:

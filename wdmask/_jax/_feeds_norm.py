@@ -9,6 +9,7 @@ op that survives as a ``name`` equation) is *reached*; anything else *escapes*.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +73,12 @@ class UseLists:
                             listed.append(eqn)
             self._uses[id(jaxpr)] = table
         return table.get(id(var), [])
+
+
+#: Held while module classes' ``__call__`` are patched for a trace (NNX, NNX inside ``ToLinen``): the patches are
+#: process-global, so two threads describing at once would record each other's calls and restore each other's
+#: patches. Re-entrant: a trace may describe a bridged model inside.
+PATCH_LOCK = threading.RLock()
 
 
 def restore_calls(saved: dict[type, Any]) -> None:

@@ -24,9 +24,9 @@ from wdmask._jax._fallback import (
     traced_or_error,
 )
 from wdmask._jax._plain import describe_tree
-from wdmask._jax._sample import Sample
+from wdmask._jax._sample import AxisEnv, Sample, bind_axes, trace_shapes
 from wdmask._jax._stacks import box_metadata, slice_axes
-from wdmask._jax._tree import PyTree, _unbox, first_difference, flatten, owner_of
+from wdmask._jax._tree import PyTree, _unbox, first_difference, flatten, owner_of, shape_difference
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
 from wdmask._usage import Use, with_usage
@@ -111,14 +111,19 @@ def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, 
 def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
                 sample_kwargs: Mapping[str, Any] | None = None) -> LinenTrace:
     """Trace ``model.init`` abstractly (classes, per-slice shapes); with ``feeds_norm`` also ``model.apply``
-    (one ``jax.make_jaxpr``: norm feeding and every parameter's usage). Two abstract traces at most."""
+    (one ``jax.make_jaxpr``: norm feeding and every parameter's usage). Two abstract traces at most; collective
+    axis names the model leaves unbound (``nn.BatchNorm(axis_name="batch")``) are bound to size 1 (``bind_axes``)."""
+    s = Sample.of(sample, sample_kwargs)
+    return bind_axes(lambda env: _trace_linen(model, s, env, feeds_norm))
+
+
+def _trace_linen(model: Any, s: Sample, env: AxisEnv, feeds_norm: bool) -> LinenTrace:
     import flax.linen as nn
     import jax
 
     from wdmask._jax import _feeds_norm
     from wdmask._jax._usage import abstract, trace_sample
 
-    s = Sample.of(sample, sample_kwargs)
     owners: dict[Path, type] = {}
     slices: dict[Path, tuple[int, ...]] = {}
     bridges: dict[Path, Any] = {}
@@ -129,7 +134,7 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
         return own_init(model)(rngs, *args, **kwargs)
 
     with nn.intercept_methods(_interceptor(owners, slices, None, bridges=bridges)):
-        variables = jax.eval_shape(init, abstract(s.arrays))
+        variables = trace_shapes(init, env, abstract(s.arrays))
     if not feeds_norm:
         return LinenTrace(owners, slices, variables, None, bridges=bridges)
     params = variables.get("params", {}) if isinstance(variables, Mapping) else {}
@@ -145,7 +150,8 @@ def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
     tables = bridge_tables(bridges)
     with nn.intercept_methods(_interceptor(None, None, tagger, bridge_stack=stack)), \
             tagging_bridged(bridges, tables, stack, tagger) as tagged:
-        traced = trace_sample(forward, params, (abstract(others),), s, tagger.inputs, _slots(params, owners))
+        traced = trace_sample(forward, params, (abstract(others),), s, tagger.inputs, _slots(params, owners),
+                              axis_env=list(env))
     return LinenTrace(owners, slices, variables, traced.feeds_norm, traced.usage, bridges, tagged, tables)
 
 
@@ -189,6 +195,11 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
         if want != got:
             raise MaskError(f"`params` do not match `model` ({type(model).__name__} initialised with `sample`): "
                             f"{first_difference(want, got)}; pass the params of this model (variables['params'])")
+        wrong = shape_difference(model_leaves, leaves)
+        if wrong:
+            raise MaskError(f"`params` do not match `model` ({type(model).__name__} initialised with `sample`): "
+                            f"{wrong}; a `sample` of the wrong shape (the model's params are shaped by it), or "
+                            "params of another model with the same paths")
     # Declarations live in the boxes of the model's own init: also known when `params` were unboxed.
     declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
     meta = {**box_metadata(trace.variables), **box_metadata(params)}  # partition names: which axis is stacked

@@ -29,9 +29,20 @@ from wdmask._jax._classes import (
     kind_from_class,
     module_type_name,
 )
-from wdmask._jax._sample import Sample
-from wdmask._jax._stacks import box_metadata, metadata_axes, nnx_axes, slice_axes, with_axes
-from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, owner_of
+from wdmask._jax._sample import Sample, bind_axes, trace_shapes
+from wdmask._jax._stacks import (
+    agree_with_siblings,
+    axes_from_slice,
+    box_metadata,
+    learn_stack_names,
+    metadata_axes,
+    nnx_axes,
+    nnx_axes_evidence,
+    nnx_layer_shape,
+    slice_axes,
+    with_axes,
+)
+from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, owner_of, shape_difference
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
 from wdmask._usage import Use, with_usage
@@ -102,8 +113,36 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
         finally:
             _feeds_norm.restore_calls(saved)
 
-    traced = trace_sample(forward, params, (rest,), s, tagger.inputs)
+    with _feeds_norm.PATCH_LOCK:  # the class patches are process-global: one patching trace at a time
+        traced = bind_axes(lambda env: trace_sample(forward, params, (rest,), s, tagger.inputs, axis_env=list(env)))
     return NnxTrace(list(order), traced.feeds_norm, traced.usage, linen, linen_slices)
+
+
+def _trace_or_fall_back(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) -> NnxTrace | None:
+    """``trace_nnx``; if it fails, the model's own forward pass is run abstractly: its failure is the model's
+    (a ``MaskError`` naming the model, the model's error as ``__cause__``); a tracing failure of a model that runs
+    describes without a forward pass (``None``) and says so, and any other error propagates."""
+    from flax import nnx
+
+    from wdmask._jax._fallback import model_failed, traced_or_error, tracing_failed
+    from wdmask._jax._usage import abstract
+
+    trace, error = traced_or_error(lambda: trace_nnx(model, sample, sample_kwargs=sample_kwargs))
+    if error is None:
+        return trace
+    s = Sample.of(sample, sample_kwargs)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    try:
+        bind_axes(lambda env: trace_shapes(lambda p, a: s.call(nnx.merge(graphdef, p, rest), a), env,
+                                           abstract(params), abstract(s.arrays)))
+    except Exception as own:
+        raise model_failed(model, f"{type(model).__name__}(*sample, **sample_kwargs)", own) from own
+    if not tracing_failed(error):
+        raise error
+    warnings.warn(f"describe(): could not trace {type(model).__name__} on `sample` ({type(error).__name__}: "
+                  f"{str(error)[:200]}); described without a forward pass (classes known; feeds_norm and roles "
+                  "from usage unknown)", UnclassifiedWarning, stacklevel=5)
+    return None
 
 
 def describe_nnx(model: Any, params: PyTree | None, sample: Any = None, *,
@@ -120,7 +159,7 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
 
     trace = None
     if sample is not None or sample_kwargs:
-        trace = trace_nnx(model, sample, sample_kwargs=sample_kwargs)
+        trace = _trace_or_fall_back(model, sample, sample_kwargs)
     owners = {tuple(str(p) for p in path): module for path, module in nnx.iter_modules(model)}
     model_leaves, _ = flatten(nnx.state(model, nnx.Param))
     if params is None:
@@ -132,15 +171,19 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
         if want != got:
             raise MaskError(f"`params` do not match `model` ({type(model).__name__}): {first_difference(want, got)}; "
                             "pass nnx.state(model, nnx.Param) (or its pure form)")
+        wrong = shape_difference(model_leaves, leaves)
+        if wrong:
+            raise MaskError(f"`params` do not match `model` ({type(model).__name__}): {wrong}; pass "
+                            "nnx.state(model, nnx.Param) of this model")
     declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
     meta = box_metadata(nnx.state(model, nnx.Param))  # sharding names / param_scan_axis: which axis is stacked
     out = []
     static: dict[Path, dict[Path, type]] = {}  # ToNNX path -> its linen classes readable without a call
     unknown: list[str] = []  # bridged leaves whose linen class is not known (described from names)
-    for leaf in leaves:
-        if not leaf.trainable:
-            continue
-        owner_path, module = owner_of(leaf.path, owners)
+    trusted: list[bool] = []  # per entry of `out`: its stacked axes rest on evidence, not on a rank guess
+    owned = [(leaf, *owner_of(leaf.path, owners)) for leaf in leaves if leaf.trainable]
+    learned = _learned_stack_names(owned, meta)
+    for leaf, owner_path, module in owned:
         name = leaf.path[-1] if leaf.path else ""
         if isinstance(module, nnx.bridge.ToNNX):
             if owner_path not in static:
@@ -148,11 +191,13 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
             info = _bridged(leaf, owner_path, static[owner_path], trace, meta.get(leaf.path), unknown)
             out.append(dataclasses.replace(info, declared="no_decay" if leaf.declared or leaf.path in declared_paths
                                            else info.declared))
+            trusted.append(True)
             continue
         kind = kind_from_class(type(module), NNX_KINDS, "flax.nnx")
         role = role_from_name(kind, name, owner_path[-1] if owner_path else "")
         ranked = _stacked_from_ndim(leaf.shape, expected_ndim(kind, role, module))
-        axes = nnx_axes(leaf.shape, module, kind, role, ranked, meta.get(leaf.path))
+        axes, evidence = nnx_axes_evidence(leaf.shape, module, kind, role, ranked, meta.get(leaf.path), learned)
+        trusted.append(bool(evidence))
         declared = "no_decay" if leaf.declared or leaf.path in declared_paths else ""
         feeds = None
         if trace is not None:
@@ -160,6 +205,14 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
         info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
                          module_type_name(type(module)), "type", declared, stacked_axes=axes)
         out.append(with_usage(info, trace.usage.get(leaf.path) if trace is not None else None))
+    if not all(trusted):  # a leaf without evidence: stacked like its layer's other leaves (nnx.vmap stacks alike)
+        agreed = agree_with_siblings([i.path for i in out], [i.shape for i in out], [i.stacked_axes for i in out],
+                                     trusted)
+        out = [with_axes(info, axes) for info, axes in zip(out, agreed, strict=True)]
+    if trace is None:  # no graph: a second embedding table may hold positions
+        from wdmask._jax._plain import guess_extra_tables
+
+        out = guess_extra_tables(out)
     if unknown:
         warnings.warn(
             f"describe(): {len(unknown)} parameter(s) of linen modules wrapped by nnx.bridge.ToNNX have no known "
@@ -169,6 +222,23 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
             "linen classes",
             UnclassifiedWarning, stacklevel=4)
     return out, trace.order if trace is not None else None
+
+
+def _learned_stack_names(owned: list[tuple[Leaf, Path, Any]], meta: dict[Path, Any]) -> frozenset[str]:
+    """Partition names at the axes a layer's own attributes show stacked (``_stacks.learn_stack_names``):
+    ``nnx.vmap(..., transform_metadata={nnx.PARTITION_NAME: "layers_per_stage"})`` names the stacking axis of
+    every leaf with partition names, whatever the name."""
+    pairs = []
+    for leaf, owner_path, module in owned:
+        names = meta.get(leaf.path)
+        if names is None or names[0] is None or module is None:
+            continue
+        kind = kind_from_class(type(module), NNX_KINDS, "flax.nnx")
+        piece = nnx_layer_shape(module, kind, role_from_name(kind, leaf.path[-1], owner_path[-1] if owner_path else ""))
+        axes = axes_from_slice(leaf.shape, piece) if piece is not None else None
+        if axes:
+            pairs.append((axes, names))
+    return learn_stack_names(pairs)
 
 
 def _linen_classes(bridge: Any) -> dict[Path, type]:

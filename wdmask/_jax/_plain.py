@@ -1,18 +1,37 @@
-"""A plain params pytree -> inventory from names alone (Flax auto-names of each leaf's immediate owner).
+"""A plain params pytree -> inventory from names alone (the name of each leaf's immediate owner, and its own).
 
-An explicitly named owner (``bn1``, ``downsample``) cannot be classified from the tree: its leaves
-get ``layer="other"`` and a role from the leaf name only (``source="shape"``). Pass ``model=``.
+Kinds from the owner's name: Flax auto-names (``BatchNorm_0``, ``Dense_3``), Haiku's auto-names (``linear_1``,
+``conv2_d``, ``embed``, ``layer_norm``; Haiku params ``{"mlp/~/linear_0": {"w": ..., "b": ...}}`` have their
+paths split into modules, ``("mlp", "linear_0", "w")``) and explicit names that say "norm" (``input_layernorm``,
+``final_layer_norm``, ``ln_f``, ``norm1``): ``source="name"``. Any other explicitly named owner (``bn1``,
+``downsample``) cannot be classified from the tree: its leaves get ``layer="other"`` and a role from the leaf
+name only (``kernel``/``w`` of rank >= 2, ``bias``/``b``, ``scale``, ``embedding``; ``source="shape"``). Pass
+``model=``.
+
+What names cannot tell stays a guess, reported by ``decide`` (``UnclassifiedWarning``): a leaf with neither kind
+nor role, and a leaf whose kind is known and role is not -- among them every embedding table that is not the
+only one and whose owner does not say it holds tokens (``word_embeddings``, ``wte``, ``embed_tokens``): a second
+table is as likely a position or segment table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
 
 from wdmask._jax._classes import _ATTENTION_CHILDREN, _stacked_from_ndim, expected_ndim, strip_lift
 from wdmask._jax._tree import Leaf
-from wdmask._kinds import is_auto_name, kind_from_name, role_from_name
+from wdmask._kinds import (
+    SCALE_NAMES,
+    SHIFT_NAMES,
+    is_auto_name,
+    kind_from_module_name,
+    kind_from_name,
+    names_tokens,
+    role_from_name,
+)
 from wdmask._types import Inventory, ParamInfo, Path
 
 
@@ -23,7 +42,14 @@ class _NameMemo:
         self.strip_lift = functools.cache(strip_lift)
         self.is_auto_name = functools.cache(is_auto_name)
         self.kind_from_name = functools.cache(kind_from_name)
+        self.kind_from_module_name = functools.cache(kind_from_module_name)
         self.role_from_name = functools.cache(role_from_name)
+
+
+# The leaves a layer kind named by an explicit module name can hold (Flax, Haiku and torch-style names).
+_LEAVES_OF = {"norm": SCALE_NAMES | SHIFT_NAMES, "linear": frozenset({"kernel", "w", "weight", "bias", "b"}),
+              "conv": frozenset({"kernel", "w", "weight", "bias", "b"}),
+              "embedding": frozenset({"embedding", "embeddings", "weight"})}
 
 
 def _name_kind(path: Path, memo: _NameMemo) -> str | None:
@@ -33,6 +59,9 @@ def _name_kind(path: Path, memo: _NameMemo) -> str | None:
     owner = memo.strip_lift(path[-2])
     if memo.is_auto_name(owner):
         return memo.kind_from_name(owner)
+    named = memo.kind_from_module_name(owner)  # Haiku auto-names, names that say norm
+    if named is not None and path[-1].lower() in _LEAVES_OF.get(named.split(".")[0], ()):
+        return named  # ... when the leaf is one such a layer has (a `kernel` under `norm_proj` is no norm's)
     if owner in _ATTENTION_CHILDREN and len(path) >= 3:
         parent = memo.strip_lift(path[-3])
         if memo.is_auto_name(parent) and "Attention" in parent:
@@ -48,12 +77,20 @@ def _classify(path: Path, shape: tuple[int, ...], declared: bool, memo: _NameMem
     declared_ = "no_decay" if declared else ""
     if kind is None:
         role = memo.role_from_name("other", name, owner)
+        if role == "other" and name == "w" and len(shape) >= 2:  # Haiku's kernel name, under an explicit name
+            role = "kernel"
+        elif role == "other" and name == "b":  # Haiku's bias name
+            role = "bias"
         kind_ = "embedding" if role == "embedding" else "other"
         if kind_ == "embedding":  # an explicitly named Embed: its name may say it holds positions
             role = memo.role_from_name(kind_, name, owner)
         return kind_, role, 0, "name" if kind_ != "other" else "shape", declared_
     role = memo.role_from_name(kind, name, owner)
-    return kind, role, _stacked_from_ndim(shape, expected_ndim(kind, role, owner_name=owner)), "name", declared_
+    extra = _stacked_from_ndim(shape, expected_ndim(kind, role, owner_name=owner))
+    # leading axes beyond the layer's rank are stacked layers up to the first size-1 one: from there on they are
+    # broadcast axes of the parameter itself (Haiku's BatchNorm scale is (1, 1, 1, C))
+    stacked = next((i for i, d in enumerate(shape[:extra]) if d == 1), extra)
+    return kind, role, stacked, "name", declared_
 
 
 def describe_tree(leaves: Sequence[Leaf]) -> Inventory:
@@ -84,4 +121,32 @@ def describe_tree(leaves: Sequence[Leaf]) -> Inventory:
         kind_of.append(kind)
         paths.append(path)
         shapes.append(shape)
+    _guess_extra_tables(kinds, kind_of)
     return Inventory(kinds, kind_of, paths, shapes)
+
+
+def guess_extra_tables(inventory: Sequence[ParamInfo]) -> list[ParamInfo]:
+    """An inventory described without a graph (classes known, no ``sample``) with every embedding table but one
+    a guess unless its owner's name says tokens (``_guess_extra_tables``): a class tells a table, not what indexes it.
+
+    Example:
+      >>> inv = [ParamInfo(("tok_embeddings", "weight"), (9, 4), layer="embedding", role="embedding"),
+      ...        ParamInfo(("extra", "weight"), (9, 4), layer="embedding", role="embedding")]
+      >>> [i.role for i in guess_extra_tables(inv)]
+      ['embedding', 'other']
+    """
+    kinds = list(inventory)
+    _guess_extra_tables(kinds, list(range(len(kinds))))
+    return kinds
+
+
+def _guess_extra_tables(kinds: list[ParamInfo], kind_of: list[int]) -> None:
+    """With more than one embedding table, the tables whose owner does not say tokens get role ``other`` (the kind
+    is known, the role is a guess: token, position or segment table), in place."""
+    tables = {k for k, info in enumerate(kinds) if info.layer == "embedding" and info.role == "embedding"}
+    if not tables or sum(1 for k in kind_of if k in tables) < 2:
+        return
+    for k in tables:
+        path = kinds[k].path
+        if not names_tokens(strip_lift(path[-2]) if len(path) >= 2 else ""):
+            kinds[k] = dataclasses.replace(kinds[k], role="other")

@@ -5,14 +5,76 @@ through ``Sample``: array leaves (``jax.Array``, ``numpy`` arrays and scalars,
 ``jax.ShapeDtypeStruct``) are traced; every other leaf (``bool``, ``int``, ``float``, ``str``,
 ``None``, enums, ...) is passed as the static Python value it is, so ``sample=(x, False)`` reaches
 ``__call__(x, train=False)``-style code as a real ``False``, never a tracer.
+
+Collective axis names (``nn.BatchNorm(axis_name="batch")``, ``lax.pmean(x, "data")``): a model written for
+``pmap``/``shard_map`` names axes its own call does not bind, and tracing it raises ``NameError: unbound axis
+name``. ``bind_axes`` runs a trace again with each such name bound as a size-1 axis (``jax.make_jaxpr(...,
+axis_env=...)``): a collective over one device is the identity, so no shape and no answer changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import re
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, TypeVar
 
-__all__ = ["Sample"]
+__all__ = ["AxisEnv", "Sample", "bind_axes", "trace_shapes", "unbound_axis"]
+
+T = TypeVar("T")
+#: ``((axis name, size), ...)``: the named axes a trace binds (``jax.make_jaxpr(..., axis_env=...)``).
+AxisEnv = tuple[tuple[Hashable, int], ...]
+#: How many distinct unbound axis names ``bind_axes`` binds before giving up (a model names a handful).
+MAX_AXES = 8
+_UNBOUND = re.compile(r"unbound axis name:?\s*(?P<name>.+?)(?:\.\s+To fix|\.?\s*$)", re.DOTALL)
+
+
+def unbound_axis(error: BaseException) -> str | None:
+    """The axis name a ``NameError: unbound axis name: <name>`` from JAX is about, else ``None``.
+
+    Example:
+      >>> unbound_axis(NameError("Found an unbound axis name: batch. To fix this, please call psum under ..."))
+      'batch'
+      >>> unbound_axis(NameError("name 'x' is not defined")) is None
+      True
+    """
+    if not isinstance(error, NameError):
+        return None
+    found = _UNBOUND.search(str(error))
+    return found.group("name").strip() if found else None
+
+
+def bind_axes(trace: Callable[[AxisEnv], T], names: Iterable[Hashable] = ()) -> T:
+    """``trace(axis_env)``, retried with every collective axis name the traced code leaves unbound bound to size 1.
+
+    ``names`` are bound from the start (axis names read from the model's modules, which may be non-strings);
+    a name JAX reports as unbound is added and the whole trace run again, up to ``MAX_AXES`` names. Any
+    other error, or a name that is already bound, propagates.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> def trace(env):
+      ...     return jax.make_jaxpr(lambda x: jax.lax.pmean(x, "batch"), axis_env=env)(jnp.ones(2)).out_avals[0].shape
+      >>> bind_axes(trace)  # NameError: unbound axis name: batch, without the binding
+      (2,)
+    """
+    env: list[tuple[Hashable, int]] = [(n, 1) for n in dict.fromkeys(names)]
+    while True:
+        try:
+            return trace(tuple(env))
+        except NameError as e:
+            name = unbound_axis(e)
+            if name is None or len(env) >= MAX_AXES or any(str(n) == name for n, _ in env):
+                raise
+            env.append((name, 1))
+
+
+def trace_shapes(fn: Callable[..., Any], axis_env: AxisEnv, *args: Any) -> Any:
+    """``jax.eval_shape(fn, *args)`` with the named axes of ``axis_env`` bound (``make_jaxpr`` when there are any)."""
+    import jax
+
+    if not axis_env:
+        return jax.eval_shape(fn, *args)
+    return jax.make_jaxpr(fn, axis_env=list(axis_env), return_shape=True)(*args)[1]
 
 
 def _abstract_types() -> tuple[type, ...]:

@@ -9,47 +9,86 @@ Evidence, most trusted first:
 2. **Partition names** (``nn.Partitioned`` / ``nn.LogicallyPartitioned`` ``names``, NNX
    ``out_sharding`` / ``sharding`` / ``sharding_names`` metadata, which ``nn.scan``'s
    ``metadata_params={nn.PARTITION_NAME: "layers"}`` and ``nnx.vmap``'s ``transform_metadata``
-   insert at the stacking axis): an axis named in ``STACK_NAMES`` is a stacking axis; every other
-   name (``"embed"``, ``"heads"``, ``"kv"``) is a real axis, so a ``DenseGeneral`` kernel
-   ``(768, 12, 64)`` named ``("embed", "heads", "kv")`` is not stacked.
+   insert at the stacking axis): an axis with a stacking name (``is_stack_name``) is a stacking
+   axis; every other name (``"embed"``, ``"heads"``, ``"kv"``) is a real axis, so a ``DenseGeneral``
+   kernel ``(768, 12, 64)`` named ``("embed", "heads", "kv")`` is not stacked. A name the per-slice
+   shapes of one leaf show to be at a stacked axis (MaxText's ``"layers_per_stage"`` at axis 1 of a
+   kernel whose layer states its shape) is a stacking name for every leaf of that model.
 3. An NNX ``param_scan_axis`` metadata entry (an int) on the ``nnx.Param``.
+4. **Siblings** (``agree_with_siblings``): a leaf with none of the above (an ``nnx.Param`` without
+   partition names in a layer that states no shapes) takes the stacked axes every leaf with evidence
+   under its nearest common module has, when its own sizes there match: ``nnx.vmap(...,
+   out_axes=StateAxes({nnx.Param: 1, ...: 0}))`` stacks every parameter of a layer at the same axis.
 
-Names are matched exactly (lower-cased) against a short list on purpose: a name that only
-*contains* "layer" (``"layer_norm"``) is not taken as stacking — the count of stacked axes from
-names alone is conservative, and a params tree without any metadata keeps the rank inference of
-``_plain`` (per-layer rank of the owner's kind).
+Stacking names are ``STACK_NAMES`` and names of the form ``<words_>layer(s)|stage(s)|repeat(s)|scan|stack
+<_per_word>`` (``"layers_per_stage"``, ``"circular_repeats"``, ``"decoder_layers"``), never a name that says
+``norm`` (``"layer_norm"``): the count of stacked axes from names alone stays conservative, and a params tree
+without any metadata keeps the rank inference of ``_plain`` (per-layer rank of the owner's kind).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from wdmask._jax._tree import Leaf, PyTree, _box_test, _flax_boxes, is_variables, key_str
 from wdmask._types import ParamInfo, Path
 
-#: Partition / sharding names that mark a layer-stacking axis (matched exactly, lower-cased).
+#: Partition / sharding names that mark a layer-stacking axis (lower-cased), besides ``_STACK_NAME``.
 STACK_NAMES = frozenset({"layers", "layer", "stage", "stages", "scan", "stack"})
+_STACK_NAME = re.compile(r"(?:[a-z0-9]+_)*(?:layers?|stages?|repeats?|scan|scanned|stack|stacked)(?:_per_[a-z0-9]+)?")
 _NNX_NAME_KEYS = ("out_sharding", "sharding_names", "sharding")
+Names = tuple[tuple[Any, ...] | None, int | None]  # (partition names, param_scan_axis) of one boxed leaf
 
 
-def _is_stack_name(entry: Any) -> bool:
+def is_stack_name(entry: Any, learned: Collection[str] = ()) -> bool:
+    """Whether a partition-names entry (a name, or a tuple of mesh-axis names) marks a stacking axis.
+
+    Example:
+      >>> [is_stack_name(n) for n in ("layers", "layers_per_stage", "circular_repeats", "layer_norm", "embed")]
+      [True, True, True, False, False]
+      >>> is_stack_name("pipe", learned={"pipe"}), is_stack_name(("stage", "layers"))
+      (True, True)
+    """
     if isinstance(entry, str):
-        return entry.lower() in STACK_NAMES
+        low = entry.lower()
+        return low in STACK_NAMES or low in learned or (
+            "norm" not in low and _STACK_NAME.fullmatch(low) is not None)
     if isinstance(entry, (tuple, list)) and entry:
-        return all(isinstance(e, str) and e.lower() in STACK_NAMES for e in entry)
+        return all(isinstance(e, str) and is_stack_name(e, learned) for e in entry)
     return False
 
 
-def axes_from_names(names: Sequence[Any]) -> tuple[int, ...]:
-    """Positions of stacking names in a partition-names tuple.
+def axes_from_names(names: Sequence[Any], learned: Collection[str] = ()) -> tuple[int, ...]:
+    """Positions of stacking names in a partition-names tuple (``learned``: more stacking names).
 
     Example:
       >>> axes_from_names(("embed", "layers", "mlp")), axes_from_names(("embed", "heads", "kv"))
       ((1,), ())
     """
-    return tuple(i for i, entry in enumerate(names) if _is_stack_name(entry))
+    return tuple(i for i, entry in enumerate(names) if is_stack_name(entry, learned))
+
+
+def learn_stack_names(pairs: Sequence[tuple[tuple[int, ...], Names | None]]) -> frozenset[str]:
+    """Partition names found at stacked axes: ``pairs`` are ``(stacked axes known from per-slice shapes, names)``.
+
+    Example:
+      >>> sorted(learn_stack_names([((1,), (("embed", "pipe", "mlp"), None)), ((), (("embed",), None))]))
+      ['pipe']
+    """
+    found: set[str] = set()
+    for axes, meta in pairs:
+        names = meta[0] if meta is not None else None
+        if not axes or names is None:
+            continue
+        for a in axes:
+            entry = names[a] if a < len(names) else None
+            for e in entry if isinstance(entry, (tuple, list)) else (entry,):
+                if isinstance(e, str):
+                    found.add(e.lower())
+    return frozenset(found)
 
 
 def axes_from_slice(full: tuple[int, ...], piece: tuple[int, ...],
@@ -130,14 +169,14 @@ def box_metadata(tree: PyTree) -> dict[Path, tuple[tuple[Any, ...] | None, int |
     return out
 
 
-def metadata_axes(shape: tuple[int, ...], meta: tuple[tuple[Any, ...] | None, int | None] | None
+def metadata_axes(shape: tuple[int, ...], meta: Names | None, learned: Collection[str] = ()
                   ) -> tuple[int, ...] | None:
     """Stacked axes the metadata states for a leaf of ``shape``; ``None`` when it states nothing usable."""
     if meta is None:
         return None
     names, axis = meta
     if names is not None and len(names) == len(shape):
-        return axes_from_names(names)
+        return axes_from_names(names, learned)
     if axis is not None and -len(shape) <= axis < len(shape):
         return (axis % len(shape),)
     return None
@@ -155,13 +194,55 @@ def with_axes(info: ParamInfo, axes: tuple[int, ...] | None) -> ParamInfo:
 def refine_from_metadata(inventory: Sequence[ParamInfo], tree: PyTree,
                          leaves: Sequence[Leaf]) -> Sequence[ParamInfo]:
     """Params-only describe: partition names in ``tree``'s boxes (``leaves = flatten(tree)[0]``) override the
-    rank inference."""
+    rank inference; a leaf without names under a module whose named leaves are all stacked alike takes their
+    axes (``agree_with_siblings``)."""
     if not any(leaf.boxed for leaf in leaves):
         return inventory
     meta = box_metadata(tree)
     if not meta:
         return inventory
-    return [with_axes(info, metadata_axes(info.shape, meta.get(info.path))) for info in inventory]
+    named = [metadata_axes(info.shape, meta.get(info.path)) for info in inventory]
+    axes = [n if n is not None else info.stacked_axes for n, info in zip(named, inventory, strict=True)]
+    trusted = [bool(n) for n in named]  # a stacking name seen: the leaf's axes are known, not inferred from rank
+    if any(trusted):
+        axes = agree_with_siblings([i.path for i in inventory], [i.shape for i in inventory], axes, trusted)
+    return [with_axes(info, a) for info, a in zip(inventory, axes, strict=True)]
+
+
+def agree_with_siblings(paths: Sequence[Path], shapes: Sequence[tuple[int, ...]], axes: Sequence[tuple[int, ...]],
+                        trusted: Sequence[bool]) -> list[tuple[int, ...]]:
+    """Stacked axes of the leaves without evidence (``trusted[i]`` false) from the trusted leaves under their
+    nearest common module (a non-empty path prefix): when every such leaf is stacked at the same axes with the same
+    sizes, and the leaf has those sizes there, it is stacked there too (``nnx.vmap`` stacks every parameter of
+    a layer alike). Otherwise, and for a group that is not stacked, the leaf keeps its axes.
+
+    Example:
+      >>> paths = [("layers", "fc", "kernel"), ("layers", "gate"), ("head", "w")]
+      >>> shapes = [(8, 3, 16), (8, 3), (8, 3)]
+      >>> agree_with_siblings(paths, shapes, [(1,), (), ()], [True, False, False])
+      [(1,), (1,), ()]
+    """
+    groups: dict[Path, set[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
+    for path, shape, ax, ok in zip(paths, shapes, axes, trusted, strict=True):
+        if not ok:
+            continue
+        stamp = (tuple(ax), tuple(shape[a] for a in ax))
+        for n in range(1, len(path)):
+            groups.setdefault(path[:n], set()).add(stamp)
+    out = [tuple(a) for a in axes]
+    for i, (path, shape, ok) in enumerate(zip(paths, shapes, trusted, strict=True)):
+        if ok:
+            continue
+        for n in range(len(path) - 1, 0, -1):
+            stamps = groups.get(path[:n])
+            if stamps is None:
+                continue
+            if len(stamps) == 1:
+                (ax, sizes), = stamps
+                if ax and all(a < len(shape) for a in ax) and tuple(shape[a] for a in ax) == sizes:
+                    out[i] = ax
+            break  # the nearest module with evidence decides, agreeing or not
+    return out
 
 
 def slice_axes(shape: tuple[int, ...], piece: tuple[int, ...] | None,
@@ -208,15 +289,24 @@ def nnx_layer_shape(module: Any, kind: str, role: str) -> tuple[int, ...] | None
     return None
 
 
-def nnx_axes(shape: tuple[int, ...], module: Any, kind: str, role: str, fallback: int,
-             meta: tuple[tuple[Any, ...] | None, int | None] | None) -> tuple[int, ...]:
-    """NNX: stacked axes from metadata, else the per-layer shape the module states, else ``fallback`` leading axes."""
-    named = metadata_axes(shape, meta)
-    if named is not None:
-        return named
+def nnx_axes(shape: tuple[int, ...], module: Any, kind: str, role: str, fallback: int, meta: Names | None,
+             learned: Collection[str] = ()) -> tuple[int, ...]:
+    """NNX: stacked axes from the per-layer shape the module states, else metadata, else ``fallback`` leading axes."""
+    return nnx_axes_evidence(shape, module, kind, role, fallback, meta, learned)[0]
+
+
+def nnx_axes_evidence(shape: tuple[int, ...], module: Any, kind: str, role: str, fallback: int, meta: Names | None,
+                      learned: Collection[str] = ()) -> tuple[tuple[int, ...], str]:
+    """``nnx_axes`` and where they come from: ``"shape"`` (the layer's attributes), ``"names"`` (a stacking name or
+    ``param_scan_axis``), ``""`` (nothing told: partition names without a stacking name, or the rank guess)."""
+    named = metadata_axes(shape, meta, learned)
     piece = nnx_layer_shape(module, kind, role)
     if piece is not None:
-        axes = axes_from_slice(tuple(shape), piece)
+        axes = axes_from_slice(tuple(shape), piece, named or None)
         if axes is not None:
-            return axes
-    return tuple(range(fallback))
+            return axes, "shape"
+    if named:
+        return named, "names"
+    if named is not None:
+        return named, ""
+    return tuple(range(fallback)), ""

@@ -174,7 +174,30 @@ def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
             trainable = trainable and isinstance(raw, nnx.Param)
         shape, dtype = _shape_dtype(_unbox(raw) if boxed else raw, strs)
         append(Leaf(keys, strs, shape, dtype, trainable, boxed and is_no_decay(raw), boxed))
+    if _has_module_separators(tree["params"] if variables else tree):
+        leaves = split_module_paths(leaves)
     return leaves, treedef
+
+
+def _has_module_separators(tree: Any) -> bool:
+    """Haiku-style params: a dict whose keys are ``/``-separated module paths (``"mlp/~/linear_0"``)."""
+    return isinstance(tree, Mapping) and any(type(k) is str and "/" in k for k in tree)
+
+
+def split_module_paths(leaves: list[Leaf]) -> list[Leaf]:
+    """Leaves whose path segments hold Haiku module paths (``"mlp/~/linear_0"``) split into one segment per module
+    (``("mlp", "linear_0", "w")``; ``~`` only marks where Haiku made the module). Paths that would then coincide
+    are left as they were.
+
+    Example:
+      >>> leaf = Leaf(("mlp/~/linear_0", "w"), ("mlp/~/linear_0", "w"), (2, 3), "float32", True)
+      >>> split_module_paths([leaf])[0].path
+      ('mlp', 'linear_0', 'w')
+    """
+    paths = [tuple(part for seg in leaf.path for part in seg.split("/") if part not in ("", "~")) for leaf in leaves]
+    if len(set(paths)) != len(paths):
+        return leaves
+    return [leaf._replace(path=path) for leaf, path in zip(leaves, paths, strict=True)]
 
 
 def _flatten_with_path(tree: PyTree, boxes: tuple[type, ...]) -> tuple[list[Path], list[Any], Any]:
@@ -283,6 +306,20 @@ def first_difference(expected: Sequence[Path], got: Sequence[Path]) -> str:
     if len(got) > len(expected):
         return f"unexpected {'.'.join(got[len(expected)])!r} (expected {len(expected)} leaves, got {len(got)})"
     return "same paths, different container types (e.g. dict vs FrozenDict vs nnx.State, or a box added/removed)"
+
+
+def shape_difference(expected: Sequence[Leaf], got: Sequence[Leaf]) -> str | None:
+    """The first trainable leaf (same paths, in order) whose shape differs, described, or ``None``.
+
+    Example:
+      >>> a = [Leaf(("fc", "kernel"), ("fc", "kernel"), (3, 4), "float32", True)]
+      >>> shape_difference(a, [a[0]._replace(shape=(5, 4))])
+      "leaf 'fc.kernel' has shape (5, 4) in `params`, (3, 4) in the model"
+    """
+    for want, have in zip((x for x in expected if x.trainable), (x for x in got if x.trainable), strict=False):
+        if want.shape != have.shape:
+            return f"leaf {'.'.join(have.path)!r} has shape {have.shape} in `params`, {want.shape} in the model"
+    return None
 
 
 def owner_of(path: Path, owners: Mapping[Path, Any]) -> tuple[Path, Any]:

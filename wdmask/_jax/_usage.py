@@ -587,7 +587,8 @@ def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequen
 
 
 def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, ...], sample: Any,
-                 norm_inputs: set[str] | None = None, slots: Mapping[Path, str] | None = None) -> UsageTrace:
+                 norm_inputs: set[str] | None = None, slots: Mapping[Path, str] | None = None,
+                 axis_env: Sequence[tuple[str, int]] = ()) -> UsageTrace:
     """Usage of every leaf of ``params`` in ``forward(params, *rest, arrays)``, traced once with
     ``jax.make_jaxpr`` on abstract params and the ``Sample``'s arrays (a batch of one enlarged to two;
     the sample as given if the model rejects that)."""
@@ -597,9 +598,9 @@ def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, .
 
     abstract_params = abstract(params)
     try:
-        closed = jax.make_jaxpr(forward)(abstract_params, *rest, sample.traced())
+        closed = jax.make_jaxpr(forward, axis_env=list(axis_env))(abstract_params, *rest, sample.traced())
     except Exception:
-        closed = jax.make_jaxpr(forward)(abstract_params, *rest, sample.traced(enlarge=False))
+        closed = jax.make_jaxpr(forward, axis_env=list(axis_env))(abstract_params, *rest, sample.traced(enlarge=False))
     invars = list(closed.jaxpr.invars)
     n_params = len(jax.tree.leaves(abstract_params))
     n_data = len(sample.arrays)
