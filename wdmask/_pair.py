@@ -23,7 +23,7 @@ from wdmask._rules import RuleLike, Rules, as_rules
 from wdmask._types import Decision, ParamInfo, Path
 
 __all__ = ["Comparison", "Difference", "PairError", "compare_inventories", "flax_axes", "natural_key",
-           "order_by_modules", "pair"]
+           "pair"]
 
 ORDER_HINT = ("both inventories must list the same layers in the same call order; describe the Flax side with "
               "the model (linen: and `sample=`) so it follows call order, not sorted pytree keys")
@@ -153,25 +153,6 @@ def natural_key(path: Path) -> tuple[tuple[Any, ...], ...]:
 def _module_key(path: Path) -> str:
     """``layer1.0.downsample.0`` (torch, NNX) and ``layer1_0.downsample_0`` (linen) -> ``layer1_0_downsample_0``."""
     return "_".join(path)
-
-
-def order_by_modules(inventory: Sequence[ParamInfo], modules: Sequence[Path]) -> list[ParamInfo]:
-    """Sort leaves by the position of their owner (longest path prefix) in ``modules``; unknown owners last.
-
-    Example:
-      >>> inv = [ParamInfo(("bn1", "scale"), (4,)), ParamInfo(("conv1", "kernel"), (3, 3, 3, 4))]
-      >>> [str(i) for i in order_by_modules(inv, [(), ("conv1",), ("bn1",)])]
-      ['conv1.kernel', 'bn1.scale']
-    """
-    rank = {m: i for i, m in enumerate(modules)}
-
-    def key(info: ParamInfo) -> tuple[int, tuple[Any, ...]]:
-        for n in range(len(info.path) - 1, -1, -1):
-            if n and info.path[:n] in rank:
-                return rank[info.path[:n]], ()
-        return len(rank), natural_key(info.path)
-
-    return sorted(inventory, key=key)
 
 
 def order_like(flax_inventory: Sequence[ParamInfo], torch_inventory: Sequence[ParamInfo]) -> list[ParamInfo] | None:

@@ -27,7 +27,7 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 from wdmask._errors import check_bool
 from wdmask._kinds import kind_from_name, role_from_name
 from wdmask._types import LAYER_KINDS, SOURCES, ParamInfo
-from wdmask._usage import classify, usage_names
+from wdmask._usage import classify, note_positions, usage_names
 
 if TYPE_CHECKING:
     from wdmask_torch._usage import Trace
@@ -351,7 +351,7 @@ def _best(candidates: list[tuple[str, str, str, str]]) -> tuple[str, str, str, s
 
 
 def iter_params(model: nn.Module, *, include_frozen: bool,
-                feeds: dict[nn.Module, bool | None] | None = None, graph: Trace | None = None,
+                graph: Trace | None = None,
                 ) -> Iterator[tuple[str, nn.Parameter, ParamInfo]]:
     """``(name, tensor, info)`` for each parameter of the unwrapped ``model`` in ``named_parameters()`` order.
 
@@ -423,12 +423,7 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
                     (layer, role), source = found, "graph"
             elif key not in graph.touched:
                 usage = ("unused",)
-        feeds_norm = None
-        if feeds is not None and layer in ("conv", "linear"):
-            for m, _ in mine:
-                if m in feeds:
-                    feeds_norm = feeds[m]
-                    break
+        feeds_norm = None if graph is None else graph.feeds.get(key, False)
         declared = "no_decay" if declared_by.any_of((dotted, *all_names), p) else ""
         info = ParamInfo(tuple(dotted.split(".")), tuple(p.shape), memo.dtype_name(p.dtype), layer, role, 0,
                          feeds_norm, module_type, source, declared, aliases, (), usage)
@@ -453,16 +448,15 @@ def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = 
 
     check_bool(include_frozen, "include_frozen", where=f"wdmask_torch.{fn}: ")
     inner = check_model(model, fn)
-    feeds = graph = None
+    graph = None
     if example_inputs is not None:
         memo = _Memo()
-        kinds = [(m, k[0]) for m in inner.modules() if (k := module_kind(m, memo)) is not None]
-        producers = [m for m, k in kinds if k in ("conv", "linear")
-                     and not isinstance(m, (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase))]
-        norms = [m for m, k in kinds if k.startswith("norm.")]
-        graph = trace(inner, example_inputs, params=list(inner.parameters()), producers=producers, norms=norms)
-        feeds = graph.feeds
-    return list(iter_params(inner, include_frozen=include_frozen, feeds=feeds, graph=graph))
+        norms = [m for m in inner.modules() if (k := module_kind(m, memo)) is not None and k[0].startswith("norm.")]
+        graph = trace(inner, example_inputs, params=list(inner.parameters()), norms=norms)
+    out = list(iter_params(inner, include_frozen=include_frozen, graph=graph))
+    if graph is not None:
+        note_positions(graph.positions, [info.dotted for _, p, info in out if id(p) in graph.guessed])
+    return out
 
 
 def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bool = False) -> list[ParamInfo]:
@@ -485,7 +479,7 @@ def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bo
     Examples:
       >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8))
       >>> [(i.dotted, i.layer, i.role, i.feeds_norm) for i in describe(net, torch.zeros(1, 3, 8, 8))]
-      [('0.weight', 'conv', 'kernel', True), ('1.weight', 'norm.batch', 'scale', None), ('1.bias', 'norm.batch', 'bias', None)]
+      [('0.weight', 'conv', 'kernel', True), ('1.weight', 'norm.batch', 'scale', False), ('1.bias', 'norm.batch', 'bias', False)]
       >>> [(i.dotted, i.source, i.usage) for i in describe(net, torch.zeros(1, 3, 8, 8))][:2]
       [('0.weight', 'graph', ('contract',)), ('1.weight', 'graph', ('norm_scale',))]
     """  # noqa: E501

@@ -1,12 +1,10 @@
-"""``feeds_norm`` in torch: does a conv/linear's output go straight into a norm layer?
+"""The probing forward pass of torch describe: ``run`` one forward under a ``TorchFunctionMode`` tracker.
 
-One forward pass on example inputs. Forward hooks tag each conv/linear output with a record of
-that call; a ``TorchFunctionMode`` passes a tag on only through view-like ops (``view``,
-``reshape``, ``permute``, ...); a norm's forward pre-hook marks the record as *reached* when
-its input is tagged; any other use of a tagged tensor (``relu``, ``add``, indexing, being
-returned from the model, an in-place change seen through ``_version``) marks it *escaped*. A
-module feeds a norm when every call's output reached a norm and none escaped; a module that
-never ran is unknown (``None``).
+``run`` runs the model in eval mode under ``torch.no_grad()`` with the tracker (the usage and feeds_norm mode of
+``_usage``); nothing observable changes (modes, parameters, buffers, RNG states: see ``wdmask_torch._snapshot``)
+and every hook is removed afterwards, also when the forward pass raises. Norm modules get a
+forward pre-hook: a followed producer output entering one has *reached* a norm (what that means is decided
+in ``wdmask._usage.feeds_step``); ops inside a norm module are not consumers of its input.
 """
 
 from __future__ import annotations
@@ -56,7 +54,7 @@ def _op_name(func: Callable[..., Any]) -> str:
 
 
 class _Tracker(TorchFunctionMode):
-    """Propagates tags through view-like ops; marks any other use of a tagged tensor as an escape."""
+    """Tags of followed producer outputs (``tag``/``lookup``); subclasses decide what each op does with them."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,24 +79,6 @@ class _Tracker(TorchFunctionMode):
             if found is not None:
                 found[0].escaped = True
 
-    def __torch_function__(self, func: Callable[..., Any], types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        if self.in_norm:
-            return func(*args, **kwargs)
-        name = _op_name(func)
-        if name in NEUTRAL_OPS:
-            return func(*args, **kwargs)
-        source = self.lookup(args[0]) if args else None
-        others = (args[1:], kwargs)
-        result = func(*args, **kwargs)
-        if source is not None and name in VIEW_OPS and source[1] and not any(
-            self.lookup(leaf) for leaf in pytree.tree_leaves(others)
-        ):
-            self.tag(result, source[0])
-            return result
-        self.escape_all((args, kwargs))
-        return result
-
 
 def _split(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if isinstance(example_inputs, tuple):
@@ -118,31 +98,6 @@ def _eager(model: nn.Module) -> Iterator[None]:
             yield
     else:
         yield
-
-
-def detect_feeds_norm(model: nn.Module, example_inputs: Any, *, producers: Sequence[nn.Module],
-                      norms: Sequence[nn.Module]) -> dict[nn.Module, bool | None]:
-    """Run ``model`` once on ``example_inputs`` and say, per producer module, whether it feeds a norm.
-
-    The model runs in eval mode under ``torch.no_grad()``; nothing observable changes (modes, parameters,
-    buffers, RNG states: see ``wdmask_torch._snapshot``) and every hook is removed afterwards, also when
-    the forward pass raises.
-    ``wdmask_torch.describe`` runs the same pass with usage tracing added (``_usage.trace``).
-
-    Args:
-      model: The unwrapped module to run.
-      example_inputs: A tuple (positional arguments), a dict (keyword arguments) or one argument.
-      producers: Conv/linear modules whose outputs are followed.
-      norms: Norm modules whose inputs count as reached.
-    Returns:
-      ``{producer: True | False | None}``; ``None`` for a producer that never ran.
-    Examples:
-      >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.LayerNorm(4))
-      >>> list(detect_feeds_norm(net, torch.zeros(2, 4), producers=[net[0]], norms=[net[2]]).values())
-      [False]
-    """
-    tracker = _Tracker()
-    return run(model, example_inputs, tracker, producers=producers, norms=norms)
 
 
 def run(model: nn.Module, example_inputs: Any, tracker: _Tracker, *, producers: Sequence[nn.Module],
@@ -188,7 +143,7 @@ def run(model: nn.Module, example_inputs: Any, tracker: _Tracker, *, producers: 
                 handles.append(m.register_forward_hook(on_output))
             for m in mha if producer_set else ():
                 handles.append(m.register_forward_hook(on_mha))
-            for m in dict.fromkeys(norms) if producer_set else ():
+            for m in dict.fromkeys(norms):
                 handles.append(m.register_forward_pre_hook(before_norm, with_kwargs=True))
                 handles.append(m.register_forward_hook(after_norm, always_call=True))
             # Out of the caller's inference mode: the tags read `_version`, which inference tensors lack.

@@ -58,7 +58,8 @@ def test_trace_usage_plain_function():
 
 def test_trace_usage_is_abstract():
     big = {"w": jax.ShapeDtypeStruct((50_000, 50_000), jnp.float32)}  # 10 GB if materialized
-    assert usage(lambda p: jnp.ones((2, 50_000)) @ p["w"], big) == {"w": ["contract"]}
+    x = jnp.ones((2, 50_000))  # an input (closed over), not a constant built inside the trace
+    assert usage(lambda p: x @ p["w"], big) == {"w": ["contract"]}
 
 
 def test_token_fed_to_dense_is_activation_kernel_is_contract():
@@ -327,3 +328,52 @@ def test_nnx_feeds_norm_matches_torch_resnet():
         k: not k.startswith("fc.") for k, i in inv.items() if i.layer in ("conv", "linear")}
     assert wdmask.compare(t, f, presets.standard_scale_invariant, sample=x,
                           example_inputs=torch.zeros(2, 3, 16, 16)) == []
+
+
+# --- one resolver (issues 22, 23): the torch twins are in tests/torch/test_usage.py ------------------------
+
+
+def test_reparametrized_kernel_and_threshold_agree_with_torch():
+    params = {"w": jnp.ones((D, D)), "tau": jnp.ones(D)}
+    assert usage(lambda p: jnp.maximum(X @ jnp.exp(p["w"]), p["tau"]), params) == {"tau": ["add"], "w": ["contract"]}
+
+
+def test_multiply_then_sum_over_the_parameter_axis_is_a_contraction():
+    x = jnp.ones((B, T, 3, D))  # (batch, time, window, features): RecurrentGemma's Conv1D
+    params = {"w": jnp.ones((3, D)), "g": jnp.ones(D)}
+    assert usage(lambda p: (x * p["w"]).sum(2) * p["g"], params) == {"g": ["mul"], "w": ["contract"]}
+
+
+class PositionsAsInput(nn.Module):  # Transformers-style Flax: position_ids computed by the caller
+    @nn.compact
+    def __call__(self, ids, position_ids):
+        return nn.Embed(50, D, name="wte")(ids) + nn.Embed(16, D, name="wpe")(position_ids)
+
+
+def test_position_ids_passed_as_an_input_are_positions():
+    ids = jnp.array([[3, 9, 4, 1], [7, 7, 2, 0]])
+    positions = jnp.arange(4)[None] + jnp.array([[0], [2]])
+    with pytest.warns(UserWarning, match=r"sample array 1 as position ids"):
+        inv = by_path(PositionsAsInput(), (ids, positions))
+    assert {k: (i.role, i.usage) for k, i in inv.items()} == {
+        "wte.embedding": ("embedding", ("gather_data",)), "wpe.embedding": ("position", ("gather_pos",))}
+
+
+def test_abstract_integer_inputs_make_the_table_reading_a_guess():
+    ids = jax.ShapeDtypeStruct((2, 4), jnp.int32)
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"wpe\.embedding.*abstract integer input"):
+        by_path(PositionsAsInput(), (ids, ids))
+
+
+class MapHead(nn.Module):  # big_vision's MAP head: a learned probe queried against the tokens
+    @nn.compact
+    def __call__(self, x):
+        probe = self.param("probe", nn.initializers.zeros, (1, 1, D))
+        probe = jnp.tile(probe, [x.shape[0], 1, 1])
+        return nn.MultiHeadDotProductAttention(num_heads=2)(probe, x)
+
+
+def test_batch_of_one_gives_the_answers_of_a_batch_of_two():
+    one, two = by_path(MapHead(), jnp.ones((1, T, D))), by_path(MapHead(), jnp.ones((2, T, D)))
+    assert {k: (i.role, i.usage) for k, i in one.items()} == {k: (i.role, i.usage) for k, i in two.items()}
+    assert (one["probe"].role, one["probe"].usage) == ("token", ("concat",))

@@ -113,7 +113,7 @@ def test_torch_compile_wrapper() -> None:
     nested = nn.Sequential(torch.compile(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))))
     inv = wdmask_torch.describe(nested, torch.zeros(1, 3, 6, 6))  # runs eagerly (set_stance force_eager)
     assert [(i.dotted, i.feeds_norm) for i in inv] == [("0.0.weight", True), ("0.0.bias", True),
-                                                       ("0.1.weight", None), ("0.1.bias", None)]
+                                                       ("0.1.weight", False), ("0.1.bias", False)]
 
 
 def test_data_parallel_prefix_stripped_but_a_real_module_attribute_kept() -> None:

@@ -15,57 +15,57 @@ from tests.torch import models as tm
 # path: (layer, role, decayed by presets.standard, feeds_norm with example inputs)
 BASIC_RESNET = {
     "conv1.weight": ("conv", "kernel", 1, True),
-    "bn1.weight": ("norm.batch", "scale", 0, None),
-    "bn1.bias": ("norm.batch", "bias", 0, None),
+    "bn1.weight": ("norm.batch", "scale", 0, False),
+    "bn1.bias": ("norm.batch", "bias", 0, False),
     "layer1.0.conv1.weight": ("conv", "kernel", 1, True),
-    "layer1.0.bn1.weight": ("norm.batch", "scale", 0, None),
-    "layer1.0.bn1.bias": ("norm.batch", "bias", 0, None),
+    "layer1.0.bn1.weight": ("norm.batch", "scale", 0, False),
+    "layer1.0.bn1.bias": ("norm.batch", "bias", 0, False),
     "layer1.0.conv2.weight": ("conv", "kernel", 1, True),
-    "layer1.0.bn2.weight": ("norm.batch", "scale", 0, None),
-    "layer1.0.bn2.bias": ("norm.batch", "bias", 0, None),
+    "layer1.0.bn2.weight": ("norm.batch", "scale", 0, False),
+    "layer1.0.bn2.bias": ("norm.batch", "bias", 0, False),
     "layer2.0.conv1.weight": ("conv", "kernel", 1, True),
-    "layer2.0.bn1.weight": ("norm.batch", "scale", 0, None),
-    "layer2.0.bn1.bias": ("norm.batch", "bias", 0, None),
+    "layer2.0.bn1.weight": ("norm.batch", "scale", 0, False),
+    "layer2.0.bn1.bias": ("norm.batch", "bias", 0, False),
     "layer2.0.conv2.weight": ("conv", "kernel", 1, True),
-    "layer2.0.bn2.weight": ("norm.batch", "scale", 0, None),
-    "layer2.0.bn2.bias": ("norm.batch", "bias", 0, None),
+    "layer2.0.bn2.weight": ("norm.batch", "scale", 0, False),
+    "layer2.0.bn2.bias": ("norm.batch", "bias", 0, False),
     "layer2.0.downsample.0.weight": ("conv", "kernel", 1, True),
-    "layer2.0.downsample.1.weight": ("norm.batch", "scale", 0, None),
-    "layer2.0.downsample.1.bias": ("norm.batch", "bias", 0, None),
+    "layer2.0.downsample.1.weight": ("norm.batch", "scale", 0, False),
+    "layer2.0.downsample.1.bias": ("norm.batch", "bias", 0, False),
     "fc.weight": ("linear", "kernel", 1, False),
     "fc.bias": ("linear", "bias", 0, False),
 }
 _BOTTLENECK_BLOCK = {
     "conv1.weight": ("conv", "kernel", 1, True),
-    "bn1.weight": ("norm.batch", "scale", 0, None),
-    "bn1.bias": ("norm.batch", "bias", 0, None),
+    "bn1.weight": ("norm.batch", "scale", 0, False),
+    "bn1.bias": ("norm.batch", "bias", 0, False),
     "conv2.weight": ("conv", "kernel", 1, True),
-    "bn2.weight": ("norm.batch", "scale", 0, None),
-    "bn2.bias": ("norm.batch", "bias", 0, None),
+    "bn2.weight": ("norm.batch", "scale", 0, False),
+    "bn2.bias": ("norm.batch", "bias", 0, False),
     "conv3.weight": ("conv", "kernel", 1, True),
-    "bn3.weight": ("norm.batch", "scale", 0, None),
-    "bn3.bias": ("norm.batch", "bias", 0, None),
+    "bn3.weight": ("norm.batch", "scale", 0, False),
+    "bn3.bias": ("norm.batch", "bias", 0, False),
     "downsample.0.weight": ("conv", "kernel", 1, True),
-    "downsample.1.weight": ("norm.batch", "scale", 0, None),
-    "downsample.1.bias": ("norm.batch", "bias", 0, None),
+    "downsample.1.weight": ("norm.batch", "scale", 0, False),
+    "downsample.1.bias": ("norm.batch", "bias", 0, False),
 }
 BOTTLENECK_RESNET = {
     "conv1.weight": ("conv", "kernel", 1, True),
-    "bn1.weight": ("norm.batch", "scale", 0, None),
-    "bn1.bias": ("norm.batch", "bias", 0, None),
+    "bn1.weight": ("norm.batch", "scale", 0, False),
+    "bn1.bias": ("norm.batch", "bias", 0, False),
     **{f"layer1.0.{k}": v for k, v in _BOTTLENECK_BLOCK.items()},
     **{f"layer2.0.{k}": v for k, v in _BOTTLENECK_BLOCK.items()},
     "fc.weight": ("linear", "kernel", 1, False),
     "fc.bias": ("linear", "bias", 0, False),
 }
 _TRANSFORMER_BLOCK = {
-    "ln1.weight": ("norm.layer", "scale", 0, None),
-    "ln1.bias": ("norm.layer", "bias", 0, None),
-    "attn.in_proj_weight": ("linear", "kernel", 1, None),  # MHA internals: never observed
-    "attn.in_proj_bias": ("linear", "bias", 0, None),
+    "ln1.weight": ("norm.layer", "scale", 0, False),
+    "ln1.bias": ("norm.layer", "bias", 0, False),
+    "attn.in_proj_weight": ("linear", "kernel", 1, False),  # MHA internals: the output is out_proj's
+    "attn.in_proj_bias": ("linear", "bias", 0, False),
     "attn.out_proj.weight": ("linear", "kernel", 1, False),  # -> residual add
     "attn.out_proj.bias": ("linear", "bias", 0, False),
-    "norm2.weight": ("norm.rms", "scale", 0, None),
+    "norm2.weight": ("norm.rms", "scale", 0, False),
     "fc1.weight": ("linear", "kernel", 1, False),  # -> gelu
     "fc1.bias": ("linear", "bias", 0, False),
     "fc2.weight": ("linear", "kernel", 1, False),
@@ -74,19 +74,19 @@ _TRANSFORMER_BLOCK = {
 TRANSFORMER = {
     # a loose parameter of the root module comes first; the traced pass sees a (1, L, D) table sliced and added
     # whole to the activations: a position table, not decayed (without a graph it is unclassified: see below)
-    "pos": ("other", "position", 0, None),
-    "tok.weight": ("embedding", "embedding", 1, None),  # tied to head.weight, which is not listed again
+    "pos": ("other", "position", 0, False),
+    "tok.weight": ("embedding", "embedding", 1, False),  # tied to head.weight, which is not listed again
     **{f"blocks.0.{k}": v for k, v in _TRANSFORMER_BLOCK.items()},
     **{f"blocks.1.{k}": v for k, v in _TRANSFORMER_BLOCK.items()},
-    "ln_f.weight": ("norm.layer", "scale", 0, None),
-    "ln_f.bias": ("norm.layer", "bias", 0, None),
+    "ln_f.weight": ("norm.layer", "scale", 0, False),
+    "ln_f.bias": ("norm.layer", "bias", 0, False),
 }
 _CONVNEXT_BLOCK = {
-    "gamma": ("other", "gain", 0, None),  # layer scale: not decayed by `standard` (nor by timm: 1-D)
+    "gamma": ("other", "gain", 0, False),  # layer scale: not decayed by `standard` (nor by timm: 1-D)
     "dwconv.weight": ("conv", "kernel", 1, True),  # -> permute -> LayerNorm
     "dwconv.bias": ("conv", "bias", 0, True),
-    "norm.weight": ("norm.layer", "scale", 0, None),
-    "norm.bias": ("norm.layer", "bias", 0, None),
+    "norm.weight": ("norm.layer", "scale", 0, False),
+    "norm.bias": ("norm.layer", "bias", 0, False),
     "pwconv1.weight": ("linear", "kernel", 1, False),
     "pwconv1.bias": ("linear", "bias", 0, False),
     "pwconv2.weight": ("linear", "kernel", 1, False),
@@ -95,11 +95,11 @@ _CONVNEXT_BLOCK = {
 CONVNEXT = {
     "stem.0.weight": ("conv", "kernel", 1, True),  # -> custom LayerNorm2d
     "stem.0.bias": ("conv", "bias", 0, True),
-    "stem.1.weight": ("norm.layer", "scale", 0, None),
-    "stem.1.bias": ("norm.layer", "bias", 0, None),
+    "stem.1.weight": ("norm.layer", "scale", 0, False),
+    "stem.1.bias": ("norm.layer", "bias", 0, False),
     **{f"stage1.{k}": v for k, v in _CONVNEXT_BLOCK.items()},
-    "down.0.weight": ("norm.layer", "scale", 0, None),
-    "down.0.bias": ("norm.layer", "bias", 0, None),
+    "down.0.weight": ("norm.layer", "scale", 0, False),
+    "down.0.bias": ("norm.layer", "bias", 0, False),
     "down.1.weight": ("conv", "kernel", 1, False),  # -> dwconv and the residual
     "down.1.bias": ("conv", "bias", 0, False),
     **{f"stage2.{k}": v for k, v in _CONVNEXT_BLOCK.items()},
@@ -255,7 +255,7 @@ def test_lazy_modules() -> None:
         wdmask_torch.describe(net)
     inv = wdmask_torch.describe(net, torch.zeros(1, 3, 5, 5))  # the probing forward initializes them
     assert [(i.dotted, i.layer, i.shape, i.feeds_norm) for i in inv][:3] == [
-        ("0.weight", "conv", (4, 3, 3, 3), True), ("0.bias", "conv", (4,), True), ("1.weight", "norm.batch", (4,), None)]
+        ("0.weight", "conv", (4, 3, 3, 3), True), ("0.bias", "conv", (4,), True), ("1.weight", "norm.batch", (4,), False)]
 
 
 def test_meta_device_model() -> None:

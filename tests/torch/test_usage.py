@@ -323,8 +323,8 @@ FAMILIES = {
         "frn.weight": ("norm.layer", "scale", False),
         "frn.bias": ("norm.layer", "bias", False),
         "frn.tau": ("norm.layer", "bias", False),  # a learned threshold: a shift
-        "frn4.g": ("other", "gain", False),  # 4-D parameters: not trusted as a norm by name; usage still says
-        "frn4.b": ("other", "bias", False),
+        "frn4.g": ("norm.layer", "scale", False),  # 4-D, unknown names: the graph sees x * rsqrt(mean(x^2))
+        "frn4.b": ("norm.layer", "bias", False),  # (a hand-written normalization), as JAX does
         "frn4.t": ("other", "bias", False),
         "ln.weight": ("norm.layer", "scale", False),
         "ln.bias": ("norm.layer", "bias", False),
@@ -390,7 +390,7 @@ FAMILIES = {
     "moe": (MoE, torch.zeros(4, D), {
         "w_in": ("linear", "kernel", True),  # bmm
         "w_out": ("linear", "kernel", True),  # einsum over f
-        "gate_up": ("linear", "kernel", True),  # gathered by the routed expert, then F.linear
+        "gate_up": ("linear", "kernel", True),  # rows picked by the routed expert, then F.linear: contracted
         "router.weight": ("linear", "kernel", True),
     }),
     "clip": (ClipLike, (torch.zeros(2, D), torch.zeros(3, D)), {
@@ -546,3 +546,82 @@ def test_einsum_elementwise_product_is_a_gain_not_a_kernel() -> None:
 
     roles = {i.dotted: i.role for i in wdmask_torch.describe(Scaled(), example_inputs=torch.zeros(2, D))}
     assert roles == {"scale": "gain", "proj": "kernel"}
+
+
+# --------------------------------------------------------------------------- one resolver (issues 22, 23)
+
+
+def _graph(model: nn.Module, inputs: object) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {i.dotted: (i.layer, i.role, i.usage) for i in wdmask_torch.describe(model, example_inputs=inputs)}
+
+
+def test_reparametrized_kernel_and_threshold_agree_with_jax() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(D, D))
+            self.tau = nn.Parameter(torch.zeros(D))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.maximum(F.linear(x, torch.exp(self.w)), self.tau)
+
+    # exp(w) is still the linear map applied to x; tau is a learned threshold: a shift (the JAX twin says the same)
+    assert _graph(Net(), SEQ) == {"w": ("linear", "kernel", ("contract",)), "tau": ("other", "bias", ("add",))}
+
+
+def test_multiply_then_sum_over_the_parameter_axis_is_a_contraction() -> None:
+    class Conv1DLike(nn.Module):  # RecurrentGemma's Conv1D: (x * w).sum(window axis)
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(3, D))
+            self.g = nn.Parameter(torch.zeros(D))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, window, D)
+            return (x * self.w).sum(2) * self.g
+
+    got = _graph(Conv1DLike(), torch.zeros(2, 5, 3, D))
+    assert got == {"w": ("linear", "kernel", ("contract",)), "g": ("other", "gain", ("mul",))}
+
+
+class _PositionsAsInput(nn.Module):  # HF-style: position_ids computed by the caller and passed in
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(50, D)
+        self.wpe = nn.Embedding(16, D)
+
+    def forward(self, ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.wte(ids) + self.wpe(position_ids)
+
+
+def test_position_ids_passed_as_an_input_are_positions() -> None:
+    ids = torch.tensor([[3, 9, 4, 1], [7, 7, 2, 0]])
+    positions = torch.arange(4).expand(2, 4) + torch.tensor([[0], [2]])  # per-row offsets (left padding)
+    with pytest.warns(UserWarning, match=r"example_inputs\['position_ids'\] as position ids"):
+        inv = wdmask_torch.describe(_PositionsAsInput(), example_inputs={"ids": ids, "position_ids": positions})
+    got = {i.dotted: (i.role, i.usage) for i in inv}
+    assert got == {"wte.weight": ("embedding", ("gather_data",)), "wpe.weight": ("position", ("gather_pos",))}
+
+
+def test_abstract_integer_inputs_make_the_table_reading_a_guess() -> None:
+    model = _PositionsAsInput().to("meta")
+    ids = torch.zeros(2, 4, dtype=torch.long, device="meta")
+    with pytest.warns(wdmask.UnclassifiedWarning, match=r"wpe\.weight.*abstract integer input"):
+        wdmask_torch.describe(model, example_inputs=(ids, ids))
+
+
+def test_batch_of_one_gives_the_answers_of_a_batch_of_two() -> None:
+    class MapHead(nn.Module):  # big_vision's MAP head: a learned probe queried against the tokens
+        def __init__(self) -> None:
+            super().__init__()
+            self.probe = nn.Parameter(torch.zeros(1, 1, D))
+            self.mha = nn.MultiheadAttention(D, 2, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            probe = self.probe.expand(x.shape[0], -1, -1)
+            return self.mha(probe, x, x, need_weights=False)[0]
+
+    one, two = _graph(MapHead(), torch.zeros(1, 5, D)), _graph(MapHead(), torch.zeros(2, 5, D))
+    assert one == two
+    assert one["probe"] == ("other", "token", ("concat",))

@@ -36,8 +36,7 @@ from wdmask._jax._linen import describe_linen_traced
 from wdmask._jax._nnx import describe_nnx_traced
 from wdmask._jax._plain import describe_tree
 from wdmask._jax._stacks import refine_from_metadata
-from wdmask._jax._tree import Leaf, PyTree, flatten
-from wdmask._pair import order_by_modules
+from wdmask._jax._tree import Leaf, PyTree, flatten, in_call_order
 from wdmask._types import ParamInfo
 
 TORCH_MODULE_MSG = ("wdmask.{fn}: `{arg}` is a torch module ({name}); wdmask.{fn} works on Flax/JAX params and "
@@ -134,10 +133,10 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
         return describe_equinox(params_or_model, params, sample=sample, sample_kwargs=sample_kwargs)
     if _is_linen(params_or_model):
         inventory, order = describe_linen_traced(params_or_model, sample, params, sample_kwargs=sample_kwargs)
-        return order_by_modules(inventory, order) if order else inventory
+        return in_call_order(inventory, order) if order else inventory
     if _is_nnx(params_or_model):
         inventory, nnx_order = describe_nnx_traced(params_or_model, params, sample, sample_kwargs=sample_kwargs)
-        return order_by_modules(inventory, nnx_order) if nnx_order else inventory
+        return in_call_order(inventory, nnx_order) if nnx_order else inventory
     if params is not None:
         raise TypeError("describe(): `params=` only goes with a model; pass the params pytree as the first argument")
     if sample is not None or sample_kwargs:

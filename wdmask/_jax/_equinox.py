@@ -170,8 +170,10 @@ def _walk(model: Any) -> tuple[dict[Path, Any], list[tuple[Path, Any]]]:
 
 
 
-def _trace(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None = None) -> dict[Path, Any]:
-    """Usages of ``model(*sample, **sample_kwargs)`` from one abstract trace (``wdmask._jax._usage.trace_usage``).
+def _trace(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None = None,
+           slots: Mapping[Path, str] | None = None) -> Any:
+    """Usages and feeds_norm of ``model(*sample, **sample_kwargs)`` from one abstract trace
+    (``wdmask._jax._usage.trace_sample``; no norm input is tagged here, so feeds_norm is never True).
 
     Raises:
       MaskError: the model's own call fails on the sample (the model's error is the ``__cause__``).
@@ -179,23 +181,23 @@ def _trace(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None = No
     import jax
 
     from wdmask._jax._sample import Sample
-    from wdmask._jax._usage import trace_usage
+    from wdmask._jax._usage import trace_sample
 
     eqx = _eqx()
     params, static = eqx.partition(model, is_param)
     s = Sample.of(sample, sample_kwargs)
 
-    def forward(p: PyTree) -> Any:
-        return s.call(eqx.combine(p, static), s.arrays)
+    def forward(p: PyTree, arrays: Any) -> Any:
+        return s.call(eqx.combine(p, static), arrays)
 
     try:
-        return trace_usage(forward, params)
+        return trace_sample(forward, params, (), s, slots=slots)
     except Exception as error:  # the model's own call failing on the sample is the model's error, named as such
         from wdmask._jax._fallback import model_failed
         from wdmask._jax._usage import abstract
 
         try:
-            jax.eval_shape(forward, abstract(params))
+            jax.eval_shape(forward, abstract(params), abstract(s.arrays))
         except Exception as own:
             raise model_failed(model, f"{type(model).__name__}(*sample, **sample_kwargs)", own) from own
         raise error
@@ -238,21 +240,29 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
         shapes = {leaf.path: (leaf.shape, leaf.dtype) for leaf in got_leaves}
     else:
         shapes = {p: (tuple(int(d) for d in x.shape), str(x.dtype)) for p, x in model_leaves}
-    if uses is None and (sample is not None or sample_kwargs):
-        uses = _trace(model, sample, sample_kwargs)
-    out = []
+    classes = {}  # path -> (owner module, kind, role, base): what the classes say, before the trace
     for path, _ in model_leaves:
         owner_path, module = owner_of(path, owners)
         if any(path[:len(s)] == s for s in state_paths):
             continue  # initial state of a stateful layer (eqx.nn.State), not a parameter
-        shape, dtype = shapes[path]
         kind, base = _kind(type(module))
         name = path[len(owner_path)] if len(path) > len(owner_path) else ""
         role = _EQX_ROLES.get(base, {}).get(name) or role_from_name(kind, name, owner_path[-1] if owner_path else "")
+        classes[path] = (module, kind, role, base)
+    feeds: Mapping[Path, bool] | None = None
+    if uses is None and (sample is not None or sample_kwargs):
+        slots = {path: role for path, (_, kind, role, base) in classes.items()
+                 if base and kind in ("conv", "linear") and role in ("kernel", "bias")}
+        traced = _trace(model, sample, sample_kwargs, slots)
+        uses, feeds = traced.usage, traced.feeds_norm
+    out = []
+    for path, (module, kind, role, base) in classes.items():
+        shape, dtype = shapes[path]
         ndim = _layer_ndim(base, kind, role, module)
         stacked = len(shape) - ndim if ndim is not None and len(shape) > ndim else 0
         source = "type" if base else "name" if kind != "other" else "shape"
-        info = ParamInfo(path, shape, dtype, kind, role, stacked, None, module_type(type(module)), source)
+        info = ParamInfo(path, shape, dtype, kind, role, stacked, None if feeds is None else feeds.get(path, False),
+                         module_type(type(module)), source)
         if uses is not None:
             info = with_usage(info, uses.get(path, ()))
         out.append(info)

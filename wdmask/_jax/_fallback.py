@@ -162,8 +162,7 @@ def tagging_bridged(bridges: dict[Path, Any], tables: dict[Path, dict[Path, Any]
                 return inner(self, *a, **k)
             if kind.startswith("norm.") and a:
                 a = (tagger.tag_input(path, a[0]), *a[1:])
-            out = inner(self, *a, **k)
-            return tagger.tag_output(path, out) if kind in ("conv", "linear") else out
+            return inner(self, *a, **k)
 
         return recorded
 
@@ -245,9 +244,7 @@ def refine_bridged(inventory: list[ParamInfo], model: Any, trace: Any) -> list[P
             continue
         kind = kind_from_class(type(module), NNX_KINDS, "flax.nnx")
         role = role_from_name(kind, rel[-1], owner_path[-1] if owner_path else "")
-        feeds = None if kind in ("conv", "linear") else info.feeds_norm
-        if kind in ("conv", "linear") and trace.feeds_norm is not None and root in (trace.tagged_bridges or ()):
-            feeds = trace.feeds_norm.get((*root, *owner_path), False)
+        feeds = info.feeds_norm if root in (trace.tagged_bridges or ()) else None  # its norms seen in the trace
         new = dataclasses.replace(info, layer=kind, role=role, module_type=module_type_name(type(module)),
                                   source="type", feeds_norm=feeds)
         out.append(with_usage(new, usage.get(info.path)) if usage is not None else new)

@@ -1,25 +1,9 @@
-r"""``feeds_norm`` for linen and NNX: does a conv/dense output go straight into a norm layer?
+r"""Jaxpr helpers shared by the usage walk, and the norm-input tags the interceptors put in the trace.
 
-While the forward pass is traced once with ``jax.make_jaxpr`` (linen: ``model.apply`` under an
-``nn.intercept_methods`` interceptor; NNX: the merged module with each class's ``__call__`` patched
-for the trace -- the same trace gives roles from usage, see ``_usage``), every
-conv/dense ``__call__`` output and every norm ``__call__`` input is wrapped in
-``jax.ad_checkpoint.checkpoint_name`` tags (identity ops that survive in the jaxpr as ``name``
-equations). The jaxpr is then walked forward from each output tag:
-
-* through shape-only ops (``reshape``, ``transpose``, ``convert_element_type``, ``squeeze``,
-  ``expand_dims``, ``broadcast_in_dim``, ``copy``, other tags),
-* into and out of sub-jaxprs (``jit``/``pjit``, ``remat``/``checkpoint``, ``scan``,
-  ``custom_jvp_call``, ``custom_vjp_call``, ``cond`` branches, ``closed_call``),
-
-and the producer *feeds a norm* iff at least one use reaches a norm-input tag and **every** use
-does. Any other use (``relu``, ``add`` of a residual, being a model output, a ``while`` loop) is an
-escape, so ``conv -> relu -> bn`` and an output used twice are ``False``; a producer whose output
-is never used is ``False``. A module called several times must feed a norm on every call.
-
-Not covered (reported ``False``, the conservative answer): values that pass through a ``while``
-loop or through a scan's carry into a norm *outside* the loop; norms implemented without a norm
-module (hand-written ``x - mean`` in a user ``__call__`` whose class name does not say ``norm``).
+``feeds_norm`` itself is decided in ``wdmask._usage`` (``feeds_step``/``feeds_verdict``) from the same walk
+that gives usage (``wdmask._jax._usage``): the producer's output is followed through shape-only ops and its
+own bias; the input of a norm module (tagged here with ``jax.ad_checkpoint.checkpoint_name``, an identity
+op that survives as a ``name`` equation) is *reached*; anything else *escapes*.
 """
 
 from __future__ import annotations
@@ -31,19 +15,14 @@ from typing import Any
 
 from wdmask._types import Path
 
-# Ops that only move or re-type values: a tagged value passing through them is still "the output".
-PASS_THROUGH = frozenset({
-    "reshape", "transpose", "convert_element_type", "squeeze", "expand_dims", "broadcast_in_dim", "copy", "copy_p",
-})
-_OUT, _IN = "wdmask_out", "wdmask_in"
+_IN = "wdmask_in"
 _ids = itertools.count()
 
 
 class Tagger:
-    """Hands out ``checkpoint_name`` tags during a trace and analyses the traced jaxpr."""
+    """Hands out ``checkpoint_name`` tags for norm inputs during a trace."""
 
     def __init__(self) -> None:
-        self.outputs: dict[str, Path] = {}
         self.inputs: set[str] = set()
         self.prefix = f"{next(_ids)}"
 
@@ -53,16 +32,8 @@ class Tagger:
 
         if not isinstance(x, jax.Array):
             return None
-        tag = f"{kind}:{self.prefix}:{len(self.outputs) + len(self.inputs)}"
+        tag = f"{kind}:{self.prefix}:{len(self.inputs)}"
         return tag, checkpoint_name(x, tag)
-
-    def tag_output(self, path: Path, out: Any) -> Any:
-        """Tag a conv/dense output (non-array outputs are left alone: their producer is never True)."""
-        tagged = self._tag(_OUT, out)
-        if tagged is None:
-            return out
-        self.outputs[tagged[0]] = path
-        return tagged[1]
 
     def tag_input(self, path: Path, x: Any) -> Any:
         """Tag a norm input."""
@@ -71,10 +42,6 @@ class Tagger:
             return x
         self.inputs.add(tagged[0])
         return tagged[1]
-
-    def analyze(self, closed_jaxpr: Any) -> dict[Path, bool]:
-        """Per producer path: True iff every traced call's output reaches only norm inputs."""
-        return analyze(closed_jaxpr, self.outputs, self.inputs)
 
 
 def subjaxprs(eqn: Any) -> Iterator[Any]:
@@ -106,76 +73,6 @@ class UseLists:
                             listed.append(eqn)
             self._uses[id(jaxpr)] = table
         return table.get(id(var), [])
-
-
-def analyze(closed_jaxpr: Any, outputs: dict[str, Path], inputs: set[str]) -> dict[Path, bool]:
-    """Walk ``closed_jaxpr`` from each output tag; see the module docstring for the rule."""
-    graph = UseLists()
-    verdicts: dict[Path, bool] = {}
-
-    def follow(var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any, int], ...], seen: set[int]) -> tuple[bool, bool]:
-        """(reached a norm input, escaped) for all uses of ``var`` in ``jaxpr``."""
-        if id(var) in seen:
-            return False, False
-        seen.add(id(var))
-        reached = escaped = False
-
-        def merge(result: tuple[bool, bool]) -> None:
-            nonlocal reached, escaped
-            reached, escaped = reached or result[0], escaped or result[1]
-
-        for i, out in enumerate(jaxpr.outvars):
-            if out is not var:
-                continue
-            if not chain:
-                escaped = True  # a result of the traced function
-                continue
-            parent, eqn, _ = chain[-1]
-            if i < len(eqn.outvars):
-                merge(follow(eqn.outvars[i], parent, chain[:-1], seen))
-            else:  # pragma: no cover - defensive
-                escaped = True
-        for eqn in graph.uses(jaxpr, var):
-            name = eqn.primitive.name
-            if name == "name":
-                tag = eqn.params.get("name")
-                if tag in inputs:
-                    reached = True
-                else:
-                    merge(follow(eqn.outvars[0], jaxpr, chain, seen))
-            elif name in PASS_THROUGH and eqn.invars and eqn.invars[0] is var:
-                merge(follow(eqn.outvars[0], jaxpr, chain, seen))
-            elif name == "while":
-                escaped = True
-            else:
-                subs = list(subjaxprs(eqn))
-                if not subs:
-                    escaped = True
-                    continue
-                for sub in subs:
-                    offset = len(eqn.invars) - len(sub.invars)  # 0 for jit/remat/scan, 1 for cond's index
-                    if offset not in (0, 1):
-                        escaped = True
-                        continue
-                    for k, v in enumerate(eqn.invars):
-                        if v is var:
-                            if k - offset < 0:
-                                escaped = True  # used as cond's predicate/index
-                                continue
-                            merge(follow(sub.invars[k - offset], sub, (*chain, (jaxpr, eqn, k)), seen))
-        return reached, escaped
-
-    def visit(jaxpr: Any, chain: tuple[tuple[Any, Any, int], ...]) -> None:
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "name" and eqn.params.get("name") in outputs:
-                path = outputs[eqn.params["name"]]
-                reached, escaped = follow(eqn.outvars[0], jaxpr, chain, set())
-                verdicts[path] = verdicts.get(path, True) and reached and not escaped
-            for sub in subjaxprs(eqn):
-                visit(sub, (*chain, (jaxpr, eqn, -1)))
-
-    visit(closed_jaxpr.jaxpr, ())
-    return verdicts
 
 
 #: Held while module classes' ``__call__`` are patched for a trace (NNX, NNX inside ``ToLinen``): the patches are

@@ -47,7 +47,7 @@ class LinenTrace(NamedTuple):
     owners: dict[Path, type]  # module path -> class, first writer wins, in call (pre-)order
     slice_shapes: dict[Path, tuple[int, ...]]  # leaf path -> per-slice shape seen inside the module
     variables: Any  # abstract variables (ShapeDtypeStruct leaves)
-    feeds_norm: dict[Path, bool] | None  # producer module path -> feeds a norm; None if not traced
+    feeds_norm: dict[Path, bool] | None  # params leaf path -> feeds a norm (kernel/bias of a producer); None: untraced
     usage: dict[Path, tuple[Use, ...]] | None = None  # params leaf path -> uses; None if not traced
     bridges: dict[Path, Any] | None = None  # module path -> nnx.bridge.ToLinen instance seen in the init trace
     tagged_bridges: set[Path] | None = None  # bridges whose NNX module was tagged in the apply trace (feeds_norm)
@@ -103,8 +103,6 @@ def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, 
             for name, value in params.items():
                 if not isinstance(value, Mapping):
                     slices.setdefault((*path, str(name)), tuple(_unbox(value).shape))
-        if kind in ("conv", "linear"):
-            out = tagger.tag_output(path, out)
         return out
 
     return interceptor
@@ -124,7 +122,7 @@ def _trace_linen(model: Any, s: Sample, env: AxisEnv, feeds_norm: bool) -> Linen
     import jax
 
     from wdmask._jax import _feeds_norm
-    from wdmask._jax._usage import abstract, leaf_paths, merge_uses, usage_from_jaxpr
+    from wdmask._jax._usage import abstract, trace_sample
 
     owners: dict[Path, type] = {}
     slices: dict[Path, tuple[int, ...]] = {}
@@ -148,20 +146,29 @@ def _trace_linen(model: Any, s: Sample, env: AxisEnv, feeds_norm: bool) -> Linen
         args, kwargs = s.rebuild(arrays)
         return model.apply({"params": params, **others}, *args, rngs=rngs, mutable=True, **kwargs)
 
-    abstract_params = abstract(params)
     stack: list[Path] = []
     tables = bridge_tables(bridges)
     with nn.intercept_methods(_interceptor(None, None, tagger, bridge_stack=stack)), \
             tagging_bridged(bridges, tables, stack, tagger) as tagged:
-        closed = jax.make_jaxpr(forward, axis_env=list(env))(abstract_params, abstract(others), abstract(s.arrays))
-    invars = list(closed.jaxpr.invars)
-    n_params = len(jax.tree.leaves(abstract_params))
-    n_data = len(jax.tree.leaves(abstract(s.arrays)))
-    data = invars[len(invars) - n_data:] if n_data else []
-    uses = usage_from_jaxpr(closed, invars[:n_params], data)
-    usage = merge_uses(leaf_paths(params), uses)
-    return LinenTrace(owners, slices, variables, tagger.analyze(closed), usage, bridges, tagged, tables)
+        traced = trace_sample(forward, params, (abstract(others),), s, tagger.inputs, _slots(params, owners),
+                              axis_env=list(env))
+    return LinenTrace(owners, slices, variables, traced.feeds_norm, traced.usage, bridges, tagged, tables)
 
+
+
+def _slots(params: PyTree, owners: dict[Path, type]) -> dict[Path, str]:
+    """``kernel``/``bias`` for the leaves the classes say are a conv/dense layer's kernel or bias (the trace's
+    input/kernel slots of ``wdmask._usage.resolve``)."""
+    out = {}
+    for leaf in flatten(params)[0]:
+        owner_path, cls = owner_of(leaf.path, owners)
+        if cls is None or not owner_path:
+            continue
+        kind = kind_from_class(cls, LINEN_KINDS, "flax.linen")
+        role = role_from_name(kind, leaf.path[-1], owner_path[-1]) if kind in ("conv", "linear") else ""
+        if role in ("kernel", "bias"):
+            out[leaf.path] = role
+    return out
 
 
 def describe_linen(model: Any, sample: Any, params: PyTree | None, *,
@@ -211,7 +218,7 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
         axes = slice_axes(leaf.shape, trace.slice_shapes.get(leaf.path), meta.get(leaf.path))
         feeds = None
         if trace.feeds_norm is not None:
-            feeds = trace.feeds_norm.get(owner_path, False) if kind in ("conv", "linear") else False
+            feeds = trace.feeds_norm.get(leaf.path, False)
         info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
                          module_type_name(cls), "type", declared, stacked_axes=axes)
         out.append(with_usage(info, trace.usage.get(leaf.path) if trace.usage is not None else None))

@@ -52,7 +52,7 @@ class NnxTrace(NamedTuple):
     """What one abstract forward pass of an NNX module records."""
 
     order: list[Path]  # module paths in first-call order
-    feeds_norm: dict[Path, bool]  # conv/linear module path -> feeds a norm
+    feeds_norm: dict[Path, bool]  # param leaf path -> feeds a norm (kernel/bias of a producer)
     usage: dict[Path, tuple[Use, ...]]  # param leaf path -> uses
     linen: dict[Path, type] | None = None  # linen module path (under a ToNNX) -> class, from the interceptor
     linen_slices: dict[Path, tuple[int, ...]] | None = None  # leaf path -> per-slice shape inside linen
@@ -61,12 +61,11 @@ class NnxTrace(NamedTuple):
 def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | None = None) -> NnxTrace:
     """One ``jax.make_jaxpr`` of the forward pass on a merged copy of ``model`` (the model is not touched)."""
     import flax.linen as nn
-    import jax
     from flax import nnx
 
     from wdmask._jax import _feeds_norm
     from wdmask._jax._linen import _interceptor
-    from wdmask._jax._usage import abstract, leaf_paths, merge_uses, usage_from_jaxpr
+    from wdmask._jax._usage import trace_sample
 
     s = Sample.of(sample, sample_kwargs)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -107,26 +106,16 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
                         for p in list(linen):  # linen modules in call order, right after their bridge
                             order.setdefault(p, None)
                         return out
-                    out = _inner(self, *a, **k)
-                    if _kind in ("conv", "linear"):
-                        out = tagger.tag_output(path, out)
-                    return out
+                    return _inner(self, *a, **k)
 
                 cls.__call__ = recorded  # type: ignore[method-assign]
             return s.call(copy, arrays)
         finally:
             _feeds_norm.restore_calls(saved)
 
-    abstract_params = abstract(params)
     with _feeds_norm.PATCH_LOCK:  # the class patches are process-global: one patching trace at a time
-        closed = bind_axes(lambda env: jax.make_jaxpr(forward, axis_env=list(env))(abstract_params, rest,
-                                                                                    abstract(s.arrays)))
-    invars = list(closed.jaxpr.invars)
-    n_params = len(jax.tree.leaves(abstract_params))
-    n_data = len(jax.tree.leaves(abstract(s.arrays)))
-    data = invars[len(invars) - n_data:] if n_data else []
-    usage = merge_uses(leaf_paths(params), usage_from_jaxpr(closed, invars[:n_params], data))
-    return NnxTrace(list(order), tagger.analyze(closed), usage, linen, linen_slices)
+        traced = bind_axes(lambda env: trace_sample(forward, params, (rest,), s, tagger.inputs, axis_env=list(env)))
+    return NnxTrace(list(order), traced.feeds_norm, traced.usage, linen, linen_slices)
 
 
 def _trace_or_fall_back(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) -> NnxTrace | None:
@@ -212,7 +201,7 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
         declared = "no_decay" if leaf.declared or leaf.path in declared_paths else ""
         feeds = None
         if trace is not None:
-            feeds = trace.feeds_norm.get(owner_path, False) if kind in ("conv", "linear") else False
+            feeds = trace.feeds_norm.get(leaf.path, False)
         info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
                          module_type_name(type(module)), "type", declared, stacked_axes=axes)
         out.append(with_usage(info, trace.usage.get(leaf.path) if trace is not None else None))
@@ -313,7 +302,7 @@ def _bridged(leaf: Leaf, bridge_path: Path, static: dict[Path, type], trace: Nnx
             kind, role, None, owner_name)), meta)
     feeds = None
     if trace is not None:
-        feeds = trace.feeds_norm.get(leaf.path[:-1], False) if kind in ("conv", "linear") else False
+        feeds = trace.feeds_norm.get(leaf.path, False)
     info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds, module_type_name(cls),
                      "type", "", stacked_axes=axes)
     return with_usage(info, trace.usage.get(leaf.path) if trace is not None else None)

@@ -77,6 +77,12 @@ def trace_shapes(fn: Callable[..., Any], axis_env: AxisEnv, *args: Any) -> Any:
     return jax.make_jaxpr(fn, axis_env=list(axis_env), return_shape=True)(*args)[1]
 
 
+def _abstract_types() -> tuple[type, ...]:
+    import jax
+
+    return (jax.ShapeDtypeStruct, jax.core.Tracer)
+
+
 def _is_array(x: Any) -> bool:
     return hasattr(x, "shape") and hasattr(x, "dtype")
 
@@ -134,6 +140,36 @@ class Sample:
             leaves[i] = a
         args, kwargs = self._treedef.unflatten(leaves)
         return tuple(args), dict(kwargs)
+
+    def traced(self, *, enlarge: bool = True) -> list[Any]:
+        """Abstract stand-ins (``jax.ShapeDtypeStruct``) for ``arrays`` to trace with; when every array input
+        has a leading axis of 1 (a batch of one) it is enlarged to 2 (``enlarge``), so that no answer depends on
+        the sample's batch size (a learned query broadcast to a batch of one is no broadcast).
+
+        Example:
+          >>> import jax.numpy as jnp
+          >>> [a.shape for a in Sample.of(jnp.zeros((1, 3))).traced()]
+          [(2, 3)]
+        """
+        import jax
+
+        batch_one = enlarge and any(len(a.shape) for a in self.arrays) and all(
+            a.shape[0] == 1 for a in self.arrays if len(a.shape))
+        return [jax.ShapeDtypeStruct((2, *a.shape[1:]) if batch_one and len(a.shape) else a.shape, a.dtype)
+                for a in self.arrays]
+
+    def positions(self) -> tuple[list[int], bool]:
+        """Which of ``arrays`` are position ids (``wdmask._usage.read_positions``), and whether the integer
+        inputs are abstract (their values unseen: a table they index may be read wrongly)."""
+        import numpy as np
+
+        from wdmask._usage import read_positions
+
+        ints = [i for i, a in enumerate(self.arrays) if np.issubdtype(np.dtype(a.dtype), np.integer)]
+        values = [None if isinstance(self.arrays[i], _abstract_types()) else np.asarray(self.arrays[i]).tolist()
+                  for i in ints]
+        found, abstract = read_positions(values)
+        return [ints[k] for k in found], abstract
 
     def call(self, fn: Callable[..., Any], arrays: Any) -> Any:
         """``fn(*args, **kwargs)`` with the array leaves replaced by ``arrays``."""

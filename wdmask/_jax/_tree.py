@@ -6,11 +6,12 @@ The one place that answers "what are the leaves of this tree, and where are they
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from wdmask._errors import MaskError
-from wdmask._types import Path
+from wdmask._types import ParamInfo, Path
 
 PyTree = Any
 
@@ -198,3 +199,24 @@ def owner_of(path: Path, owners: Mapping[Path, Any]) -> tuple[Path, Any]:
         if path[:n] in owners:
             return path[:n], owners[path[:n]]
     return (), None
+
+
+def in_call_order(inventory: Sequence[ParamInfo], modules: Sequence[Path]) -> list[ParamInfo]:
+    """``inventory`` in the traced module call order: by the first call of each leaf's owner (its longest path
+    prefix in ``modules``, as the trace recorded them); leaves no module owns last, ``Block_2`` before ``Block_10``.
+
+    Example:
+      >>> inv = [ParamInfo(("bn1", "scale"), (4,)), ParamInfo(("conv1", "kernel"), (3, 3, 3, 4))]
+      >>> [str(i) for i in in_call_order(inv, [(), ("conv1",), ("bn1",)])]
+      ['conv1.kernel', 'bn1.scale']
+    """
+    rank = {m: i for i, m in enumerate(modules)}
+
+    def key(info: ParamInfo) -> tuple[int, tuple[Any, ...]]:
+        for n in range(len(info.path) - 1, 0, -1):
+            if info.path[:n] in rank:
+                return rank[info.path[:n]], ()
+        return len(rank), tuple(tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", seg))
+                                for seg in info.path)
+
+    return sorted(inventory, key=key)

@@ -1,116 +1,69 @@
-r"""Roles from usage on the JAX side: walk the jaxpr of a forward pass from each parameter.
+r"""Roles from usage on the JAX side: the jaxpr walk that maps primitives to families and facts.
 
-``trace_usage(fn, params)`` traces ``jax.make_jaxpr(fn)`` on *abstract* params (shapes and dtypes
-only: no FLOPs, no memory). The params' array leaves are the jaxpr's invars; arrays ``fn`` closes
-over (the model inputs) are its constvars. Each parameter is followed forward until its **first
-real consumer**, which gives a ``wdmask._usage.Use``; the core table (``wdmask._usage.classify``)
-turns the uses into a layer kind and a role.
+``trace_usage(fn, params)`` / ``trace_sample`` trace ``jax.make_jaxpr`` on *abstract* params (shapes and
+dtypes only: no FLOPs, no memory); the params' array leaves are the jaxpr's invars and the sample's
+arrays the inputs. Each parameter is followed forward from its invar, into and out of sub-jaxprs
+(``jit``/``pjit``, ``remat``, ``scan``, ``while``, ``cond``, ``custom_jvp_call``/``custom_vjp_call``). At
+every equation consuming the parameter-derived value this module answers only *what is this
+primitive* (``_FAMILY``, plus a few operand checks: a ``dot_general`` summing none of p's axes is a
+product, a ``select_n`` on a parameter's own values is piecewise) and *what are the facts*
+(``wdmask._usage.Facts``); ``wdmask._usage.resolve`` decides (the one table, in ``wdmask._usage``).
+A producer's output (the kernel / bias resolved there) is then followed with
+``wdmask._usage.feeds_step`` for ``feeds_norm``.
 
-Two facts about every value of the jaxpr are computed first (one forward pass, into sub-jaxprs):
+Facts come from a forward flag pass over every value (``_Analysis``, per call context): **data**
+(depends on the inputs), **positions** (depends only on inputs read as position ids,
+``wdmask._usage.read_positions``), **activation** (data, or a parameter broadcast to a batch axis by a
+``broadcast_in_dim``/``tile`` that grows an axis to a size > 1), and from short backward walks:
+*normalized* (``rsqrt`` of an activation, ``x / sqrt(...)`` of one, or the input of a norm module tagged
+by the interceptor, within a few ``mul``/``div``/``sub``), *from a contraction* (through shape-only ops),
+a gather index built from ``iota``/constants (*constant*) or a loop counter (*loop*).
 
-* **data**: the value depends on the model inputs (``fn``'s closed-over arrays, or the ``inputs``
-  invars of ``usage_from_jaxpr``);
-* **activation**: data, *or* derived from a parameter that was broadcast to a batch axis (a
-  ``broadcast_in_dim``/``tile`` that grows an axis to a size > 1, as ``jnp.broadcast_to(cls, (B, 1, D))``
-  does). A parameter "meets activations" when its derived value meets an activation.
-
-Followed **through** (the value is still "the parameter"): ``reshape``, ``transpose``,
-``convert_element_type``, ``squeeze``, ``expand_dims``, ``broadcast_in_dim``, ``copy``, ``name``
-(``checkpoint_name`` tags), static ``slice``/``pad``/``rev``, a ``dynamic_slice``/``gather`` whose index
-is a loop counter (a stacked layer's slice; a static ``W[0]`` is a ``slice``), any op whose other operands are
-not activations (``concatenate`` of params, ``W * mask``, ``1 + scale``, weight standardisation), and
-into sub-jaxprs: ``jit``/``pjit``, ``remat``/``checkpoint``, ``scan`` (a scanned param enters the
-body as an ``xs`` slice), ``while`` (body), ``cond`` branches, ``custom_jvp_call``,
-``custom_vjp_call``, ``closed_call``; out of a sub-jaxpr through its outputs.
-
-The first op where the parameter meets an activation decides:
-
-=====================================  ===========================================================
-op                                     use
-=====================================  ===========================================================
-``dot_general``                        ``contract`` -- except the *operand rule* below
-``conv_general_dilated``               ``contract`` (layer hint ``conv``); the same operand rule
-``gather`` / ``dynamic_slice``         index depends on the inputs: ``gather_data``; index built
-                                       from ``iota``/constants only: ``gather_pos`` (a position
-                                       table indexed by ``jnp.arange(T)``, a table read at a
-                                       constant index); index a loop counter: followed through
-``add`` / ``sub``                      ``add``; ``norm_shift`` after a normalisation (below);
-                                       ``gather_pos`` for a table *added whole* (below)
-``mul`` / ``div``                      ``mul``; ``norm_scale`` when the activation was just
-                                       normalised by its own statistics (below)
-``concatenate``, ``select_n``          ``concat`` (a learned token, latent, probe or mask token
-(``jnp.where``), ``dynamic_update_     joined to the sequence or substituted into it)
-slice``, ``scatter``
-other ops with an activation           ``elementwise`` for ``max``/``min``/``pow``/``clamp``;
-                                       nothing (no evidence) for ops this walker does not know
-=====================================  ===========================================================
-
-A parameter that went through a *nonlinear* elementwise function (``exp``, ``log``, ``logistic``,
-``tanh``, ``sqrt``, ``rsqrt``, ``abs``, ``max``/``min`` with a constant, the primitives of
-``softplus``, ...) before it meets activations is ``elementwise`` (a state-space ``A_log`` used as
-``-exp(A_log) * dt``) -- unless it is contracted, which stays ``contract`` (a weight-normalised kernel).
-A parameter that reaches no consumer is ``unused``.
-
-**Operand rule** for ``dot_general``/``conv``: the operand that is an activation is the activation; a
-parameter-only operand is the kernel. A parameter broadcast to a batch axis *is* an activation, so a
-latent array or token ``jnp.broadcast_to(latents, (B, N, D))`` fed into a ``Dense`` is ``concat``
-(token), and that Dense's kernel ``contract``. Both operands parameter-only and neither broadcast
-(a product of two weight matrices, a low-rank factorisation ``x @ (A @ B)``): both are kernels.
-Both operands activations (a broadcast weight in a batched matmul; a learned query used as-is in
-attention, which is mathematically a linear map of the keys): ``contract``. Use a batch size > 1 in
-the sample: a broadcast to a batch of 1 is no broadcast.
-
-**Added whole**: ``add``/``sub`` of a parameter value with more than one non-singleton axis (a
-``(1, L, D)`` or sliced ``(T, D)`` position table) gives ``gather_pos``, unless the activation comes
-straight (through shape-only ops) out of a ``dot_general``/``conv``: then it is that contraction's bias
-(Flax ``DenseGeneral``'s ``(heads, head_dim)`` bias is an ``add``).
-
-**Normalised**: the activation operand is ``rsqrt`` of an activation, or a ``mul``/``div`` (up to a few
-levels) with such an ``rsqrt`` or a division by ``sqrt`` of an activation -- ``x * rsqrt(var + eps)``,
-Flax's ``rsqrt(var + eps) * scale``, ``x / sqrt(mean(x**2) + eps)``. A custom norm with any class
-name is recognised this way.
-
-Limits (reported as "no evidence", never guessed): unknown primitives (``pallas_call``, FFT) that
-consume a parameter together with activations; position ids passed in as *inputs* look like token
-ids (``gather_data``), and a token table the sample reads at a constant index (BERT's
-``token_type_ids`` defaulting to zeros) looks like a position table (``gather_pos``): pass the ids.
+Limits (reported as "no evidence", never guessed): unknown primitives (``pallas_call``, FFT) that consume
+a parameter together with activations. A table indexed by an abstract integer input (values unseen) is
+read as a token table and reported (``UnclassifiedWarning``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from wdmask._jax._feeds_norm import UseLists, subjaxprs
 from wdmask._jax._tree import PyTree, flatten, key_str
 from wdmask._types import Path
-from wdmask._usage import Use
+from wdmask._usage import FOLLOW, Facts, Use, feeds_step, feeds_verdict, follow_nonlinear, resolve
 
 __all__ = ["trace_usage", "usage_from_jaxpr"]
 
-DATA, ACT, PARAM = 1, 2, 4
+DATA, ACT, PARAM, POS = 1, 2, 4, 8  # POS: derived from an input read as position ids
 
-# Shape-only ops: the parameter's value passes through unchanged (operand 0).
-_PASS = frozenset({
-    "reshape", "transpose", "convert_element_type", "squeeze", "expand_dims", "broadcast_in_dim", "copy", "copy_p",
-    "name", "slice", "pad", "rev", "reduce_precision", "tile", "optimization_barrier", "sharding_constraint",
-    "mesh_cast", "device_put", "real", "imag", "conj", "neg", "reduce_sum", "cumsum", "squeeze_p", "transpose_p",
-})
+# primitive -> family (``wdmask._usage.FAMILIES``); what a family means is decided in the core.
+_FAMILY: dict[str, str] = {
+    **dict.fromkeys((
+        "reshape", "transpose", "convert_element_type", "squeeze", "expand_dims", "broadcast_in_dim", "copy",
+        "copy_p", "name", "slice", "pad", "rev", "reduce_precision", "tile", "optimization_barrier",
+        "sharding_constraint", "mesh_cast", "device_put", "real", "imag", "conj", "neg", "squeeze_p",
+        "transpose_p"), "shape_only"),
+    **dict.fromkeys(("reduce_sum", "cumsum"), "reduce"),
+    **dict.fromkeys(("dot_general", "conv_general_dilated", "ragged_dot", "ragged_dot_general"), "contract"),
+    **dict.fromkeys(("add", "sub", "add_any"), "add"),
+    **dict.fromkeys(("mul", "div"), "mul"),
+    **dict.fromkeys(("gather", "dynamic_slice"), "gather"),
+    **dict.fromkeys(("concatenate", "select_n", "dynamic_update_slice", "scatter", "scatter-add", "scatter_add"),
+                    "insert"),
+    **dict.fromkeys(("max", "min", "clamp"), "compare"),
+    **dict.fromkeys((
+        "exp", "exp2", "log", "log1p", "expm1", "logistic", "tanh", "sqrt", "rsqrt", "cbrt", "abs", "sign", "sin",
+        "cos", "tan", "erf", "erfc", "erf_inv", "integer_pow", "square", "reduce_max", "reduce_min", "floor",
+        "ceil", "round", "lgamma", "digamma", "sinh", "cosh", "asinh", "acosh", "atanh", "asin", "acos", "atan",
+        "cumlogsumexp", "cummax", "cummin", "sort", "logsumexp", "pow", "atan2", "rem", "nextafter"), "nonlinear"),
+}
 _SHAPE_ONLY = frozenset({
     "reshape", "transpose", "convert_element_type", "squeeze", "expand_dims", "broadcast_in_dim", "copy", "copy_p",
     "name", "reduce_precision", "sharding_constraint", "mesh_cast", "device_put",
 })
-_NONLINEAR = frozenset({
-    "exp", "exp2", "log", "log1p", "expm1", "logistic", "tanh", "sqrt", "rsqrt", "cbrt", "abs", "sign", "sin", "cos",
-    "tan", "erf", "erfc", "erf_inv", "integer_pow", "square", "reduce_max", "reduce_min", "floor", "ceil", "round",
-    "lgamma", "digamma", "sinh", "cosh", "asinh", "acosh", "atanh", "asin", "acos", "atan", "cumlogsumexp",
-    "cummax", "cummin", "sort", "logsumexp",
-})
-_BINARY_NONLINEAR = frozenset({"max", "min", "pow", "atan2", "rem", "nextafter", "clamp"})
-_ADD = frozenset({"add", "sub", "add_any"})
-_MUL = frozenset({"mul", "div"})
-_CONTRACT = {"dot_general": "", "conv_general_dilated": "conv", "ragged_dot": "", "ragged_dot_general": ""}
-_INSERT = frozenset({"concatenate", "select_n", "dynamic_update_slice", "scatter", "scatter-add", "scatter_add"})
+_CONV = "conv_general_dilated"
 
 
 def _is_var(v: Any) -> bool:
@@ -179,16 +132,22 @@ class _Links:
 class _Analysis:
     """Per-variable flags (DATA/ACT/PARAM), use lists and producers of every reachable jaxpr."""
 
-    def __init__(self, closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any]) -> None:
+    def __init__(self, closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any],
+                 position_vars: Sequence[Any] = ()) -> None:
         self.flags: dict[int, int] = {}
         self.root = closed.jaxpr
         self.uses = UseLists().uses  # the equations using a variable, per jaxpr
         self._producers: dict[int, dict[int, Any]] = {}
-        self._done: set[tuple[int, tuple[int, ...]]] = set()
+        self._results: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        self.norm_inputs: frozenset[str] = frozenset()
+        self.slots: dict[int, str] = {}  # id(param invar) -> "kernel" / "bias" by the model's classes
+        constvars = {id(v) for v in closed.jaxpr.constvars}
+        self.root_consts_are_inputs = any(id(v) in constvars for v in data_vars)
         for v in param_invars:
             self.flags[id(v)] = PARAM
+        positions = {id(v) for v in position_vars}
         for v in data_vars:
-            self.flags[id(v)] = self.flags.get(id(v), 0) | DATA | ACT
+            self.flags[id(v)] = self.flags.get(id(v), 0) | (POS if id(v) in positions else DATA) | ACT
         self.run(self.root, [self.flag(v) for v in self.root.invars])
 
     def flag(self, v: Any) -> int:
@@ -199,18 +158,34 @@ class _Analysis:
             self.flags[id(v)] = self.flags.get(id(v), 0) | f
 
     def run(self, jaxpr: Any, in_flags: Sequence[int]) -> list[int]:
-        """Propagate flags through ``jaxpr`` called with ``in_flags``; the flags of its outputs."""
+        """Propagate flags through ``jaxpr`` called with ``in_flags``; the flags of its outputs. Each call
+        context is computed on its own (a sub-jaxpr shared by two calls, such as ``jnp.take``'s ``_where``,
+        must not pass one call's data flags to the other's outputs); variables keep the union for the walk."""
+        key = (id(jaxpr), tuple(in_flags))
+        done = self._results.get(key)
+        if done is not None:
+            return done
+        env = dict(self.flags) if jaxpr is self.root else {}
         for v, f in zip(jaxpr.invars, in_flags, strict=False):
-            self._set(v, f)
-        key = (id(jaxpr), tuple(self.flag(v) for v in jaxpr.invars))
-        if key not in self._done:
-            self._done.add(key)
-            for eqn in jaxpr.eqns:
-                self._eqn(eqn)
-        return [self.flag(v) for v in jaxpr.outvars]
+            if f and _is_var(v):
+                env[id(v)] = env.get(id(v), 0) | f
+        for eqn in jaxpr.eqns:
+            self._eqn(eqn, env)
+        for k, f in env.items():
+            self.flags[k] = self.flags.get(k, 0) | f
+        out = [env.get(id(v), 0) if _is_var(v) else 0 for v in jaxpr.outvars]
+        self._results[key] = out
+        return out
 
-    def _eqn(self, eqn: Any) -> None:
-        ins = [self.flag(v) for v in eqn.invars]
+    def _eqn(self, eqn: Any, env: dict[int, int]) -> None:
+        def flag(v: Any) -> int:
+            return env.get(id(v), 0) if _is_var(v) else 0
+
+        def put(v: Any, f: int) -> None:
+            if _is_var(v) and f:
+                env[id(v)] = env.get(id(v), 0) | f
+
+        ins = [flag(v) for v in eqn.invars]
         links = _Links.inputs(eqn)
         if not links:
             f = 0
@@ -219,30 +194,30 @@ class _Analysis:
             if f & PARAM and not f & DATA and _expands(eqn):
                 f |= ACT
             for v in eqn.outvars:
-                self._set(v, f)
+                put(v, f)
             return
         name = eqn.primitive.name
         loop = name in ("scan", "while")
         for _ in range(3 if loop else 1):  # carries: iterate to a fixed point (flags only grow)
-            before = [self.flag(v) for v in eqn.outvars]
+            before = [flag(v) for v in eqn.outvars]
             for sub, mapping in links:
                 sub_in = [0] * len(sub.invars)
                 for k, i in mapping:
                     sub_in[i] = ins[k]
                 outs = self.run(sub, sub_in)
                 for i, o in _Links.outputs(eqn, sub):
-                    self._set(eqn.outvars[o], outs[i])
+                    put(eqn.outvars[o], outs[i])
             if not loop:
                 break
             if name == "scan":
                 nc, ncarry = eqn.params["num_consts"], eqn.params["num_carry"]
                 for i in range(ncarry):
-                    ins[nc + i] |= self.flag(eqn.outvars[i])
+                    ins[nc + i] |= flag(eqn.outvars[i])
             else:
                 cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
                 for i, v in enumerate(eqn.outvars):
-                    ins[cn + bn + i] |= self.flag(v)
-            if [self.flag(v) for v in eqn.outvars] == before:
+                    ins[cn + bn + i] |= flag(v)
+            if [flag(v) for v in eqn.outvars] == before:
                 break
 
     def producer(self, jaxpr: Any, var: Any) -> Any:
@@ -261,6 +236,8 @@ class _Analysis:
             eqn = self.producer(jaxpr, var)
             if eqn is None:
                 return None, jaxpr, var
+            if eqn.primitive.name == "name" and eqn.params.get("name") in self.norm_inputs:
+                return eqn, jaxpr, var  # the input of a norm module
             if eqn.primitive.name in ops and eqn.invars:
                 var = eqn.invars[0]
                 continue
@@ -274,25 +251,50 @@ class _Analysis:
             return eqn, jaxpr, var
         return None, jaxpr, var  # pragma: no cover - a 64-op chain of reshapes
 
+    def slot_of(self, var: Any, jaxpr: Any) -> str:
+        """``kernel``/``bias`` when ``var`` is (a reshaped / broadcast) parameter the model's classes say is a
+        layer's kernel / bias (``slots`` of ``usage_from_jaxpr``), else ``""``."""
+        if not self.slots:
+            return ""
+        eqn, jx, v = self._source(var, jaxpr, _SHAPE_ONLY)
+        return self.slots.get(id(v), "") if eqn is None and jx is self.root else ""
+
     def straight_from_contraction(self, var: Any, jaxpr: Any) -> bool:
         eqn, _, _ = self._source(var, jaxpr, _SHAPE_ONLY)
-        return eqn is not None and eqn.primitive.name in _CONTRACT
+        return eqn is not None and _FAMILY.get(eqn.primitive.name) == "contract"
 
-    def normalized(self, var: Any, jaxpr: Any, depth: int = 3) -> bool:
-        """``var`` is an activation just divided by its own RMS / std (see the module docstring)."""
+    def normalized(self, var: Any, jaxpr: Any, depth: int = 3, of: int = ACT) -> bool:
+        """``var`` is a value just divided by its own RMS / std (see the module docstring): an activation, or
+        with ``of=PARAM`` a parameter (weight norm, weight standardization)."""
         eqn, jx, _ = self._source(var, jaxpr, _SHAPE_ONLY)
         if eqn is None:
             return False
         name = eqn.primitive.name
+        if name == "name":  # inside a norm module, derived from its input (running statistics)
+            return of == ACT
         if name == "rsqrt":
-            return bool(self.flag(eqn.invars[0]) & ACT)
+            return bool(self.flag(eqn.invars[0]) & of)
         if name == "div" and len(eqn.invars) == 2:
             den, _, _ = self._source(eqn.invars[1], jx, _SHAPE_ONLY)
-            if den is not None and den.primitive.name == "sqrt" and self.flag(den.invars[0]) & ACT:
+            if den is not None and den.primitive.name == "sqrt" and self.flag(den.invars[0]) & of:
                 return True
         if name in ("mul", "div", "sub") and depth > 0:
-            return any(_is_var(v) and self.normalized(v, jx, depth - 1) for v in eqn.invars)
+            return any(_is_var(v) and self.normalized(v, jx, depth - 1, of) for v in eqn.invars)
         return False
+
+    def ancestors(self, var: Any, jaxpr: Any, limit: int = 256) -> set[int]:
+        """Ids of the variables ``var`` is computed from in ``jaxpr`` (bounded)."""
+        out: set[int] = set()
+        todo = [var]
+        while todo and len(out) < limit:
+            v = todo.pop()
+            if not _is_var(v) or id(v) in out:
+                continue
+            out.add(id(v))
+            eqn = self.producer(jaxpr, v)
+            if eqn is not None:
+                todo.extend(eqn.invars)
+        return out
 
 
 def _constant_index(an: _Analysis, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...]) -> bool | None:
@@ -317,7 +319,7 @@ def _constant_index(an: _Analysis, var: Any, jaxpr: Any, chain: tuple[tuple[Any,
             results = [const(x, jx, ch) for x in eqn.invars]
             return None if None in results else all(results)
         if v in getattr(jx, "constvars", ()):
-            return jx is not an.root  # top-level constvars are the closed-over inputs
+            return jx is not an.root or not an.root_consts_are_inputs  # closed-over inputs (trace_usage)
         if v in jx.invars and ch:
             parent, call = ch[-1]
             i = jx.invars.index(v)
@@ -352,10 +354,12 @@ class _Walker:
         self.uses: set[Use] = set()
         self.unknown = False
         self.seen: set[tuple[int, bool, bool]] = set()
+        self.calls: dict[int, tuple[bool, bool]] = {}  # producing equation -> (reached a norm, escaped)
+        self.gathered = False  # rows of the parameter were picked by a data index
 
     def follow(self, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...], batched: bool,
-               nonlinear: bool) -> None:
-        key = (id(var), batched, nonlinear)
+               nonlinear: bool, gathered: bool = False) -> None:
+        key = (id(var), batched, nonlinear, gathered)
         if key in self.seen:
             return
         self.seen.add(key)
@@ -365,118 +369,260 @@ class _Walker:
                 parent, call = chain[-1]
                 for j, o in _Links.outputs(call, jaxpr):
                     if j == i:
-                        self.follow(call.outvars[o], parent, chain[:-1], batched, nonlinear)
+                        self.follow(call.outvars[o], parent, chain[:-1], batched, nonlinear, gathered)
         for eqn in an.uses(jaxpr, var):
-            self._eqn(eqn, var, jaxpr, chain, batched, nonlinear)
+            self._eqn(eqn, var, jaxpr, chain, batched, nonlinear, gathered)
 
     def _next(self, eqn: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool) -> None:
         for out in eqn.outvars:
             self.follow(out, jaxpr, chain, batched, nonlinear)
 
-    def _eqn(self, eqn: Any, var: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool) -> None:
+    def _eqn(self, eqn: Any, var: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool,
+             gathered: bool) -> None:
+        """Family and facts of one equation consuming ``var``; ``wdmask._usage.resolve`` decides."""
         an = self.an
         name = eqn.primitive.name
         positions = [k for k, v in enumerate(eqn.invars) if v is var]
-        others = [v for v in eqn.invars if v is not var]
-        act_other = any(an.flag(v) & ACT for v in others)
         links = _Links.inputs(eqn)
-        if links:
+        if links:  # a call: follow into the sub-jaxprs
             for sub, mapping in links:
                 for k, i in mapping:
                     if k in positions:
-                        self.follow(sub.invars[i], sub, (*chain, (jaxpr, eqn)), batched, nonlinear)
+                        self.follow(sub.invars[i], sub, (*chain, (jaxpr, eqn)), batched, nonlinear, gathered)
             return
-        if name in _PASS:
-            if positions == [0] or (name == "pad" and 0 in positions):
-                self._next(eqn, jaxpr, chain, batched or _expands(eqn), nonlinear)
+        family = _FAMILY.get(name, "unknown")
+        act = any(an.flag(v) & ACT for v in eqn.invars if v is not var)
+        facts: dict[str, Any] = {}
+        if family == "shape_only":
+            if positions != [0] and not (name == "pad" and 0 in positions):
+                return  # a template / padding value: not a use
+            batched = batched or _expands(eqn)
+        elif family == "reduce" and positions != [0]:
             return
-        if name in _CONTRACT:
-            if set(positions) == {0, 1} or positions[0] > 1:
-                self.uses.add(Use("contract", _CONTRACT[name]))
-                return
-            other = eqn.invars[1 - positions[0]]
-            other_act = bool(an.flag(other) & ACT)
-            if batched and not other_act:
-                self.uses.add(Use("concat"))  # a broadcast parameter is the activation; the other is the kernel
+        elif family == "contract":
+            if positions[0] > 1:  # ragged_dot group sizes
+                family, act = "unknown", True
+            elif set(positions) == {0, 1}:
+                act = True  # x @ x of the same value: both sides are the activation
+            elif name == "dot_general" and not eqn.params["dimension_numbers"][0][positions[0]]:
+                family = "mul"  # no axis of p is summed: a broadcast product (einsum "btd,d->btd")
             else:
-                self.uses.add(Use("contract", _CONTRACT[name]))
-            return
-        if name in ("gather", "dynamic_slice"):
+                facts["hint"] = "conv" if name == _CONV else ""
+                other = eqn.invars[1 - positions[0]] if positions[0] < 2 else None
+                if an.slot_of(var, jaxpr) == "kernel":
+                    facts["slot"] = "kernel"
+                elif other is not None and an.slot_of(other, jaxpr) == "kernel":
+                    facts["slot"] = "input"
+        elif family == "gather":
             if positions != [0]:
-                self.unknown = True  # a parameter used as an index
-                return
-            index = eqn.invars[1:]
-            if any(an.flag(v) & DATA for v in index):
-                self.uses.add(Use("gather_data"))
-                return
-            consts = [_constant_index(an, v, jaxpr, chain) for v in index]
-            if all(c is True for c in consts):
-                self.uses.add(Use("gather_pos"))
-                return
-            self._next(eqn, jaxpr, chain, batched, nonlinear)  # a slice of a stacked parameter
-            return
-        if name in _INSERT:
-            if act_other:
-                self.uses.add(Use("concat"))
-            elif name == "select_n" and 0 in positions:
-                self.unknown = True
-            else:  # params joined with params / constants; a piecewise select (softplus's where) is nonlinear
-                self._next(eqn, jaxpr, chain, batched, nonlinear or name == "select_n")
-            return
-        if name in _ADD:
-            if not act_other:
-                self._next(eqn, jaxpr, chain, batched, nonlinear)
-                return
-            other = others[0]
-            if nonlinear:
-                self.uses.add(Use("elementwise"))
-            elif an.normalized(other, jaxpr):
-                self.uses.add(Use("norm_shift"))
-            elif _non_singleton(var) > 1 and not an.straight_from_contraction(other, jaxpr):
-                self.uses.add(Use("gather_pos"))
+                family, act = "unknown", True  # a parameter used as an index
             else:
-                self.uses.add(Use("add"))
-            return
-        if name in _MUL:
-            if not act_other:
-                self._next(eqn, jaxpr, chain, batched, nonlinear)
-                return
-            if nonlinear:
-                self.uses.add(Use("elementwise"))
-            elif name == "mul" and an.normalized(others[0], jaxpr):
-                self.uses.add(Use("norm_scale"))
-            else:
-                self.uses.add(Use("mul"))
-            return
-        if name in _BINARY_NONLINEAR:
-            if act_other:
-                self.uses.add(Use("elementwise"))
-            else:
-                self._next(eqn, jaxpr, chain, batched, True)
-            return
-        if name in _NONLINEAR:
-            self._next(eqn, jaxpr, chain, batched, True)
-            return
-        if act_other:
-            self.unknown = True  # an op this walker does not know, with activations: no evidence
-            return
-        self._next(eqn, jaxpr, chain, batched, True)
+                facts["index"] = self._index(eqn.invars[1:], jaxpr, chain)
+        elif family == "insert" and name == "select_n":
+            if 0 in positions:
+                family, act = "unknown", True  # a parameter used as the predicate
+            elif an.flag(eqn.invars[0]) & PARAM and not an.flag(eqn.invars[0]) & DATA:
+                family = "nonlinear"  # a select on a parameter's own values is piecewise (softplus)
+        if act and family in ("add", "mul"):
+            other = next(v for v in eqn.invars if v is not var)
+            facts["normalized"] = an.normalized(other, jaxpr)
+            facts["non_singleton"] = _non_singleton(var)
+            if family == "add":
+                facts["from_contraction"] = an.straight_from_contraction(other, jaxpr)
+            if family == "mul":
+                facts["summed_over_p_axis"] = self._summed(eqn, var, jaxpr)
+        if family == "mul" and not act and name in ("mul", "div"):
+            facts["normalized"] = self._gain(eqn, var, jaxpr, positions)
+        if family == "add" and an.slot_of(var, jaxpr) == "bias":
+            other = next(v for v in eqn.invars if v is not var)
+            facts["slot"], facts["from_contraction"] = "bias", an.straight_from_contraction(other, jaxpr)
+        f = Facts(family, other_activation=act, broadcast=batched, nonlinear=nonlinear, gathered=gathered, **facts)
+        use = resolve(f)
+        if use is FOLLOW:
+            picked = gathered or facts.get("index") == "data"
+            self.gathered = self.gathered or picked
+            for out in eqn.outvars:
+                self.follow(out, jaxpr, chain, batched, follow_nonlinear(f), picked)
+        elif use is None:
+            self.unknown = True
+        else:
+            self.uses.add(use)
+            if (use.usage == "contract" and act) or (use.usage == "add" and f.from_contraction):
+                if id(eqn) not in self.calls:  # a producer: its kernel and its bias get feeds_norm
+                    self.calls[id(eqn)] = _Feeds(self.an).follow(eqn.outvars[0], jaxpr, chain)
+
+    def _gain(self, eqn: Any, var: Any, jaxpr: Any, positions: list[int]) -> bool:
+        """``var`` multiplies a parameter normalized by statistics it takes no part in (``g`` in ``(g * v) / ||v||``
+        or ``g * standardized(w)``)."""
+        an = self.an
+        if eqn.primitive.name == "div":
+            if positions != [0]:
+                return False
+            den, _, _ = an._source(eqn.invars[1], jaxpr, _SHAPE_ONLY)
+            other = eqn.invars[1]
+            if den is None or den.primitive.name not in ("sqrt", "rsqrt") or not an.flag(den.invars[0]) & PARAM:
+                return False
+        else:
+            other = next((v for v in eqn.invars if v is not var), var)
+            if not an.normalized(other, jaxpr, of=PARAM):
+                return False
+        mine = {key[0] for key in self.seen}
+        return not (an.ancestors(other, jaxpr) & mine)
+
+    def _index(self, index: Sequence[Any], jaxpr: Any, chain: Any) -> str:
+        an = self.an
+        if any(an.flag(v) & DATA for v in index):
+            return "data"
+        if any(an.flag(v) & POS for v in index):
+            return "position"
+        consts = [_constant_index(an, v, jaxpr, chain) for v in index]
+        return "constant" if all(c is True for c in consts) else "loop"
+
+    def _summed(self, eqn: Any, var: Any, jaxpr: Any) -> bool:
+        """The product is then summed over an axis along which ``var`` is non-singleton."""
+        own = {i for i, d in enumerate(_shape(var)) if d != 1}
+        todo, seen = list(eqn.outvars), set()
+        while todo:
+            out = todo.pop()
+            if id(out) in seen:
+                continue
+            seen.add(id(out))
+            for use in self.an.uses(jaxpr, out):
+                uname = use.primitive.name
+                if uname == "reduce_sum" and own & set(use.params.get("axes", ())):
+                    return True
+                if uname == "convert_element_type":
+                    todo.extend(use.outvars)
+        return False
+
+    def feeds_norm(self) -> bool:
+        """Every call of the contraction this parameter produces reached a norm and nothing else."""
+        return bool(feeds_verdict(self.calls.values()))
 
     def result(self) -> tuple[Use, ...]:
+        if self.gathered and not self.uses:
+            return (Use("gather_data"),)  # the rows were only returned: a table all the same
         if self.uses:
             return tuple(sorted(self.uses))
         return () if self.unknown else (Use("unused"),)
 
 
-def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any]) -> list[tuple[Use, ...]]:
-    """The uses of each of ``param_invars`` (vars of ``closed.jaxpr.invars``), given which vars are inputs."""
-    an = _Analysis(closed, param_invars, data_vars)
-    out = []
-    for v in param_invars:
+class _Feeds:
+    """Follows a producer's output (``wdmask._usage.feeds_step`` on each consumer): ``(reached, escaped)``."""
+
+    def __init__(self, an: _Analysis) -> None:
+        self.an = an
+        self.seen: set[int] = set()
+
+    def follow(self, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...]) -> tuple[bool, bool]:
+        if id(var) in self.seen:
+            return False, False
+        self.seen.add(id(var))
+        reached = escaped = False
+        for i, out in enumerate(jaxpr.outvars):
+            if out is not var:
+                continue
+            if not chain:
+                escaped = True  # a result of the traced function
+                continue
+            parent, call = chain[-1]
+            for j, o in _Links.outputs(call, jaxpr):
+                if j == i:
+                    r, e = self.follow(call.outvars[o], parent, chain[:-1])
+                    reached, escaped = reached or r, escaped or e
+        for eqn in self.an.uses(jaxpr, var):
+            r, e = self._eqn(eqn, var, jaxpr, chain)
+            reached, escaped = reached or r, escaped or e
+        return reached, escaped
+
+    def _eqn(self, eqn: Any, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...]) -> tuple[bool, bool]:
+        name = eqn.primitive.name
+        if name == "while":
+            return False, True
+        links = _Links.inputs(eqn)
+        if links:
+            reached = escaped = False
+            for sub, mapping in links:
+                for k, i in mapping:
+                    if eqn.invars[k] is var:
+                        r, e = self.follow(sub.invars[i], sub, (*chain, (jaxpr, eqn)))
+                        reached, escaped = reached or r, escaped or e
+            return reached, escaped
+        family, slot = _FAMILY.get(name, "unknown"), ""
+        if name == "name":
+            if eqn.params.get("name") in self.an.norm_inputs:
+                family, slot = "normalize", "input"
+        elif family == "shape_only" and eqn.invars[0] is not var:
+            family = "unknown"
+        own_bias = family == "add" and all(
+            v is var or not self.an.flag(v) & (DATA | ACT) for v in eqn.invars)
+        step = feeds_step(family, slot=slot, own_bias=own_bias)
+        if step == "reached":
+            return True, False
+        if step == "escape":
+            return False, True
+        return self.follow(eqn.outvars[0], jaxpr, chain)
+
+
+def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any],
+                     position_vars: Sequence[Any] = (), *, abstract_ids: bool = False,
+                     norm_inputs: frozenset[str] = frozenset(), slots: Sequence[str] = (),
+                     ) -> tuple[list[tuple[Use, ...]], list[bool], set[int]]:
+    """The uses of each of ``param_invars`` (vars of ``closed.jaxpr.invars``), given which vars are inputs
+    (``position_vars``: inputs read as position ids), and the indices of the params whose table reading is a
+    guess (gathered by an integer input whose values were not seen, ``abstract_ids``). ``norm_inputs``: the
+    ``checkpoint_name`` tags of norm-module inputs (feeds_norm of each parameter is the second list)."""
+    an = _Analysis(closed, param_invars, data_vars, position_vars)
+    an.norm_inputs = norm_inputs
+    an.slots = {id(v): slot for v, slot in zip(param_invars, slots, strict=False) if slot}
+    out, feeds, guessed = [], [], set()
+    for k, v in enumerate(param_invars):
         walker = _Walker(an)
         walker.follow(v, an.root, (), False, False)
         out.append(walker.result())
-    return out
+        feeds.append(walker.feeds_norm())
+        if abstract_ids and Use("gather_data") in walker.uses:
+            guessed.add(k)
+    return out, feeds, guessed
+
+
+def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, ...], sample: Any,
+                 norm_inputs: set[str] | None = None, slots: Mapping[Path, str] | None = None,
+                 axis_env: Sequence[tuple[str, int]] = ()) -> UsageTrace:
+    """Usage of every leaf of ``params`` in ``forward(params, *rest, arrays)``, traced once with
+    ``jax.make_jaxpr`` on abstract params and the ``Sample``'s arrays (a batch of one enlarged to two;
+    the sample as given if the model rejects that)."""
+    import jax
+
+    from wdmask._usage import note_positions
+
+    abstract_params = abstract(params)
+    try:
+        closed = jax.make_jaxpr(forward, axis_env=list(axis_env))(abstract_params, *rest, sample.traced())
+    except Exception:
+        closed = jax.make_jaxpr(forward, axis_env=list(axis_env))(abstract_params, *rest, sample.traced(enlarge=False))
+    invars = list(closed.jaxpr.invars)
+    n_params = len(jax.tree.leaves(abstract_params))
+    n_data = len(sample.arrays)
+    data = invars[len(invars) - n_data:] if n_data else []
+    found, abstract_ids = sample.positions()
+    paths = leaf_paths(params)
+    uses, feeds, guessed = usage_from_jaxpr(closed, invars[:n_params], data, [data[k] for k in found],
+                                            abstract_ids=abstract_ids, norm_inputs=frozenset(norm_inputs or ()),
+                                            slots=[(slots or {}).get(p, "") for p in paths])
+    note_positions([f"sample array {k}" for k in found], sorted({".".join(paths[k]) for k in guessed}))
+    merged: dict[Path, bool] = {}
+    for path, f in zip(paths, feeds, strict=True):
+        merged[path] = merged.get(path, True) and f
+    return UsageTrace(closed, merge_uses(paths, uses), merged)
+
+
+class UsageTrace(NamedTuple):
+    """One traced forward pass: its jaxpr (for feeds_norm) and every parameter's uses."""
+
+    closed: Any
+    usage: dict[Path, tuple[Use, ...]]
+    feeds_norm: dict[Path, bool]
 
 
 def abstract(tree: PyTree) -> PyTree:
@@ -522,13 +668,15 @@ def merge_uses(paths: Sequence[Path], uses: Sequence[tuple[Use, ...]]) -> dict[P
     return out
 
 
-def trace_usage(fn: Callable[[PyTree], Any], params: PyTree) -> dict[Path, tuple[Use, ...]]:
+def trace_usage(fn: Callable[..., Any], params: PyTree, *, sample: Any = None) -> dict[Path, tuple[Use, ...]]:
     r"""How a forward pass uses each parameter, from one abstract trace (no FLOPs, no memory).
 
     Args:
       fn: maps a params pytree of ``params``' structure (leaves may be ``jax.ShapeDtypeStruct``) to the
         model output, closing over the model inputs (the arrays it closes over count as the inputs).
       params: the params pytree (arrays, ``jax.ShapeDtypeStruct``, ``nn.Partitioned``/``nnx.Param`` boxes).
+      sample: a ``wdmask._jax._sample.Sample``: then ``fn(params, arrays)`` takes the sample's arrays as its
+        second argument (traced abstractly, a batch of one enlarged to two; position ids read from the values).
     Returns:
       ``{path: uses}`` for every leaf (``wdmask`` paths, as ``describe`` gives them); ``()`` when the
       parameter met activations only in ops the walker does not know (no evidence).
@@ -542,13 +690,15 @@ def trace_usage(fn: Callable[[PyTree], Any], params: PyTree) -> dict[Path, tuple
     """
     import jax
 
+    if sample is not None:
+        return trace_sample(fn, params, (), sample).usage
     paths = leaf_paths(params)
     closed = jax.make_jaxpr(fn)(abstract(params))
     invars = list(closed.jaxpr.invars)
     if len(invars) != len(paths):
         raise ValueError(f"trace_usage: `fn` was traced with {len(paths)} param leaves but its jaxpr has "
                          f"{len(invars)} inputs; `fn` must take exactly the params pytree")
-    uses = usage_from_jaxpr(closed, invars, list(closed.jaxpr.constvars))
+    uses, _, _ = usage_from_jaxpr(closed, invars, list(closed.jaxpr.constvars))
     return merge_uses(paths, uses)
 
 
