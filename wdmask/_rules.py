@@ -490,7 +490,8 @@ def as_rules(rules: Rules | Iterable[RuleLike] | Mapping[str, Any]) -> Rules:
         if not any(k in FIELDS for k in rules):
             raise RuleError(NOT_RULES_MSG.format(what=_short(rules)))
         return Rules([rules])
-    if callable(rules) or isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
+    if (callable(rules) or isinstance(rules, (str, bytes)) or hasattr(rules, "shape")  # an array or tensor
+            or not isinstance(rules, Iterable)):
         raise RuleError(NOT_RULES_MSG.format(what=_short(rules)))
     items = list(rules)
     for item in items:

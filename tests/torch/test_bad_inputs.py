@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import wdmask
 import wdmask_torch
 from wdmask import Rule
 
@@ -124,3 +125,12 @@ def test_the_bool_is_checked_before_the_model_runs() -> None:
     with pytest.raises(TypeError, match="`strict`"):
         wdmask_torch.groups(Spy(2, 2), strict="no", example_inputs=torch.zeros(1, 2))
     assert calls == []
+
+
+def test_rules_given_as_a_tensor_is_a_rule_error_not_a_torch_iteration_error() -> None:
+    """``rules=torch.tensor(1.)`` used to fail inside torch ("iteration over a 0-d tensor")."""
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(wdmask.RuleError, match="`rules` must be a wdmask Rules"):
+        wdmask_torch.groups(model, torch.tensor(1.0))
+    with pytest.raises(wdmask.RuleError, match="`rules` must be a wdmask Rules"):
+        wdmask_torch.groups(model, torch.ones(3))
