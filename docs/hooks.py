@@ -1,41 +1,38 @@
-"""mkdocs hook: drop two kinds of false warnings that ``mkdocs build --strict`` would fail on.
+"""mkdocs hook: make griffe's silent docstring problems fail ``mkdocs build --strict``.
 
-* autorefs reads doctest lines such as ``params["Dense_0"]["bias"]`` or ``[(a, b) for ...]`` in the
-  Google-style docstrings as Markdown reference links; a "target" that is not a dotted Python name
-  (``'"bias"'``, ``'0'``) is never a cross-reference someone meant.
-* griffe does not understand one ``Args:`` line documenting several parameters (``b1, b2, eps: ...``).
-
-Every other warning still fails the build.
+griffe logs a section header it could not parse ("Possible section skipped, reasons: Missing blank line
+above section") at DEBUG level, so a docstring whose ``Returns:``/``Raises:``/``Examples:`` run together
+into one paragraph would still build green. This hook lets those records through and raises them to
+WARNING, which ``--strict`` turns into a failed build. Every other warning is left as it is: none is
+filtered.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 
-_TARGET = re.compile(r"Could not find cross-reference target '(.*)'")
-_NAME = re.compile(r"[A-Za-z_][\w.]*")
+#: griffe's loggers, as mkdocstrings patches them (``mkdocs.plugins.<name>``).
+_GRIFFE = "mkdocs.plugins.griffe"
+_SKIPPED = "Possible section skipped"
 
 
-class _Filter(logging.Filter):
+class _Promote(logging.Filter):
+    """DEBUG "Possible section skipped" -> WARNING; other DEBUG records only when mkdocs runs verbose."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        m = _TARGET.search(msg)
-        if m and not _NAME.fullmatch(m.group(1)):
-            return False
-        if re.search(r"[Pp]arameter '\w+(, \w+)+'", msg):
-            return False
+        if record.levelno == logging.DEBUG and _SKIPPED in record.getMessage():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return True
+        if record.levelno < logging.INFO:
+            return logging.getLogger("mkdocs").getEffectiveLevel() <= record.levelno
         return True
 
 
 def _install() -> None:
-    # A filter on a logger does not see its children's records; the handlers of "mkdocs" (the console and
-    # the strict-mode counter) see every record, so the filter goes there, and on the emitting loggers too.
-    for name in ("mkdocs", "mkdocs.plugins", "griffe"):
-        logger = logging.getLogger(name)
-        for target in (logger, *logger.handlers):
-            if not any(isinstance(f, _Filter) for f in target.filters):
-                target.addFilter(_Filter())
+    logger = logging.getLogger(_GRIFFE)
+    logger.setLevel(logging.DEBUG)  # griffe's debug records must be created for the filter to see them
+    if not any(isinstance(f, _Promote) for f in logger.filters):
+        logger.addFilter(_Promote())
 
 
 def on_startup(**kwargs: object) -> None:

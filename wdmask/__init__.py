@@ -2,7 +2,7 @@
 
 The data path is one direction: describe -> decide -> apply.
 
-Example:
+Examples:
   >>> import wdmask
   >>> inv = [wdmask.ParamInfo(("bn", "scale"), (8,), layer="norm.batch", role="scale")]
   >>> wdmask.decide(inv, wdmask.presets.standard)[("bn", "scale")].multiplier

@@ -57,7 +57,7 @@ class AuditReport:
     ``subject`` and ``measure`` name the source and its unit in ``summary()``
     (``optimizer weight_decay``, ``transform |update/param|``, ``mask``).
 
-    Example:
+    Examples:
       >>> from wdmask import ParamInfo
       >>> inv = [ParamInfo(("fc", "kernel"), (4, 4), layer="linear", role="kernel"),
       ...        ParamInfo(("fc", "bias"), (4,), layer="linear", role="bias")]
@@ -164,7 +164,7 @@ def reference_weight_decay(pairs: Iterable[tuple[float, float]]) -> float | None
     The most common ``actual / multiplier`` among decayed parameters, preferring those with
     multiplier 1; ``None`` when nothing is decayed.
 
-    Example:
+    Examples:
       >>> reference_weight_decay([(1.0, 1e-4), (1.0, 1e-4), (0.0, 0.0), (1.0, 0.0), (0.5, 5e-5)])
       0.0001
     """
@@ -200,8 +200,10 @@ def audit_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, Sequen
       subject: what ``actual`` was read from, for the report (``"optimizer"``, ``"transform"``, ``"mask"``).
       measure: the unit of ``actual``, for the report.
       rel_tol: relative tolerance of ``actual == reference * multiplier``.
+
     Returns:
       An ``AuditReport``.
+
     Examples:
       >>> from wdmask import ParamInfo, presets
       >>> inv = [ParamInfo(("ln", "scale"), (8,), layer="norm.layer", role="scale")]

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from wdmask._errors import RuleError, short_repr
+from wdmask._optional import MissingDependencyError, require
 from wdmask._rules import RuleLike, Rules, as_rules
 
 FORMATS = ("json", "toml", "yaml")
@@ -44,10 +45,7 @@ def _pairs_text(pairs: list[tuple[Any, Any]]) -> str:
 def _yaml_load(text: str) -> Any:
     """``yaml.safe_load`` without anchors/aliases (no expansion: a "billion laughs" fails at its first
     anchor) and without duplicate keys."""
-    try:
-        import yaml
-    except ImportError:
-        raise RuleError("YAML rules need PyYAML: pip install pyyaml") from None
+    (yaml,) = require("yaml", by="wdmask.loads(..., 'yaml')")
 
     class Loader(yaml.SafeLoader):
         def compose_node(self, parent: Any, index: Any) -> Any:
@@ -113,7 +111,7 @@ def loads(text: str | bytes, format: str) -> Rules:  # noqa: A002 - mirrors json
       RuleError: not valid ``format``, a key given twice, a null value, YAML anchors/aliases, a text
         larger than ``MAX_BYTES``, or an invalid rule.
 
-    Example:
+    Examples:
       >>> loads('[[rules]]\\nlayer = "norm"\\ndecay = false\\n', "toml")[0].layer
       'norm'
       >>> len(loads('preset = "standard"\\n[[rules]]\\npath = "head.**"\\ndecay = false\\n', "toml"))
@@ -137,7 +135,7 @@ def loads(text: str | bytes, format: str) -> Rules:  # noqa: A002 - mirrors json
             data = tomllib.loads(text)
         else:
             data = _yaml_load(text)
-    except RuleError:
+    except (RuleError, MissingDependencyError):
         raise
     except RecursionError:
         raise RuleError(f"not valid {format.upper()}: nested too deeply") from None
@@ -149,7 +147,7 @@ def loads(text: str | bytes, format: str) -> Rules:  # noqa: A002 - mirrors json
 def from_data(data: Any) -> Rules:
     """Rules from a parsed file: ``Rules.from_dict``, plus a ``preset`` key whose rules come first.
 
-    Example:
+    Examples:
       >>> rules = from_data({"preset": "standard", "rules": [{"path": "head.**", "decay": False}]})
       >>> len(rules), rules[-1].path, rules.name
       (6, 'head.**', 'standard + 1 rule(s)')
@@ -209,7 +207,7 @@ def dumps(rules: Rules | Iterable[RuleLike], format: str = "json") -> str:  # no
       TypeError: ``rules`` is not a rule set (``None``, a string, ...).
       RuleError: an unknown ``format``, or (TOML) text holding a lone surrogate, which TOML cannot hold.
 
-    Example:
+    Examples:
       >>> from wdmask import presets
       >>> loads(dumps(presets.standard, "toml"), "toml") == presets.standard
       True
@@ -223,8 +221,7 @@ def dumps(rules: Rules | Iterable[RuleLike], format: str = "json") -> str:  # no
     if format == "json":
         return json.dumps(data, indent=2) + "\n"
     if format == "yaml":
-        import yaml
-
+        (yaml,) = require("yaml", by="wdmask.dumps(..., 'yaml')")
         return str(yaml.safe_dump(data, sort_keys=False))
     lines = [f"default = {_toml_value(data['default'])}"] if "default" in data else []
     if not data["rules"]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from wdmask._engine import explain_inventory
 from wdmask._errors import short_repr
+from wdmask._optional import JAX, require
 from wdmask._pair import Comparison, compare_inventories
 from wdmask._report import Explanation
 from wdmask._rules import RuleLike, Rules
@@ -33,6 +34,7 @@ def describe_any(obj: Any, **options: Any) -> list[ParamInfo]:
         import wdmask_torch
 
         return wdmask_torch.describe(obj, **options)
+    require(*JAX, by="wdmask.explain")
     from wdmask._jax._describe import describe
 
     return describe(obj, **options)
@@ -46,7 +48,7 @@ def explain(model_or_inventory: Any, rules: Rules | Iterable[RuleLike], *, stric
     ``wdmask_torch``), or a Flax model / params pytree (described by ``wdmask``'s JAX adapter);
     ``describe_options`` go to that adapter's ``describe`` (``example_inputs=``, ``sample=``).
 
-    Example:
+    Examples:
       >>> from wdmask import ParamInfo, presets
       >>> inv = [ParamInfo(("bn", "weight"), (8,), layer="norm.batch", role="scale")]
       >>> explain(inv, presets.standard)[0].multiplier
@@ -76,11 +78,14 @@ def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable
       sample: example inputs of the Flax model (NHWC for the bundled ResNets).
       example_inputs: example inputs of the torch model.
       sample_kwargs: keyword arguments of the Flax model's forward pass (``{"train": False}``).
+
     Returns:
       A ``Comparison``: a sequence of ``Difference`` that prints as a table; empty (``bool(report)`` is
       ``False``, ``report == []``) when both frameworks decay the same parameters by the same amount.
+
     Raises:
       PairError: the models do not have the same layers in the same order.
+
     Examples:
       >>> import jax.numpy as jnp, torch, wdmask
       >>> from flax import linen as nn
@@ -103,6 +108,7 @@ def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable
       └────────────┴───────────────────┴─────────────────┴─────────────────┘
              4 paired parameters: 1 decision differs (rules 'custom')
     """
+    require(*JAX, by="wdmask.compare")
     import wdmask_torch
     from wdmask._jax._order import flax_inventory
 

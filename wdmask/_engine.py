@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import operator
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning, check_bool
 from wdmask._report import Explanation, Row
 from wdmask._rules import CONDITIONS, Rule, RuleLike, Rules, as_rules
 from wdmask._types import Decision, Inventory, ParamInfo, Path
+from wdmask._warn import warn
 
 
 def _reason(rule: Rule) -> str:
@@ -29,7 +29,7 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
     A rule that matches no leaf (and is not ``optional``) is reported with an
     ``UnmatchedRuleWarning``, or raises ``RuleError`` when ``strict=True``.
 
-    Example:
+    Examples:
       >>> from wdmask import ParamInfo, presets
       >>> inv = [ParamInfo(("conv", "weight"), (8, 3, 3, 3), layer="conv", role="kernel"),
       ...        ParamInfo(("bn", "bias"), (8,), layer="norm.batch", role="bias")]
@@ -127,8 +127,32 @@ def _key_function(rules: Rules) -> tuple[Callable[[ParamInfo], tuple[object, ...
 
 #: How many parameter names a warning lists before "and N more".
 LISTED = 10
-UNCLASSIFIED_FIX = ("pass example inputs so usage is traced (torch `example_inputs=`, JAX `sample=`), add a rule "
-                    "for them (e.g. Rule(path=..., decay=False)), or declare their class (`register_norm`)")
+#: The fix an ``UnclassifiedWarning`` suggests, per framework of the inventory (see ``unclassified_fix``).
+UNCLASSIFIED_FIX = {
+    "torch": "pass example inputs so usage is traced (`example_inputs=`), add a rule for them (e.g. "
+             "Rule(path=..., decay=False)), or register a custom norm class (`wdmask_torch.register_norm`)",
+    "jax": "pass example inputs so usage is traced (`model=` with `sample=`), or add a rule for them (e.g. "
+           "Rule(path=..., decay=False)); a custom norm class is recognised when its name ends in `Norm`",
+    "": "pass example inputs so usage is traced (torch `example_inputs=`, JAX `model=` with `sample=`), or add a "
+        "rule for them (e.g. Rule(path=..., decay=False))",
+}
+
+
+def unclassified_fix(inventory: Sequence[ParamInfo]) -> str:
+    """The fix to suggest for unclassified leaves: torch's ``register_norm`` only for a torch model.
+
+    Examples:
+      >>> unclassified_fix([ParamInfo(("fc", "weight"), (2, 2), module_type="torch.nn.Linear")]).count("register_norm")
+      1
+      >>> "register_norm" in unclassified_fix([ParamInfo(("Dense_0", "kernel"), (2, 2))])
+      False
+    """
+    types = [i.module_type for i in inventory]
+    if any(t.startswith("torch.") for t in types):
+        return UNCLASSIFIED_FIX["torch"]
+    if all(t == "" or t.startswith(("flax.", "equinox.")) for t in types):
+        return UNCLASSIFIED_FIX["jax"]
+    return UNCLASSIFIED_FIX[""]
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -182,10 +206,10 @@ def report_guesses(kinds: Sequence[ParamInfo], kind_of: Sequence[int] | None, pa
                             f"{_listed(unknown)}")
     if not messages:
         return
-    msg = "; ".join(messages) + f". Fix: {UNCLASSIFIED_FIX}"
+    msg = "; ".join(messages) + f". Fix: {unclassified_fix(kinds)}"
     if strict:
         raise RuleError(msg)
-    warnings.warn(msg, UnclassifiedWarning, stacklevel=3)
+    warn(msg, UnclassifiedWarning)
 
 
 def report_unmatched(rules: Rules, indices: Sequence[int], *, strict: bool) -> None:
@@ -197,14 +221,14 @@ def report_unmatched(rules: Rules, indices: Sequence[int], *, strict: bool) -> N
     msg = f"{len(indices)} rule(s) matched no parameter: {listed}{hint}"
     if strict:
         raise RuleError(msg)
-    warnings.warn(msg, UnmatchedRuleWarning, stacklevel=3)
+    warn(msg, UnmatchedRuleWarning)
 
 
 def explain_inventory(inventory: Sequence[ParamInfo], rules: Rules | Iterable[RuleLike], *,
                       strict: bool = False) -> Explanation:
     """The ``Explanation`` of ``rules`` on an inventory (``wdmask.explain`` describes a model first).
 
-    Example:
+    Examples:
       >>> from wdmask import ParamInfo, presets
       >>> inv = [ParamInfo(("bn", "weight"), (8,), layer="norm.batch", role="scale")]
       >>> explain_inventory(inv, presets.standard)[0].multiplier

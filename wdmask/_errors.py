@@ -43,7 +43,8 @@ class UnmatchedRuleWarning(UserWarning):
 class UnclassifiedWarning(UserWarning):
     """Parameters were decided on a guess: their layer kind and role are unknown, or a fact a rule
     needs (``feeds_norm``) was not determined. Pass example inputs (torch ``example_inputs=``, JAX
-    ``sample=``), add a rule for them, or declare the class (``register_norm``)."""
+    ``model=`` with ``sample=``) or add a rule for them; torch norm classes can also be registered
+    (``wdmask_torch.register_norm``). The warning points at the call in your code that decided."""
 
 
 NOT_RULES_MSG = (
@@ -68,7 +69,7 @@ def short_repr(value: Any, limit: int = 120) -> str:
 
     A value from a file can be large (a long string, a deep or wide structure): its message stays short.
 
-    Example:
+    Examples:
       >>> len(short_repr("x" * 10**6))
       60
       >>> short_repr(list(range(100)))
@@ -138,12 +139,15 @@ def check_number(value: Any, name: str, *, low: float = 0.0, high: float | None 
       schedule: whether a callable (an optax schedule) is accepted.
       torch_ok: whether a torch tensor is accepted (not in a JAX transform).
       where: prefix naming the caller in messages, e.g. ``"wdmask.lars: "``.
+
     Returns:
       ``value`` unchanged.
+
     Raises:
       TypeError: not a real number (a bool, a str, a complex, an array with dimensions, a torch tensor
         where JAX is expected, ...), or a schedule where none is accepted.
       ValueError: NaN, infinite or out of range.
+
     Examples:
       >>> check_number(0.9, "b1", high=1.0, high_open=True)
       0.9
@@ -215,12 +219,15 @@ def check_weight_decay(value: Any, *, schedule: bool = True, where: str = "", to
       schedule: whether a callable (an optax schedule ``step -> value``) is accepted.
       where: prefix naming the caller in messages, e.g. ``"wdmask_torch.groups: "``.
       torch_ok: whether a torch tensor is accepted.
+
     Returns:
       ``value`` unchanged.
+
     Raises:
       TypeError: not a real number (a bool, a str, a complex, an array with dimensions, ...), or a
         schedule where none is accepted.
       ValueError: negative, NaN or infinite.
+
     Examples:
       >>> check_weight_decay(1e-4)
       0.0001
@@ -239,10 +246,13 @@ def check_bool(value: Any, name: str, *, where: str = "") -> bool:
       value: the flag.
       name: the argument's name, for the message.
       where: prefix naming the caller, e.g. ``"wdmask_torch.groups: "``.
+
     Returns:
       ``value`` unchanged.
+
     Raises:
       TypeError: anything but a ``bool`` (``0``/``1``, ``None``, ``"no"``, a tensor, ...).
+
     Examples:
       >>> check_bool(False, "strict")
       False

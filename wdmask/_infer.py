@@ -51,7 +51,7 @@ class Inferred:
     (``lr * wd`` for ``adamw``/``sgd``); ``None`` when it is unknown (a bool mask) or nothing is
     decayed. Rebuild with ``groups(model, result.rules, weight_decay=result.weight_decay)``.
 
-    Example:
+    Examples:
       >>> Inferred(Rules([{"role": "bias", "decay": False}], name="inferred"), 1e-4)
       Inferred(rules=Rules(inferred: [{role='bias', decay=False}]), weight_decay=0.0001)
     """
@@ -205,7 +205,7 @@ def _shortest(infos: Sequence[ParamInfo], targets: Sequence[float], default: flo
 def search(infos: Sequence[ParamInfo], targets: Sequence[float], default: float = 1.0) -> list[Rule]:
     """The shortest rules found that give every parameter its target multiplier (see the module docstring).
 
-    Example:
+    Examples:
       >>> inv = [ParamInfo(("fc", "kernel"), (4, 4), layer="linear", role="kernel"),
       ...        ParamInfo(("fc", "bias"), (4,), layer="linear", role="bias")]
       >>> [r.to_dict() for r in search(inv, [1.0, 0.0])]
@@ -239,11 +239,14 @@ def infer_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, float]
       actual: per path, the parameter's effective weight decay (>= 0).
       ratios: whether the values are comparable magnitudes; ``False`` (a bool mask): only zero vs
         non-zero counts, and ``Inferred.weight_decay`` is ``None``.
+
     Returns:
       ``Inferred(rules, weight_decay)``; ``rules`` is named ``"inferred"``; when nothing is decayed
       it is empty with default 0.
+
     Raises:
       ValueError: no parameter of ``inventory`` is in ``actual``, or a value is negative or not finite.
+
     Examples:
       >>> inv = [ParamInfo(("conv", "weight"), (8, 3, 3, 3), layer="conv", role="kernel"),
       ...        ParamInfo(("bn", "weight"), (8,), layer="norm.batch", role="scale")]

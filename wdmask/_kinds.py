@@ -105,7 +105,7 @@ def kind_from_name(name: str) -> str | None:
     ``FilterResponseNormAct2d``) is a norm of unknown statistics: ``norm.layer``; not a name that
     says "norm-free" or ends in a container word (``NormFreeBlock``, ``NormMlpClassifierHead``).
 
-    Example:
+    Examples:
       >>> kind_from_name("BatchNorm_0"), kind_from_name("LayerNorm2d"), kind_from_name("Dense_12")
       ('norm.batch', 'norm.layer', 'linear')
       >>> kind_from_name("EvoNorm2dB0"), kind_from_name("FilterResponseNormAct2d"), kind_from_name("Normalize")
@@ -141,7 +141,7 @@ def kind_from_module_name(name: str) -> str | None:
     ``batchnorm_0``): the norm they name, else ``norm.layer``. Other explicit names (``bn1``, ``downsample``,
     ``proj``) say nothing.
 
-    Example:
+    Examples:
       >>> [kind_from_module_name(n) for n in ("linear_1", "conv2_d", "embed", "batch_norm", "rms_norm")]
       ['linear', 'conv', 'embedding', 'norm.batch', 'norm.rms']
       >>> [kind_from_module_name(n) for n in ("input_layernorm", "final_layer_norm", "ln_f", "q_norm", "LayerNorm")]
@@ -166,7 +166,7 @@ def kind_from_module_name(name: str) -> str | None:
 def names_tokens(owner: str) -> bool:
     """Whether an embedding table's owner name says it holds tokens (``word_embeddings``, ``wte``, ``embed_tokens``).
 
-    Example:
+    Examples:
       >>> names_tokens("word_embeddings"), names_tokens("wte"), names_tokens("token_type_embeddings")
       (True, True, False)
     """
@@ -176,7 +176,7 @@ def names_tokens(owner: str) -> bool:
 def is_auto_name(name: str) -> bool:
     """Whether ``name`` looks like a Flax auto-name ``ClassName_N``.
 
-    Example:
+    Examples:
       >>> is_auto_name("Conv_3"), is_auto_name("conv1")
       (True, False)
     """
@@ -190,7 +190,7 @@ def role_from_name(kind: str, leaf: str, owner: str = "") -> str:
     two cases the leaf name cannot: an embedding table that holds positions, and a layer-scale
     module whose parameter is called ``weight``/``scale``.
 
-    Example:
+    Examples:
       >>> role_from_name("norm.batch", "weight"), role_from_name("conv", "weight"), role_from_name("other", "bias")
       ('scale', 'kernel', 'bias')
       >>> role_from_name("other", "pos_embed"), role_from_name("other", "cls_token"), role_from_name("other", "gamma")

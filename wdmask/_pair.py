@@ -21,6 +21,7 @@ from wdmask._engine import decide
 from wdmask._errors import UnmatchedRuleWarning
 from wdmask._rules import RuleLike, Rules, as_rules
 from wdmask._types import Decision, ParamInfo, Path
+from wdmask._warn import warn
 
 __all__ = ["Comparison", "Difference", "PairError", "compare_inventories", "flax_axes", "natural_key",
            "pair"]
@@ -46,7 +47,7 @@ def flax_axes(info: ParamInfo) -> tuple[int, ...] | None:
 
     Conv kernels ``(O, I, *k)`` -> ``(*k, I, O)``; linear kernels ``(out, in)`` -> ``(in, out)``.
 
-    Example:
+    Examples:
       >>> flax_axes(ParamInfo(("conv", "weight"), (8, 3, 3, 3), layer="conv", role="kernel"))
       (2, 3, 1, 0)
       >>> flax_axes(ParamInfo(("fc", "weight"), (10, 64), layer="linear", role="kernel")), flax_axes(
@@ -95,10 +96,13 @@ def pair(torch_inventory: Sequence[ParamInfo], flax_inventory: Sequence[ParamInf
     Args:
       torch_inventory: ``wdmask_torch.describe(model)``.
       flax_inventory: the Flax inventory **in call order** (``flax_inventory(model, sample=...)``).
+
     Returns:
       ``(torch_info, flax_info)`` pairs, in torch order.
+
     Raises:
       PairError: names the first leaf that cannot be paired and why.
+
     Examples:
       >>> t = [ParamInfo(("bn", "weight"), (4,), layer="norm.batch", role="scale"),
       ...      ParamInfo(("bn", "bias"), (4,), layer="norm.batch", role="bias"),
@@ -143,7 +147,7 @@ def pair(torch_inventory: Sequence[ParamInfo], flax_inventory: Sequence[ParamInf
 def natural_key(path: Path) -> tuple[tuple[Any, ...], ...]:
     """Sort key reading digit runs as numbers: ``Block_2`` before ``Block_10``.
 
-    Example:
+    Examples:
       >>> sorted([("Block_10",), ("Block_2",)], key=natural_key)
       [('Block_2',), ('Block_10',)]
     """
@@ -195,7 +199,7 @@ class Comparison(Sequence[Difference]):
     ``len``, indexing and iteration go over the differences; ``bool(report)`` is ``False`` when there are
     none, and a report equals a list of the same differences (``report == []`` when both sides agree).
 
-    Example:
+    Examples:
       >>> t = [ParamInfo(("fc", "bias"), (2,), layer="linear", role="bias")]
       >>> report = compare_inventories(t, t, [{"role": "bias", "decay": False}])
       >>> bool(report), len(report), report == [], list(report)
@@ -280,7 +284,7 @@ def compare_inventories(torch_inventory: Sequence[ParamInfo], flax_inventory: Se
 
     A rule that matches nothing on *both* sides warns once.
 
-    Example:
+    Examples:
       >>> t = [ParamInfo(("fc", "bias"), (2,), layer="linear", role="bias")]
       >>> f = [ParamInfo(("fc", "bias"), (2,), layer="linear", role="bias")]
       >>> compare_inventories(t, f, [{"role": "bias", "decay": False}]) == []
@@ -291,6 +295,6 @@ def compare_inventories(torch_inventory: Sequence[ParamInfo], flax_inventory: Se
     t_dec, t_warn = _decide_quietly(torch_inventory, rules)
     f_dec, f_warn = _decide_quietly(flax_inventory, rules)
     if t_warn and f_warn:
-        warnings.warn(t_warn[0], UnmatchedRuleWarning, stacklevel=2)
+        warn(t_warn[0], UnmatchedRuleWarning)
     return Comparison([Difference(t, f, t_dec[t.path], f_dec[f.path]) for t, f in pairs
                        if t_dec[t.path].multiplier != f_dec[f.path].multiplier], len(pairs), rules.name)

@@ -13,6 +13,7 @@ from typing import Any
 
 from wdmask import presets
 from wdmask._errors import check_bool, check_number, check_weight_decay
+from wdmask._optional import JAX, require
 from wdmask._rules import RuleLike, Rules, as_rules
 
 __all__ = ["lamb", "lars"]
@@ -48,36 +49,44 @@ def _mask_fn(rules: Rules | Iterable[RuleLike], model: Any, sample: Any, fn: str
 
 
 def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
-         rules: Rules | Iterable[RuleLike] = presets.standard, *, model: Any = None, sample: Any = None,
+         rules: Rules | Iterable[RuleLike] | None = None, *, model: Any = None, sample: Any = None,
          momentum: float = 0.9, trust_coefficient: float = 0.001, eps: float = 0.0,
          nesterov: bool = False) -> GradientTransformation:
     r"""``optax.lars`` whose weight decay *and* trust ratio apply only where ``rules`` decide decay.
 
-    With :math:`m_i \in \{0, 1\}` the decided mask of leaf :math:`i`:
+    With $m_i \in \{0, 1\}$ the decided mask of leaf $i$:
 
-    .. math::
-      u_i = g_i + m_i \lambda \theta_i, \qquad
-      u_i \leftarrow m_i \, \frac{c\,\lVert\theta_i\rVert}{\lVert u_i\rVert + \epsilon}\, u_i + (1 - m_i)\, u_i,
-      \qquad b_i \leftarrow \mu b_i - \eta u_i
+    $$
+    u_i = g_i + m_i \lambda \theta_i, \qquad
+    u_i \leftarrow m_i \, \frac{c\,\lVert\theta_i\rVert}{\lVert u_i\rVert + \epsilon}\, u_i + (1 - m_i)\, u_i,
+    \qquad b_i \leftarrow \mu b_i - \eta u_i
+    $$
 
     i.e. ``optax.lars(..., weight_decay_mask=mask, trust_ratio_mask=mask)`` with
     ``mask = lambda p: wdmask.mask(p, rules, model=model, sample=sample)``.
 
     Args:
-      learning_rate: :math:`\eta`, a float or an optax schedule.
-      weight_decay: :math:`\lambda`, a finite float >= 0 (or a scalar array, or an optax schedule).
-      rules: ordered rules (default ``presets.standard``: no decay, no trust ratio for norm params and biases).
+      learning_rate: $\eta$, a float or an optax schedule.
+      weight_decay: $\lambda$, a finite float >= 0 (or a scalar array, or an optax schedule).
+      rules: ordered rules (default ``None``: ``presets.standard``, no decay and no trust ratio for norm
+        params and biases).
         Multipliers must be 0 or 1.
       model: the linen or NNX module the params belong to (exact layer kinds, as in ``wdmask.mask``).
       sample: example inputs of a linen ``model``.
-      momentum, trust_coefficient, eps, nesterov: as ``optax.lars``.
+      momentum: as in ``optax.lars``.
+      trust_coefficient: as in ``optax.lars``.
+      eps: as in ``optax.lars``.
+      nesterov: as in ``optax.lars``.
+
     Returns:
       An ``optax.GradientTransformation``.
+
     Raises:
       ValueError: a rule multiplier other than 0 or 1; a NaN, infinite or out-of-range hyperparameter
         (negative ``learning_rate``/``weight_decay``/``eps``, ``b1``/``b2`` outside [0, 1), ...).
       TypeError: a hyperparameter that is not a real number (a bool, a str, a torch tensor, ...) or
         schedule (``learning_rate``, ``weight_decay``); a flag that is not a bool.
+
     Examples:
       >>> import jax.numpy as jnp, wdmask
       >>> params = {"Dense_0": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2))}}
@@ -87,6 +96,8 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
       >>> round(float(updates["Dense_0"]["bias"][0]), 6)  # excluded: plain momentum SGD, -η g
       -0.1
     """
+    require(*JAX, by="wdmask.lars")
+    rules = presets.standard if rules is None else rules
     import optax
 
     where = "wdmask.lars: "
@@ -102,15 +113,16 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
 
 
 def lamb(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
-         rules: Rules | Iterable[RuleLike] = presets.standard, *, model: Any = None, sample: Any = None,
+         rules: Rules | Iterable[RuleLike] | None = None, *, model: Any = None, sample: Any = None,
          b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, eps_root: float = 0.0,
          exclude_from_trust_ratio: bool = True) -> GradientTransformation:
     r"""LAMB whose weight decay (and, by default, trust ratio) apply only where ``rules`` decide decay.
 
-    .. math::
-      u_i = \text{adam}(g)_i + m_i \lambda \theta_i, \qquad
-      u_i \leftarrow m_i \, \frac{\lVert\theta_i\rVert}{\lVert u_i\rVert}\, u_i + (1 - m_i)\, u_i, \qquad
-      \theta_i \leftarrow \theta_i - \eta u_i
+    $$
+    u_i = \text{adam}(g)_i + m_i \lambda \theta_i, \qquad
+    u_i \leftarrow m_i \, \frac{\lVert\theta_i\rVert}{\lVert u_i\rVert}\, u_i + (1 - m_i)\, u_i, \qquad
+    \theta_i \leftarrow \theta_i - \eta u_i
+    $$
 
     ``optax.lamb(mask=)`` masks only the decay and applies the trust ratio to every leaf; excluding
     norm parameters and biases from layer adaptation too (the BERT LAMB default:
@@ -120,20 +132,26 @@ def lamb(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
     exactly ``optax.lamb(..., mask=mask)``.
 
     Args:
-      learning_rate: :math:`\eta`, a float or an optax schedule.
-      weight_decay: :math:`\lambda`, a finite float >= 0 (or a scalar array, or an optax schedule).
-      rules: ordered rules (default ``presets.standard``); multipliers must be 0 or 1.
+      learning_rate: $\eta$, a float or an optax schedule.
+      weight_decay: $\lambda$, a finite float >= 0 (or a scalar array, or an optax schedule).
+      rules: ordered rules (default ``None``: ``presets.standard``); multipliers must be 0 or 1.
       model: the linen or NNX module the params belong to.
       sample: example inputs of a linen ``model``.
-      b1, b2, eps, eps_root: as ``optax.lamb``.
+      b1: as in ``optax.lamb``.
+      b2: as in ``optax.lamb``.
+      eps: as in ``optax.lamb``.
+      eps_root: as in ``optax.lamb``.
       exclude_from_trust_ratio: leaves without decay also skip the trust ratio.
+
     Returns:
       An ``optax.GradientTransformation``.
+
     Raises:
       ValueError: a rule multiplier other than 0 or 1; a NaN, infinite or out-of-range hyperparameter
         (negative ``learning_rate``/``weight_decay``/``eps``, ``b1``/``b2`` outside [0, 1), ...).
       TypeError: a hyperparameter that is not a real number (a bool, a str, a torch tensor, ...) or
         schedule (``learning_rate``, ``weight_decay``); a flag that is not a bool.
+
     Examples:
       >>> import jax.numpy as jnp, wdmask
       >>> params = {"LayerNorm_0": {"bias": jnp.ones(2), "scale": jnp.ones(2)}}
@@ -143,6 +161,8 @@ def lamb(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
       >>> round(float(updates["LayerNorm_0"]["scale"][0]), 6)  # plain Adam step, no trust ratio
       -0.001
     """
+    require(*JAX, by="wdmask.lamb")
+    rules = presets.standard if rules is None else rules
     import optax
 
     where = "wdmask.lamb: "

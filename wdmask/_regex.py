@@ -203,7 +203,7 @@ def _walk(items: Items, literals: tuple[int, ...]) -> str | None:
 def hazard(pattern: str) -> str | None:
     """Why ``pattern`` can backtrack catastrophically on a dotted path, or ``None`` when it cannot.
 
-    Example:
+    Examples:
       >>> hazard(r"(?:[^.]+\\.)*bias") is None, hazard(r".*\\.bias") is None
       (True, True)
       >>> hazard(r"(.*)*\\.bias")[:40]

@@ -25,7 +25,7 @@ class Wrapped:
     ``layer1.0.downsample.0.weight`` reads better broken after a dot. Pieces longer than the
     column are folded as a last resort, so every character is always printed.
 
-    Example:
+    Examples:
       >>> from rich.console import Console
       >>> console = Console(width=12, file=io.StringIO(), color_system=None)
       >>> with console.capture() as cap:

@@ -46,7 +46,7 @@ def _segment_regex(segment: str) -> str:
 def glob_to_regex(pattern: str) -> str:
     """Translate a dotted-path glob to a regex (``*`` within a segment, ``**`` any number of segments).
 
-    Example:
+    Examples:
       >>> bool(re.fullmatch(glob_to_regex("**.bias"), "layer1.0.bn1.bias"))
       True
       >>> bool(re.fullmatch(glob_to_regex("layer1.*.bias"), "layer1.0.bn1.bias"))
@@ -91,7 +91,7 @@ class Rule:
     ``why`` is free text shown in explanations; ``optional=True`` silences the
     "matches nothing" report for this rule (presets use it).
 
-    Example:
+    Examples:
       >>> Rule(layer="norm", decay=False).multiplier_value
       0.0
     """
@@ -371,7 +371,7 @@ def _finite(number: int | float) -> bool:
 class Rules(Sequence[Rule]):
     """An immutable, ordered rule set; the last matching rule wins, unmatched leaves get ``default``.
 
-    Example:
+    Examples:
       >>> rules = Rules([{"layer": "norm", "decay": False}]) + [Rule(role="bias", decay=False)]
       >>> len(rules), rules.default
       (2, 1.0)
@@ -472,7 +472,7 @@ class Rules(Sequence[Rule]):
 def as_rules(rules: Rules | Iterable[RuleLike] | Mapping[str, Any]) -> Rules:
     """The one normalizer of every ``rules=`` argument: a ``Rules``, a list of ``Rule``/dict, or ``{"rules": [...]}``.
 
-    Example:
+    Examples:
       >>> as_rules({"rules": [{"role": "bias", "decay": False}]}) == Rules([Rule(role="bias", decay=False)])
       True
       >>> as_rules(lambda p: p)

@@ -39,7 +39,7 @@ DECLARATIONS: tuple[str, ...] = ("", "no_decay")
 class ParamInfo:
     """What the rule engine knows about one trainable leaf.
 
-    Example:
+    Examples:
       >>> info = ParamInfo(("layer1", "bn1", "scale"), (64,), layer="norm.batch", role="scale")
       >>> str(info), info.ndim
       ('layer1.bn1.scale', 1)
@@ -135,7 +135,7 @@ class Inventory(Sequence[ParamInfo]):
     ``decide`` decides once per kind. A kind's every field but ``path`` and ``shape`` is its members'
     (``shape`` of the same rank); items are built when read.
 
-    Example:
+    Examples:
       >>> kind = ParamInfo(("b0", "bias"), (4,), layer="linear", role="bias")
       >>> inv = Inventory([kind], [0, 0], [("b0", "bias"), ("b1", "bias")], [(4,), (8,)])
       >>> [(str(i), i.shape, i.role) for i in inv]

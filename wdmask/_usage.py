@@ -251,7 +251,7 @@ def resolve(f: Facts) -> Use | _Follow | None:
 def follow_nonlinear(f: Facts) -> bool:
     """Whether the value is nonlinear after FOLLOWing it through the op of ``f``.
 
-    Example:
+    Examples:
       >>> [follow_nonlinear(Facts("nonlinear")), follow_nonlinear(Facts("mul"))]
       [True, False]
     """
@@ -264,7 +264,7 @@ Step = Literal["follow", "reached", "escape"]
 def feeds_step(family: str, *, slot: str = "", own_bias: bool = False) -> Step:
     """feeds_norm: what one consumer of a contraction's output (or of a value followed from it) does.
 
-    Example:
+    Examples:
       >>> feeds_step("shape_only"), feeds_step("add", own_bias=True), feeds_step("normalize", slot="input")
       ('follow', 'follow', 'reached')
       >>> feeds_step("nonlinear"), feeds_step("add")
@@ -281,7 +281,7 @@ def feeds_verdict(calls: Iterable[tuple[bool, bool]]) -> bool | None:
     """feeds_norm of a producer from its calls' ``(reached, escaped)``: True when every call reached a
     norm and none escaped; ``None`` when it was never called.
 
-    Example:
+    Examples:
       >>> feeds_verdict([(True, False), (True, False)]), feeds_verdict([(True, True)]), feeds_verdict([])
       (True, False, None)
     """
@@ -296,7 +296,7 @@ def is_position_ids(values: object) -> bool:
     """Whether integer values (nested lists, e.g. ``tensor.tolist()``) count up by one along their last axis
     in every row -- ``arange(T)``, possibly offset per row: position ids passed as an input.
 
-    Example:
+    Examples:
       >>> is_position_ids([[0, 1, 2], [5, 6, 7]]), is_position_ids([3, 9, 4]), is_position_ids([[0]])
       (True, False, False)
     """
@@ -315,7 +315,7 @@ def read_positions(values: Sequence[object | None]) -> tuple[list[int], bool]:
     token ids written as ``arange``). Returns the indices and whether the values could not be seen
     (abstract inputs among several integer inputs: the tables they index are a guess).
 
-    Example:
+    Examples:
       >>> read_positions([[[7, 3, 9]], [[0, 1, 2]]]), read_positions([[0, 1, 2]]), read_positions([None, None])
       (([1], False), ([], False), ([], True))
     """
@@ -330,17 +330,16 @@ def read_positions(values: Sequence[object | None]) -> tuple[list[int], bool]:
 def note_positions(inputs: Sequence[str], guessed: Sequence[str]) -> None:
     """Say which inputs were read as position ids (``UserWarning``), and which tables were read as token
     tables on a guess because the integer inputs were abstract (``UnclassifiedWarning``)."""
-    import warnings
-
     from wdmask._errors import UnclassifiedWarning
+    from wdmask._warn import warn
 
     if inputs:
-        warnings.warn(f"wdmask: read {', '.join(inputs)} as position ids (integer input counting up along its "
-                      "last axis); the tables it indexes are position tables (role 'position')", stacklevel=3)
+        warn(f"wdmask: read {', '.join(inputs)} as position ids (integer input counting up along its "
+             "last axis); the tables it indexes are position tables (role 'position')", UserWarning)
     if guessed:
-        warnings.warn(f"wdmask: {', '.join(guessed)} indexed by an abstract integer input, read as token ids (a "
-                      "guess: its values were not seen; pass concrete ids and position ids to tell them apart)",
-                      UnclassifiedWarning, stacklevel=3)
+        warn(f"wdmask: {', '.join(guessed)} indexed by an abstract integer input, read as token ids (a "
+             "guess: its values were not seen; pass concrete ids and position ids to tell them apart)",
+             UnclassifiedWarning)
 
 
 def usage_names(uses: Iterable[Use]) -> tuple[str, ...]:
@@ -356,6 +355,7 @@ def classify(uses: Iterable[Use], known: str = "other") -> tuple[str, str] | Non
       uses: the parameter's recorded uses.
       known: the layer kind already known from the owner's exact class (``"other"`` if none);
         it is kept, and under a norm layer ``mul``/``add`` are its scale/shift.
+
     Returns:
       ``(layer, role)``, or ``None`` for a parameter that was never used.
     """
@@ -377,7 +377,7 @@ def with_usage(info: ParamInfo, uses: tuple[Use, ...] | None) -> ParamInfo:
     role (``classify(uses, known=info.layer)``, ``source="graph"``); no evidence leaves ``info`` as it is
     (only ``usage`` is recorded).
 
-    Example:
+    Examples:
       >>> info = ParamInfo(("blk", "lambda1"), (8,), source="type")
       >>> new = with_usage(info, (Use("mul"),))
       >>> new.role, new.source, new.usage

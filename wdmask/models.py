@@ -23,7 +23,7 @@ torch                      linen                      NNX
 Linen modules switch BatchNorm with ``use_running_average`` (a field, overridable per call);
 NNX modules with ``model.train()`` / ``model.eval()``.
 
-Example:
+Examples:
   >>> import jax, jax.numpy as jnp
   >>> model = resnet18(num_classes=10, width=8, layers=(1, 1, 1, 1))
   >>> variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 32, 32, 3)))
@@ -170,7 +170,7 @@ def resnet18(num_classes: int = 10, width: int = 64, layers: Sequence[int] = (2,
              param_dtype: Dtype = jnp.float32) -> ResNet:
     """Linen ResNet-18-style model (BasicBlock); twin of ``wdmask_torch.models.resnet18``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> shapes = jax.eval_shape(resnet18(num_classes=1000).init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
       >>> sum(x.size for x in jax.tree.leaves(shapes["params"]))  # torchvision resnet18: 11689512
@@ -184,7 +184,7 @@ def resnet50(num_classes: int = 10, width: int = 64, layers: Sequence[int] = (3,
              param_dtype: Dtype = jnp.float32) -> ResNet:
     """Linen ResNet-50-style model (Bottleneck); twin of ``wdmask_torch.models.resnet50``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> shapes = jax.eval_shape(resnet50(num_classes=1000).init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
       >>> sum(x.size for x in jax.tree.leaves(shapes["params"]))  # torchvision resnet50: 25557032
@@ -299,7 +299,7 @@ def nnx_resnet18(num_classes: int = 10, width: int = 64, layers: Sequence[int] =
                  param_dtype: Dtype = jnp.float32) -> NnxResNet:
     """NNX ResNet-18-style model.
 
-    Example:
+    Examples:
       >>> from flax import nnx
       >>> model = nnx.eval_shape(lambda: nnx_resnet18(width=8, layers=(1, 1, 1, 1)))
       >>> [".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))][:3]
@@ -314,7 +314,7 @@ def nnx_resnet50(num_classes: int = 10, width: int = 64, layers: Sequence[int] =
                  param_dtype: Dtype = jnp.float32) -> NnxResNet:
     """NNX ResNet-50-style model.
 
-    Example:
+    Examples:
       >>> from flax import nnx
       >>> model = nnx.eval_shape(lambda: nnx_resnet50(num_classes=1000))
       >>> sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))  # torchvision resnet50: 25557032

@@ -4,7 +4,7 @@
 ``nanogpt``, ``torchvision``, ``detectron2``) reproduce what that code base's own grouping
 function does, quirks included, so a migrated training script keeps its behaviour.
 
-Example:
+Examples:
   >>> from wdmask import presets
   >>> [r.to_dict()["decay"] for r in presets.standard], presets.names[:3]
   ([False, False, False, False, False], ('standard', 'standard_scale_invariant', 'all'))
@@ -122,7 +122,7 @@ def torchvision_rules(norm_multiplier: float = 0.0, bias_multiplier: float | Non
     ``embedding_multiplier`` for ``class_token``, ``position_embedding`` and
     ``relative_position_bias_table`` (``--transformer-embedding-decay``).
 
-    Example:
+    Examples:
       >>> torchvision_rules(0.0, 0.5)[1].multiplier
       0.5
     """
@@ -146,7 +146,7 @@ def detectron2_rules(norm_multiplier: float = 0.0, bias_multiplier: float | None
     last) gets it; ``overrides`` maps further parameter names to multipliers (the ``overrides``
     argument, e.g. ViTDet's ``{"pos_embed": 0.0}``).
 
-    Example:
+    Examples:
       >>> len(detectron2_rules()), len(detectron2_rules(overrides={"pos_embed": 0.0}))
       (1, 2)
     """
@@ -177,7 +177,7 @@ names: tuple[str, ...] = tuple(_BY_NAME)
 def by_name(name: str) -> Rules:
     """The preset called ``name``.
 
-    Example:
+    Examples:
       >>> by_name("standard") is standard
       True
     """

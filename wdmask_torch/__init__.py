@@ -1,6 +1,6 @@
 """wdmask_torch: apply wdmask rules to PyTorch optimizers (param groups, audit, rule inference).
 
-Example:
+Examples:
   >>> import torch, wdmask_torch
   >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
   >>> opt = torch.optim.SGD(wdmask_torch.groups(net), lr=0.1, weight_decay=1e-4)
@@ -9,6 +9,10 @@ Example:
   >>> [[n for n, _ in g["params"]] for g in wdmask_torch.groups(net, named=True)]  # torch >= 2.6
   [['0.bias', '1.weight', '1.bias'], ['0.weight']]
 """
+
+from wdmask._optional import require as _require
+
+_require("torch", by="import wdmask_torch")
 
 from wdmask_torch._apply import groups as groups
 from wdmask_torch._audit import AuditReport as AuditReport

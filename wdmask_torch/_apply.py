@@ -69,14 +69,14 @@ def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, 
     return items
 
 
-def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standard, *,
+def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
            weight_decay: float | None = None, include_frozen: bool = False, example_inputs: Any = None,
            strict: bool = False, named: bool = False,
            options_by_multiplier: Mapping[float, Mapping[str, Any]] | None = None,
            **group_options: Any) -> list[dict[str, Any]]:
     r"""Optimizer param groups that apply ``rules``: one group per distinct weight-decay multiplier.
 
-    .. math:: \lambda_i = \lambda \, m_i
+    $$\lambda_i = \lambda \, m_i$$
 
     Groups come in a fixed order: the no-decay group first, then ascending multiplier; empty
     groups are dropped and parameters keep ``named_parameters()`` order, so an optimizer
@@ -91,8 +91,9 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
 
     Args:
       model: An ``nn.Module`` (possibly wrapped by ``torch.compile``/DDP/DataParallel/FSDP).
-      rules: Ordered rules; the last match wins; unmatched parameters are decayed.
-      weight_decay: :math:`\lambda`, a finite real number >= 0. ``None``: the no-decay group sets
+      rules: Ordered rules; the last match wins; unmatched parameters are decayed. Default (``None``):
+        ``wdmask.presets.standard``.
+      weight_decay: $\lambda$, a finite real number >= 0. ``None``: the no-decay group sets
         ``weight_decay=0.0`` and the multiplier-1 group inherits the optimizer's ``weight_decay``.
         A value: every group sets ``weight_decay * multiplier``.
       named: Put ``(name, tensor)`` pairs in ``params`` (torch's named param groups, torch >= 2.6)
@@ -108,8 +109,10 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
         ``{0.0: {"trust_ratio": False}}`` so a LARS/LAMB implementation that reads per-group flags
         skips trust-ratio scaling where there is no decay; applied after ``group_options``.
       **group_options: Extra keys for every group (``lr=``, ``betas=``, ...).
+
     Returns:
       A list of param-group dicts for ``torch.optim.*``.
+
     Raises:
       TypeError: ``model`` is not an ``nn.Module``; ``weight_decay`` is not a real number (a bool, a str);
         ``named``/``strict``/``include_frozen`` is not a bool; ``options_by_multiplier`` is not a
@@ -118,6 +121,7 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
         multiplier other than 0/1 without ``weight_decay``, or ``weight_decay * multiplier`` overflowing.
       RuntimeError: ``named=True`` on torch older than 2.6.
       RuleError: invalid rules, or (``strict``) a rule matching nothing.
+
     Examples:
       >>> import torch
       >>> net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
@@ -129,6 +133,7 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standar
       >>> [[name for name, _ in g["params"]] for g in groups(net, named=True)]
       [['0.bias', '1.weight', '1.bias'], ['0.weight']]
     """
+    rules = presets.standard if rules is None else rules
     if weight_decay is not None:
         check_weight_decay(weight_decay, schedule=False, where="wdmask_torch.groups: ")
         weight_decay = float(weight_decay)  # a 0-d tensor/array becomes the float torch optimizers expect

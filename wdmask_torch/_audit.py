@@ -90,7 +90,7 @@ def effective_weight_decay(optimizer: Any) -> dict[int, list[float]]:
     return out
 
 
-def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] = presets.standard, *,
+def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
           example_inputs: Any = None) -> AuditReport:
     """Compare an existing optimizer's per-parameter weight decay with what ``rules`` decide.
 
@@ -106,15 +106,18 @@ def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] = 
         ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``), or any object with
         ``param_groups`` (DeepSpeed ZeRO).
       model: The model it trains (wrappers allowed).
-      rules: The rules it should follow.
+      rules: The rules it should follow (default ``None``: ``wdmask.presets.standard``).
       example_inputs: The inputs the optimizer's groups were built with (``groups(model, rules,
         example_inputs=x)``): one traced forward pass classifies parameters by their usage (position
         tables, learned tokens) and detects ``feeds_norm`` exactly as ``groups`` did. Nothing about the
         model changes (modes, parameters, buffers and RNG states are restored).
+
     Returns:
       An ``AuditReport``: ``report.ok``, ``report.assert_ok()``, ``print(report)``.
+
     Raises:
       TypeError: ``optimizer`` has no ``param_groups`` or ``model`` is not an ``nn.Module``.
+
     Examples:
       >>> net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
       >>> report = audit(torch.optim.SGD(net.parameters(), lr=0.1, weight_decay=1e-4), net)
@@ -126,6 +129,7 @@ def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] = 
       ...       example_inputs=x).ok
       True
     """
+    rules = presets.standard if rules is None else rules
     groups = param_groups(optimizer)
     items = checked_inventory(model, example_inputs, include_frozen=True, fn="audit")
     trainable = [(p, info) for _, p, info in items if p.requires_grad]

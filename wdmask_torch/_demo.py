@@ -38,6 +38,7 @@ def run_demo(console: Any = None, steps: int = 5, start: float | None = None) ->
       steps: training steps to run on both sides.
       start: ``time.time()`` when the command started (``wdmask demo`` passes the process start, so the time
         reported includes interpreter start-up and imports); default: now.
+
     Returns:
       The max absolute parameter difference between the frameworks after each step (float64: ~1e-16).
     """
@@ -151,7 +152,7 @@ def _run(console: Any, steps: int, start: float) -> list[float]:
 def _conclusion(n: int, differ: int, decayed: int, steps: int, worst: float) -> str:
     """The demo's result in words.
 
-    Example:
+    Examples:
       >>> print(_conclusion(38, 0, 21, 5, 2.2e-16))  # doctest: +NORMALIZE_WHITESPACE
       Conclusion: the same 21 of 38 parameters are decayed in both frameworks; after 5 steps the parameters
       agree to 2.2e-16, within float64 rounding (a wrong decay decision would move them by ~1e-6 or more).

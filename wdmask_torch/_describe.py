@@ -86,11 +86,14 @@ def register_norm(cls: type[nn.Module], kind: str = "norm.layer") -> type[nn.Mod
     Args:
       cls: A ``nn.Module`` subclass.
       kind: One of ``norm.batch``, ``norm.layer``, ``norm.group``, ``norm.instance``, ``norm.rms``.
+
     Returns:
       ``cls`` unchanged.
+
     Raises:
       TypeError: ``cls`` is not an ``nn.Module`` subclass.
       ValueError: ``kind`` is not a norm kind.
+
     Examples:
       >>> class ScaleOnly(nn.Module):
       ...     def __init__(self):
@@ -115,6 +118,7 @@ def unregister_norm(cls: type[nn.Module]) -> None:
     Raises:
       TypeError: ``cls`` is not an ``nn.Module`` subclass.
       KeyError: ``cls`` was not registered; the message lists the registered classes.
+
     Examples:
       >>> class Gain(nn.Module):
       ...     def __init__(self):
@@ -135,7 +139,7 @@ def unregister_norm(cls: type[nn.Module]) -> None:
 def qualified_name(cls: type) -> str:
     """``module.QualName`` of a class, shortened to a public package path when it is exported there.
 
-    Example:
+    Examples:
       >>> qualified_name(nn.BatchNorm2d), qualified_name(nn.MultiheadAttention)
       ('torch.nn.BatchNorm2d', 'torch.nn.MultiheadAttention')
     """
@@ -156,7 +160,7 @@ def module_kind(module: nn.Module, memo: _Memo | None = None) -> tuple[str, str]
     Registered classes first, then torch classes by ``isinstance``, then custom norm classes
     by name (a class named like ``LayerNorm2d``/``FooNorm`` owning only parameters of rank <= 1).
 
-    Example:
+    Examples:
       >>> module_kind(nn.SyncBatchNorm(4)), module_kind(nn.ReLU())
       (('norm.batch', 'type'), None)
     """
@@ -179,7 +183,7 @@ def module_kind(module: nn.Module, memo: _Memo | None = None) -> tuple[str, str]
 def norm_by_name(cls: type) -> str | None:
     """Norm kind suggested by the name of ``cls`` or of a base class (``class MyNorm(EvoNorm2dB0)``).
 
-    Example:
+    Examples:
       >>> class EvoNorm2dB0(nn.Module): pass
       >>> class Fp32Variant(EvoNorm2dB0): pass
       >>> norm_by_name(Fp32Variant), norm_by_name(nn.ReLU)
@@ -237,7 +241,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
     Raises:
       TypeError: ``model`` is not an ``nn.Module``.
-    Example:
+
+    Examples:
       >>> net = nn.Linear(2, 2)
       >>> unwrap(nn.DataParallel(net)) is net
       True
@@ -266,7 +271,7 @@ def _wrapped(model: nn.Module) -> nn.Module | None:
 def canonical_path(name: str) -> tuple[str, ...]:
     """A ``named_parameters()`` name as a path, wrapper tokens removed (never a plain ``module``).
 
-    Example:
+    Examples:
       >>> canonical_path("0._orig_mod.layer1._fsdp_wrapped_module.weight")
       ('0', 'layer1', 'weight')
     """
@@ -471,11 +476,14 @@ def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bo
         comes from usage, ``source="graph"``) and detects ``feeds_norm``. ``None``: nothing runs,
         roles come from classes and names, and ``feeds_norm`` is ``None``.
       include_frozen: Also describe parameters with ``requires_grad=False``.
+
     Returns:
       One ``ParamInfo`` per parameter in ``named_parameters()`` order; tied parameters once.
+
     Raises:
       TypeError: ``model`` is not an ``nn.Module``; ``include_frozen`` is not a bool.
       ValueError: a lazy module has not been initialized (run one forward pass first).
+
     Examples:
       >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8))
       >>> [(i.dotted, i.layer, i.role, i.feeds_norm) for i in describe(net, torch.zeros(1, 3, 8, 8))]

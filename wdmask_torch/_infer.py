@@ -31,12 +31,15 @@ def infer_rules(optimizer: Any, model: nn.Module, *, example_inputs: Any = None)
       model: The model (wrappers allowed).
       example_inputs: Inputs for one traced forward pass, as for ``groups``: the inferred rules may then
         use what only the graph knows (``feeds_norm``, roles from usage). Nothing about the model changes.
+
     Returns:
       ``Inferred(rules, weight_decay)``: ``rules`` give every parameter the optimizer holds the
       same effective weight decay; ``weight_decay`` is ``None`` when nothing is decayed.
+
     Raises:
       TypeError: ``optimizer`` has no ``param_groups`` or ``model`` is not an ``nn.Module``.
       ValueError: the optimizer holds none of the model's trainable parameters.
+
     Examples:
       >>> import torch
       >>> net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))

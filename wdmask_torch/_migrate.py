@@ -38,6 +38,7 @@ from wdmask._jax._twins import (
     scale_by_torch_radam,
     trace_dampened,
 )
+from wdmask._optional import JAX, require
 
 __all__ = ["group_chains", "to_optax"]
 
@@ -141,13 +142,16 @@ def group_chains(optimizer: torch.optim.Optimizer, *, scheduler: Any = None) -> 
     Args:
       optimizer: a fresh (never stepped) ``torch.optim`` SGD, Adam, AdamW, RMSprop, Adagrad, RAdam or NAdam.
       scheduler: an optional ``torch.optim.lr_scheduler`` built over ``optimizer``.
+
     Returns:
       A list of ``optax.GradientTransformation``, in param-group order.
+
     Raises:
       TypeError: ``optimizer`` is not a torch optimizer, or ``scheduler`` not a scheduler of it.
       NotImplementedError: another optimizer class (or a subclass overriding ``step``), or a scheduler
         without an exact optax schedule.
       ValueError: the optimizer already holds state (it has stepped).
+
     Examples:
       >>> import torch
       >>> w = torch.nn.Parameter(torch.zeros(2))
@@ -155,6 +159,7 @@ def group_chains(optimizer: torch.optim.Optimizer, *, scheduler: Any = None) -> 
       >>> len(group_chains(opt))
       1
     """
+    require(*JAX, by="wdmask_torch.group_chains")
     kind = _kind(optimizer)
     if any(_stepped(s) for s in optimizer.state.values()):
         raise ValueError(
@@ -267,7 +272,7 @@ def to_optax(optimizer: torch.optim.Optimizer, model: Any = None, flax_params_or
     Built as ``optax.multi_transform`` over the torch param groups, because groups may differ in
     ``lr``, betas, eps, momentum and ``weight_decay``:
 
-    .. math:: \text{tx} = \text{multi\_transform}\bigl(\{\texttt{group}g: \text{chain}_g\},\ \text{labels}\bigr)
+    $$\text{tx} = \text{multi\_transform}\bigl(\{\texttt{group}g: \text{chain}_g\},\ \text{labels}\bigr)$$
 
     where ``chain_g`` is ``group_chains(optimizer, scheduler=scheduler)[g]`` (see the module docstring
     for each optimizer's chain; coupled L2 decay comes before the moment estimates, decoupled decay
@@ -291,15 +296,18 @@ def to_optax(optimizer: torch.optim.Optimizer, model: Any = None, flax_params_or
         Flax leaf, its torch group as an int ``g`` or a string ``"group{g}"`` (``"frozen"``: no update).
       sample: example inputs of a linen ``flax_params_or_model`` (traced abstractly for call order).
       sample_kwargs: keyword arguments of the Flax model's forward pass (``{"train": False}``).
+
     Returns:
       An ``optax.GradientTransformation``. Without ``model``/``labels`` and a single param group: that
       group's chain itself.
+
     Raises:
       TypeError: not a torch optimizer / scheduler; both or neither of ``labels`` and ``model`` with
         several groups.
       NotImplementedError: an optimizer class or scheduler with no exact Optax equivalent here.
       ValueError: the optimizer already stepped; optimizer params missing from ``model``; bad labels.
       wdmask.PairError: the torch and Flax models cannot be paired.
+
     Examples:
       >>> import jax.numpy as jnp, torch
       >>> a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
@@ -310,6 +318,7 @@ def to_optax(optimizer: torch.optim.Optimizer, model: Any = None, flax_params_or
       >>> round(float(updates["w"][0]), 9), abs(float(updates["b"][0]))  # decoupled decay -ηλθ on group 0 only
       (-1e-05, 0.0)
     """
+    require(*JAX, by="wdmask_torch.to_optax")
     import optax
 
     chains = group_chains(optimizer, scheduler=scheduler)

@@ -16,6 +16,7 @@ from torch import nn
 
 from wdmask._errors import _what
 from wdmask._jax._order import flax_inventory
+from wdmask._optional import JAX, require
 from wdmask._pair import PairError, flax_axes, pair
 from wdmask._types import ParamInfo, Path
 from wdmask_torch._describe import check_model, inventory
@@ -127,13 +128,16 @@ def to_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sample:
       sample: example inputs of ``flax_model`` (or of an NNX module, to follow its call order).
       dtype: dtype of the new leaves; default: the torch tensor's (a ``.double()`` model gives float64).
       sample_kwargs: keyword arguments of the Flax model's forward pass (``{"train": False}``).
+
     Returns:
       New variables (linen: a new dict, ``variables`` untouched) or the NNX module, updated (only once
       every leaf is found and fits: a failing call leaves it as it was).
+
     Raises:
       PairError: the models cannot be paired, ``variables`` lack a BatchNorm's ``batch_stats``, or a
         leaf has another shape than its torch twin.
       TypeError: ``variables``, ``flax_model`` or ``dtype`` of the wrong type.
+
     Examples:
       >>> import jax, jax.numpy as jnp, torch
       >>> from flax import linen as nn
@@ -144,6 +148,7 @@ def to_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sample:
       >>> v["params"]["layers_0"]["kernel"].shape, float(v["batch_stats"]["layers_1"]["var"][0])
       ((3, 3, 3, 4), 1.0)
     """
+    require(*JAX, by="wdmask_torch.to_flax")
     import jax.numpy as jnp
     import numpy as np
 
@@ -213,12 +218,15 @@ def from_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sampl
       flax_model: the linen module, with ``sample``: leaves then follow call order (see ``to_flax``).
       sample: example inputs of ``flax_model``.
       sample_kwargs: keyword arguments of the Flax model's forward pass.
+
     Returns:
       ``model``.
+
     Raises:
       PairError: the models cannot be paired, ``variables`` lack a BatchNorm's ``batch_stats``, or a
         leaf has another shape than its torch twin.
       TypeError: ``variables`` or ``flax_model`` of the wrong type, or a leaf that does not hold real numbers.
+
     Examples:
       >>> import jax, jax.numpy as jnp, torch
       >>> from flax import linen as nn
@@ -228,6 +236,7 @@ def from_flax(model: nn.Module, variables: Any, *, flax_model: Any = None, sampl
       >>> from_flax(t, v, flax_model=f, sample=jnp.zeros((1, 3)))[0].weight.tolist()
       [[0.0, 2.0, 4.0], [1.0, 3.0, 5.0]]
     """
+    require(*JAX, by="wdmask_torch.from_flax")
     check_model(model, "from_flax")
     check_variables(variables, "from_flax")
     side = _Torch(model, variables, flax_model, sample, "from_flax", sample_kwargs)

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from wdmask._optional import JAX, require
+
 Schedule = Callable[[Any], Any]
 
 SUPPORTED = ("StepLR", "MultiStepLR", "ExponentialLR", "ConstantLR", "CosineAnnealingLR", "LinearLR",
@@ -99,7 +101,7 @@ def _one_cycle(sched: Any, group: dict[str, Any]) -> Callable[[Any], Any]:
 def to_optax_schedule(scheduler: Any, *, steps: int | None = None) -> list[Schedule]:
     """Optax schedules equal to ``scheduler``'s learning rate per optimizer step, one per param group.
 
-    .. math:: \\eta^{\\text{optax}}_g(t) = \\eta^{\\text{torch}}_g \\text{ after } t \\text{ scheduler steps}
+    $$\\eta^{\\text{optax}}_g(t) = \\eta^{\\text{torch}}_g \\text{ after } t \\text{ scheduler steps}$$
 
     Args:
       scheduler: a freshly built ``torch.optim.lr_scheduler`` object (StepLR, MultiStepLR,
@@ -108,20 +110,23 @@ def to_optax_schedule(scheduler: Any, *, steps: int | None = None) -> list[Sched
       steps: if given, tabulate instead: step a deep copy of the optimizer and scheduler
         ``steps`` times and return the recorded values (exact for any scheduler whose ``step()``
         takes no arguments; the last value is held after ``steps``).
+
     Returns:
       One schedule ``count -> lr`` per param group, in group order.
+
     Raises:
       TypeError: ``scheduler`` is not a torch scheduler; ``steps`` is not an int.
       ValueError: ``steps < 1``; a scheduler already stepped (without ``steps``).
       NotImplementedError: a scheduler class with no closed form here (use ``steps=``).
 
-    Example:
+    Examples:
       >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
       >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
       >>> lr = to_optax_schedule(sched)[0]  # the first (only) param group's schedule
       >>> [round(float(lr(t)), 4) for t in range(5)]
       [0.1, 0.1, 0.05, 0.05, 0.025]
     """
+    require(*JAX, by="wdmask_torch.to_optax_schedule")
     if not isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
         raise TypeError(f"`scheduler` must be a torch.optim.lr_scheduler object, got {type(scheduler).__name__}")
     groups = scheduler.optimizer.param_groups

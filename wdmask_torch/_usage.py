@@ -189,7 +189,7 @@ def _arg(args: Sequence[Any], kwargs: dict[str, Any], pos: int, key: str) -> Any
 def einsum_contracted(equation: str, n: int) -> list[bool]:
     """Per operand of ``torch.einsum(equation, ...)``: is one of its indices summed over?
 
-    Example:
+    Examples:
       >>> einsum_contracted("bd,d->bd", 2), einsum_contracted("ecd,edh->ech", 2), einsum_contracted("ij,jk", 2)
       ([False, False], [True, True], [True, True])
     """
@@ -648,8 +648,10 @@ def trace(model: nn.Module, example_inputs: Any, *, params: Sequence[torch.Tenso
       example_inputs: A tuple (positional arguments), a dict (keyword arguments) or one argument.
       params: The parameters to follow (each distinct tensor once).
       norms: Norm modules (their inputs are normalized: feeds_norm targets).
+
     Returns:
       A ``Trace``: ``uses`` maps ``id(param)`` to its uses (empty for a parameter no op consumed).
+
     Examples:
       >>> net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
       >>> t = trace(net, torch.zeros(1, 4), params=list(net.parameters()))

@@ -6,7 +6,7 @@ copies. Names follow torchvision: ``conv1``, ``bn1``, ``layer1.0.conv1``, ``laye
 (conv) / ``.1`` (BatchNorm), ``fc``. A ``small_input`` stem (3x3 stride-1 conv, no max-pool) suits
 CIFAR-sized images; the default is torchvision's 7x7 stride-2 conv followed by a 3x3 stride-2 max-pool.
 
-Example:
+Examples:
   >>> import torch
   >>> model = resnet18(num_classes=10, width=8, layers=(1, 1, 1, 1))
   >>> model(torch.zeros(2, 3, 32, 32)).shape
@@ -131,7 +131,7 @@ def resnet18(num_classes: int = 10, width: int = 64, layers: Sequence[int] = (2,
              small_input: bool = False) -> ResNet:
     """ResNet-18-style model (BasicBlock).
 
-    Example:
+    Examples:
       >>> sum(p.numel() for p in resnet18(num_classes=1000).parameters())  # torchvision resnet18: 11689512
       11689512
     """
@@ -142,7 +142,7 @@ def resnet50(num_classes: int = 10, width: int = 64, layers: Sequence[int] = (3,
              small_input: bool = False) -> ResNet:
     """ResNet-50-style model (Bottleneck, stride on the 3x3 conv).
 
-    Example:
+    Examples:
       >>> sum(p.numel() for p in resnet50(num_classes=1000).parameters())  # torchvision resnet50: 25557032
       25557032
     """

@@ -24,6 +24,7 @@ from wdmask._jax._describe import describe, describe_flattened, refuse_not_a_mod
 from wdmask._jax._equinox import flatten_params, is_equinox
 from wdmask._jax._linen import NEEDS_SAMPLE_MSG
 from wdmask._jax._tree import Leaf, _unbox, first_difference, flatten, is_box, key_str
+from wdmask._optional import JAX, require
 from wdmask._rules import RuleLike, Rules, as_rules
 from wdmask._types import ParamInfo, Path
 
@@ -48,7 +49,7 @@ def fingerprint(paths: Sequence[Path], multipliers: Sequence[float]) -> str:
     """A short, stable digest of per-leaf decisions: the same paths and multipliers give the same string in
     every process (sha256 of a canonical JSON text, never Python's salted ``hash``).
 
-    Example:
+    Examples:
       >>> fingerprint([("Dense_0", "bias")], [0.0]) == fingerprint([("Dense_0", "bias")], [0.0])
       True
       >>> fingerprint([("Dense_0", "bias")], [0.0]) == fingerprint([("Dense_0", "bias")], [1.0])
@@ -220,17 +221,21 @@ def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None
         ``feeds_norm``; non-array leaves are static Python values.
       strict: a rule that matches nothing raises ``RuleError`` instead of warning.
       sample_kwargs: keyword arguments of the model's forward pass (``{"train": False}``).
+
     Returns:
       A pytree of Python bools.
+
     Raises:
       RuleError: invalid rules, or (``strict``) a rule matching nothing.
       MaskError: ``params`` do not belong to ``model``.
+
     Examples:
       >>> import jax.numpy as jnp, wdmask
       >>> params = {"Dense_0": {"bias": jnp.zeros(2), "kernel": jnp.zeros((2, 2))}}
       >>> wdmask.mask(params, wdmask.presets.standard)
       {'Dense_0': {'bias': False, 'kernel': True}}
     """
+    require(*JAX, by="wdmask.mask")
     if _is_nnx(params):  # the module itself: its trainable state, the tree nnx.Optimizer(wrt=nnx.Param) updates
         from flax import nnx
 
@@ -379,12 +384,12 @@ def _adopt(state: Any, fresh: DecayState) -> DecayState:
     return jax.tree_util.tree_unflatten(treedef, got)  # type: ignore[no-any-return]
 
 
-def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = presets.standard, *,
+def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] | None = None, *,
           model: Any = None, sample: Any = None, strict: bool = False,
           sample_kwargs: Mapping[str, Any] | None = None) -> Any:
     r"""Add weight decay scaled per leaf by the multiplier ``rules`` decide.
 
-    .. math:: u_i \leftarrow g_i + \lambda_t \, m_i \, \theta_i
+    $$u_i \leftarrow g_i + \lambda_t \, m_i \, \theta_i$$
 
     Built as one ``optax.add_decayed_weights(weight_decay * m, mask_m)`` per distinct non-zero
     multiplier ``m`` (a schedule is scaled as ``t -> m * schedule(t)``); with one multiplier the
@@ -397,22 +402,26 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
     ``tx.init(params)``, or without one, it takes this transform's decisions).
 
     Args:
-      weight_decay: :math:`\lambda_t`: a float, a scalar array (``inject_hyperparams`` passes one)
+      weight_decay: $\lambda_t$: a float, a scalar array (``inject_hyperparams`` passes one)
         or an optax schedule.
-      rules: ordered rules; the last match wins; unmatched leaves get ``rules.default`` (1).
+      rules: ordered rules; the last match wins; unmatched leaves get ``rules.default`` (1). Default
+        (``None``): ``wdmask.presets.standard``.
       model: the linen or NNX module the params belong to (exact layer kinds).
       sample: example inputs of ``model`` (linen: required; NNX: optional): roles from usage, ``feeds_norm``.
       strict: a rule that matches nothing raises ``RuleError`` at ``init`` instead of warning.
       sample_kwargs: keyword arguments of the model's forward pass (``{"train": False}``).
+
     Returns:
       An ``optax.GradientTransformation``; chain it before the optimizer's scaling
       (``optax.chain(wdmask.decay(1e-4), optax.sgd(0.1))``) or use it as the decay of AdamW
       (``optax.chain(optax.scale_by_adam(), wdmask.decay(1e-2), optax.scale(-lr))``).
+
     Raises:
       RuleError: invalid rules.
       MaskError: at ``update``, ``updates``/``params`` whose structure or leaf shapes differ from
         ``init``'s (naming the first differing leaf), or a state built under other decisions (naming
         the leaves that changed).
+
     Examples:
       >>> import jax, jax.numpy as jnp, optax, wdmask
       >>> params = {"Dense_0": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2))}}
@@ -421,6 +430,8 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] = pr
       >>> updates["Dense_0"]["bias"].tolist(), updates["Dense_0"]["kernel"][0].tolist()
       ([-0.0, -0.0], [-0.5, -0.5])
     """
+    require(*JAX, by="wdmask.decay")
+    rules = presets.standard if rules is None else rules
     import optax
 
     rules = as_rules(rules)

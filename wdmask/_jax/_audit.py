@@ -7,15 +7,15 @@ What is read (``_read``):
   one probe step ``tx.update(zeros, tx.init(ones), ones)`` from a fresh state on params of ones
   with ``params``' structure, in float64 (``jax.enable_x64`` locally, so ``update / param`` is read
   to ~1e-16). With a zero gradient only the decay moves a leaf, so per leaf
-  :math:`|\Delta\theta / \theta|` is the decay it gets this step:
+  $|\Delta\theta / \theta|$ is the decay it gets this step:
 
   - decoupled decay (``adamw``, ``chain(..., add_decayed_weights(wd, mask), scale(-lr))``) and decay
     before a linear optimizer (``chain(add_decayed_weights(wd, mask), sgd(lr))``): exactly
-    :math:`\eta\lambda m` per leaf — which leaves *and* their ratios are revealed; the reference is
-    :math:`\eta\lambda` (times a constant such as momentum's ``1 + mu`` under Nesterov), not
-    :math:`\lambda` alone;
+    $\eta\lambda m$ per leaf — which leaves *and* their ratios are revealed; the reference is
+    $\eta\lambda$ (times a constant such as momentum's ``1 + mu`` under Nesterov), not
+    $\lambda$ alone;
   - coupled decay before an adaptive scaling (``chain(add_decayed_weights(wd, mask), adam(lr))``):
-    Adam normalizes :math:`\lambda m \theta` to about :math:`\pm\eta` whatever :math:`m`, so *which* leaves
+    Adam normalizes $\lambda m \theta$ to about $\pm\eta$ whatever $m$, so *which* leaves
     are decayed is revealed, their ratios are not (pass ``ratios=False`` when the rules use
     multipliers other than 0 and 1);
 * a bool mask pytree (or a prefix of one, as ``optax.masked`` accepts), or a callable
@@ -36,6 +36,7 @@ from wdmask._errors import MaskError
 from wdmask._infer import Inferred, infer_inventory
 from wdmask._jax._describe import describe, describe_flattened
 from wdmask._jax._tree import Leaf, _unbox, first_difference, flatten, is_box, key_str
+from wdmask._optional import JAX, require
 from wdmask._rules import RuleLike, Rules
 from wdmask._types import ParamInfo, Path
 
@@ -247,12 +248,12 @@ def _inventory(params: PyTree, leaves: list[Leaf], model: Any, sample: Any) -> S
     return describe_flattened(params, leaves)
 
 
-def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] = presets.standard, *,
+def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | None = None, *,
           model: Any = None, sample: Any = None, ratios: bool | None = None) -> AuditReport:
     r"""Where an Optax transform's (or a mask's) weight decay disagrees with ``rules``, leaf by leaf.
 
     A transform is read by one zero-gradient probe step from a fresh state (see the module
-    docstring): per leaf :math:`|\Delta\theta/\theta|`, e.g. :math:`\eta\lambda` on the leaves
+    docstring): per leaf $|\Delta\theta/\theta|$, e.g. $\eta\lambda$ on the leaves
     ``optax.adamw(mask=)`` decays and 0 elsewhere. As ``wdmask_torch.audit`` does, the report checks
     *which* leaves are decayed and their ratios to the reference (the most common decay of the
     multiplier-1 leaves), whatever the value. Coupled decay before Adam
@@ -264,17 +265,20 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] = p
         ``multi_transform``, ``inject_hyperparams(...)``), a bool mask pytree (or a prefix of one),
         or a callable ``params -> mask``.
       params: the params pytree the transform is applied to (its values are not used).
-      rules: the rules the transform should follow.
+      rules: the rules the transform should follow (default ``None``: ``wdmask.presets.standard``).
       model: the linen or NNX module of ``params`` (exact layer kinds, scan axes).
       sample: example inputs of a linen ``model``.
       ratios: compare decay ratios, not only which leaves are decayed; default: ``True`` for a
         transform, ``False`` for a mask.
+
     Returns:
       An ``AuditReport``: ``report.ok``, ``report.assert_ok()``, ``print(report)``.
+
     Raises:
       TypeError: ``tx_or_mask`` is none of the above, or a mask leaf is not a bool.
       MaskError: a mask or the updates do not have ``params``' structure (naming the first difference).
       ValueError: the probe step failed or gave an update that is not a pure decay.
+
     Examples:
       >>> import jax.numpy as jnp, optax, wdmask
       >>> params = {"Dense_0": {"bias": jnp.ones(3), "kernel": jnp.ones((2, 3))},
@@ -284,6 +288,8 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] = p
       >>> [r.path for r in report.problems], report.reference
       (['LayerNorm_0.scale'], 1e-05)
     """
+    require(*JAX, by="wdmask.audit")
+    rules = presets.standard if rules is None else rules
     leaves, actual, magnitudes, step = _read(tx_or_mask, params)
     inventory = _inventory(params, leaves, model, sample)
     compare = magnitudes if ratios is None else bool(ratios)
@@ -308,10 +314,13 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
       model: the linen or NNX module of ``params``: the rules may then use exact kinds and per-layer ndim.
       sample: example inputs of a linen ``model``.
       ratios: infer multipliers from decay ratios (default: ``True`` for a transform, ``False`` for a mask).
+
     Returns:
       ``Inferred(rules, weight_decay)``.
+
     Raises:
       TypeError, MaskError, ValueError: as ``audit``.
+
     Examples:
       >>> import jax, jax.numpy as jnp, wdmask
       >>> params = {"Dense_0": {"bias": jnp.ones(3), "kernel": jnp.ones((2, 3))},
@@ -319,6 +328,7 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
       >>> wdmask.infer_rules(lambda p: jax.tree.map(lambda x: x.ndim > 1, p), params).rules
       Rules(inferred: [{ndim='<=1', decay=False}])
     """
+    require(*JAX, by="wdmask.infer_rules")
     leaves, actual, magnitudes, _ = _read(tx_or_mask, params)
     inventory = _inventory(params, leaves, model, sample)
     return infer_inventory(inventory, actual, ratios=magnitudes if ratios is None else bool(ratios))

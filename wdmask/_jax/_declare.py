@@ -16,6 +16,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from wdmask._optional import JAX, require
+
 __all__ = ["is_no_decay", "no_decay"]
 
 
@@ -63,8 +65,10 @@ def no_decay(init_fn: Callable[..., Any]) -> Callable[..., Any]:
 
     Args:
       init_fn: an initializer ``(key, shape, dtype) -> array`` (or one returning a box).
+
     Returns:
       An initializer returning the value in a ``NoDecay`` box (``nn.meta.AxisMetadata``).
+
     Examples:
       >>> import flax.linen as nn, jax, jax.numpy as jnp, wdmask
       >>> class Tok(nn.Module):
@@ -76,6 +80,7 @@ def no_decay(init_fn: Callable[..., Any]) -> Callable[..., Any]:
       >>> wdmask.mask(params, wdmask.presets.standard)["cls"], [(str(i), i.declared) for i in wdmask.describe(params)]
       (False, [('Dense_0.bias', ''), ('Dense_0.kernel', ''), ('cls', 'no_decay')])
     """
+    require(*JAX, by="wdmask.no_decay")
     if not callable(init_fn):
         raise TypeError(f"no_decay: `init_fn` must be an initializer (key, shape, dtype) -> array, got "
                         f"{type(init_fn).__name__} {init_fn!r}"[:200])

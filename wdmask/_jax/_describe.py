@@ -37,6 +37,7 @@ from wdmask._jax._nnx import describe_nnx_traced
 from wdmask._jax._plain import describe_tree
 from wdmask._jax._stacks import refine_from_metadata
 from wdmask._jax._tree import Leaf, PyTree, flatten, in_call_order
+from wdmask._optional import JAX, require
 from wdmask._types import ParamInfo
 
 TORCH_MODULE_MSG = ("wdmask.{fn}: `{arg}` is a torch module ({name}); wdmask.{fn} works on Flax/JAX params and "
@@ -113,17 +114,21 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
       sample_kwargs: keyword arguments of the forward pass (e.g. ``{"train": False}``), split the same way.
       params: the actual params to describe with a model (their paths must be the model's);
         defaults to the model's own.
+
     Returns:
       A list of ``ParamInfo``.
+
     Raises:
       ValueError: a linen module without ``sample``.
       MaskError: ``params`` do not belong to the model.
+
     Examples:
       >>> import jax.numpy as jnp, wdmask
       >>> inv = wdmask.describe({"BatchNorm_0": {"scale": jnp.ones(3)}, "bn1": {"scale": jnp.ones(3)}})
       >>> [(str(i), i.layer, i.role, i.source) for i in inv]
       [('BatchNorm_0.scale', 'norm.batch', 'scale', 'name'), ('bn1.scale', 'other', 'scale', 'shape')]
     """
+    require(*JAX, by="wdmask.describe")
     refuse_torch(params_or_model, "describe", "params_or_model")
     refuse_not_a_model(params_or_model, "describe", "params_or_model")
     if isinstance(params_or_model, type):

@@ -66,7 +66,7 @@ def _eqx() -> Any:
 def is_equinox(obj: Any) -> bool:
     """Whether ``obj`` is an ``eqx.Module`` instance (without importing equinox).
 
-    Example:
+    Examples:
       >>> is_equinox({"w": 1})
       False
     """
@@ -78,7 +78,7 @@ def is_param(x: Any) -> bool:
     """``eqx.is_inexact_array``, or the abstract leaf of one: a ``jax.ShapeDtypeStruct`` of an inexact dtype (a
     model built with ``eqx.filter_eval_shape``); shapes and dtypes are all describing and masking need.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> is_param(jnp.ones(2)), is_param(jax.ShapeDtypeStruct((2,), jnp.float32)), is_param(jnp.ones(2, int))
       (True, True, False)
@@ -216,11 +216,14 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
       sample: positional arguments of ``model(...)`` (arrays are traced abstractly, other values passed
         as static Python values): one abstract trace gives every leaf's usage.
       sample_kwargs: keyword arguments of ``model(...)``, e.g. ``{"inference": True}``.
+
     Returns:
       A list of ``ParamInfo``.
+
     Raises:
       MaskError: ``params`` do not belong to ``model``.
-    Example:
+
+    Examples:
       >>> import equinox as eqx, jax
       >>> lin = eqx.nn.Linear(3, 2, key=jax.random.key(0))
       >>> [(str(i), i.layer, i.role) for i in describe_equinox(lin)]

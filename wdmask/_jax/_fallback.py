@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -30,6 +29,7 @@ from wdmask._errors import MaskError, UnclassifiedWarning
 from wdmask._jax._feeds_norm import PATCH_LOCK, restore_calls
 from wdmask._jax._tree import PyTree
 from wdmask._types import ParamInfo, Path
+from wdmask._warn import warn
 
 
 def own_init(model: Any) -> Callable[..., Any]:
@@ -99,11 +99,11 @@ def describe_untraced(model: Any, sample: Any, params: PyTree | None, error: Bas
     if not tracing_failed(error):
         raise error
     tree = own if params is None else params
-    warnings.warn(
+    warn(
         f"describe(): could not trace {type(model).__name__} with the class interceptor "
         f"({type(error).__name__}: {str(error)[:200]}); its leaves are described from names and partition "
         "metadata only (explicit names such as `bn1` stay unclassified)",
-        UnclassifiedWarning, stacklevel=4)
+        UnclassifiedWarning)
     leaves = flatten(tree)[0]
     return list(refine_from_metadata(describe_tree(leaves), tree, leaves))
 
@@ -250,7 +250,7 @@ def refine_bridged(inventory: list[ParamInfo], model: Any, trace: Any) -> list[P
         out.append(with_usage(new, usage.get(info.path)) if usage is not None else new)
     if failed:
         where = ", ".join(f"`{'.'.join(p) or '<root>'}` ({name})" for p, name in failed.items())
-        warnings.warn(f"describe(): could not build the NNX module wrapped by nnx.bridge.ToLinen at {where} "
+        warn(f"describe(): could not build the NNX module wrapped by nnx.bridge.ToLinen at {where} "
                       "abstractly; its leaves keep the kinds the linen trace and their names give (the NNX classes "
-                      "are unknown)", UnclassifiedWarning, stacklevel=4)
+                      "are unknown)", UnclassifiedWarning)
     return out

@@ -16,7 +16,6 @@ made inside ``@nn.compact`` then get kinds from their auto-names, and explicit n
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -46,6 +45,7 @@ from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, owner_of,
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
 from wdmask._usage import Use, with_usage
+from wdmask._warn import warn
 
 
 class NnxTrace(NamedTuple):
@@ -139,9 +139,9 @@ def _trace_or_fall_back(model: Any, sample: Any, sample_kwargs: Mapping[str, Any
         raise model_failed(model, f"{type(model).__name__}(*sample, **sample_kwargs)", own) from own
     if not tracing_failed(error):
         raise error
-    warnings.warn(f"describe(): could not trace {type(model).__name__} on `sample` ({type(error).__name__}: "
-                  f"{str(error)[:200]}); described without a forward pass (classes known; feeds_norm and roles "
-                  "from usage unknown)", UnclassifiedWarning, stacklevel=5)
+    warn(f"describe(): could not trace {type(model).__name__} on `sample` ({type(error).__name__}: "
+         f"{str(error)[:200]}); described without a forward pass (classes known; feeds_norm and roles "
+         "from usage unknown)", UnclassifiedWarning)
     return None
 
 
@@ -214,13 +214,13 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
 
         out = guess_extra_tables(out)
     if unknown:
-        warnings.warn(
+        warn(
             f"describe(): {len(unknown)} parameter(s) of linen modules wrapped by nnx.bridge.ToNNX have no known "
             f"layer kind: {', '.join(unknown[:8])}{', ...' if len(unknown) > 8 else ''} (submodules created inside "
             "@nn.compact exist only while the module runs; without `sample=` only Flax auto-names such as `Dense_0` "
             "give a kind, explicit names stay layer `other`). Pass `sample=` (the model's inputs) to get the exact "
             "linen classes",
-            UnclassifiedWarning, stacklevel=4)
+            UnclassifiedWarning)
     return out, trace.order if trace is not None else None
 
 

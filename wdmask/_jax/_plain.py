@@ -129,7 +129,7 @@ def guess_extra_tables(inventory: Sequence[ParamInfo]) -> list[ParamInfo]:
     """An inventory described without a graph (classes known, no ``sample``) with every embedding table but one
     a guess unless its owner's name says tokens (``_guess_extra_tables``): a class tells a table, not what indexes it.
 
-    Example:
+    Examples:
       >>> inv = [ParamInfo(("tok_embeddings", "weight"), (9, 4), layer="embedding", role="embedding"),
       ...        ParamInfo(("extra", "weight"), (9, 4), layer="embedding", role="embedding")]
       >>> [i.role for i in guess_extra_tables(inv)]

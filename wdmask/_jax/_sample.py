@@ -31,7 +31,7 @@ _UNBOUND = re.compile(r"unbound axis name:?\s*(?P<name>.+?)(?:\.\s+To fix|\.?\s*
 def unbound_axis(error: BaseException) -> str | None:
     """The axis name a ``NameError: unbound axis name: <name>`` from JAX is about, else ``None``.
 
-    Example:
+    Examples:
       >>> unbound_axis(NameError("Found an unbound axis name: batch. To fix this, please call psum under ..."))
       'batch'
       >>> unbound_axis(NameError("name 'x' is not defined")) is None
@@ -50,7 +50,7 @@ def bind_axes(trace: Callable[[AxisEnv], T], names: Iterable[Hashable] = ()) -> 
     a name JAX reports as unbound is added and the whole trace run again, up to ``MAX_AXES`` names. Any
     other error, or a name that is already bound, propagates.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> def trace(env):
       ...     return jax.make_jaxpr(lambda x: jax.lax.pmean(x, "batch"), axis_env=env)(jnp.ones(2)).out_avals[0].shape
@@ -91,7 +91,7 @@ class Sample:
     """Example inputs: positional ``args`` (``sample``: a tuple/list is unpacked, anything else is one
     argument) and keyword ``kwargs`` (``sample_kwargs``), split into traced arrays and static values.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> s = Sample.of((jnp.zeros(3), False), {"train": False})
       >>> len(s.arrays), s.call(lambda x, flag, train: (x.shape, flag, train), s.arrays)
@@ -146,7 +146,7 @@ class Sample:
         has a leading axis of 1 (a batch of one) it is enlarged to 2 (``enlarge``), so that no answer depends on
         the sample's batch size (a learned query broadcast to a batch of one is no broadcast).
 
-        Example:
+        Examples:
           >>> import jax.numpy as jnp
           >>> [a.shape for a in Sample.of(jnp.zeros((1, 3))).traced()]
           [(2, 3)]

@@ -46,7 +46,7 @@ Names = tuple[tuple[Any, ...] | None, int | None]  # (partition names, param_sca
 def is_stack_name(entry: Any, learned: Collection[str] = ()) -> bool:
     """Whether a partition-names entry (a name, or a tuple of mesh-axis names) marks a stacking axis.
 
-    Example:
+    Examples:
       >>> [is_stack_name(n) for n in ("layers", "layers_per_stage", "circular_repeats", "layer_norm", "embed")]
       [True, True, True, False, False]
       >>> is_stack_name("pipe", learned={"pipe"}), is_stack_name(("stage", "layers"))
@@ -64,7 +64,7 @@ def is_stack_name(entry: Any, learned: Collection[str] = ()) -> bool:
 def axes_from_names(names: Sequence[Any], learned: Collection[str] = ()) -> tuple[int, ...]:
     """Positions of stacking names in a partition-names tuple (``learned``: more stacking names).
 
-    Example:
+    Examples:
       >>> axes_from_names(("embed", "layers", "mlp")), axes_from_names(("embed", "heads", "kv"))
       ((1,), ())
     """
@@ -74,7 +74,7 @@ def axes_from_names(names: Sequence[Any], learned: Collection[str] = ()) -> tupl
 def learn_stack_names(pairs: Sequence[tuple[tuple[int, ...], Names | None]]) -> frozenset[str]:
     """Partition names found at stacked axes: ``pairs`` are ``(stacked axes known from per-slice shapes, names)``.
 
-    Example:
+    Examples:
       >>> sorted(learn_stack_names([((1,), (("embed", "pipe", "mlp"), None)), ((), (("embed",), None))]))
       ['pipe']
     """
@@ -95,7 +95,7 @@ def axes_from_slice(full: tuple[int, ...], piece: tuple[int, ...],
                     prefer: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
     """Which axes of ``full`` removed leave ``piece``; ``None`` if no choice does.
 
-    Example:
+    Examples:
       >>> axes_from_slice((8, 3, 16), (8, 16)), axes_from_slice((4, 4), (4,)), axes_from_slice((4, 4), (4,), (1,))
       ((1,), (0,), (1,))
     """
@@ -215,7 +215,7 @@ def agree_with_siblings(paths: Sequence[Path], shapes: Sequence[tuple[int, ...]]
     sizes, and the leaf has those sizes there, it is stacked there too (``nnx.vmap`` stacks every parameter of
     a layer alike). Otherwise, and for a group that is not stacked, the leaf keeps its axes.
 
-    Example:
+    Examples:
       >>> paths = [("layers", "fc", "kernel"), ("layers", "gate"), ("head", "w")]
       >>> shapes = [(8, 3, 16), (8, 3), (8, 3)]
       >>> agree_with_siblings(paths, shapes, [(1,), (), ()], [True, False, False])

@@ -100,7 +100,7 @@ def _dtype_name(dtype: Any) -> str:
 def flatten(tree: PyTree) -> tuple[list[Leaf], Any]:
     """Flatten a params-like tree to leaves (boxes unboxed) and its treedef (boxes as leaves).
 
-    Example:
+    Examples:
       >>> import numpy as np
       >>> leaves, _ = flatten({"params": {"Dense_0": {"kernel": np.zeros((2, 3))}}, "batch_stats": {}})
       >>> [(leaf.keys, leaf.path, leaf.shape, leaf.trainable) for leaf in leaves]
@@ -145,7 +145,7 @@ def split_module_paths(leaves: list[Leaf]) -> list[Leaf]:
     (``("mlp", "linear_0", "w")``; ``~`` only marks where Haiku made the module). Paths that would then coincide
     are left as they were.
 
-    Example:
+    Examples:
       >>> leaf = Leaf(("mlp/~/linear_0", "w"), ("mlp/~/linear_0", "w"), (2, 3), "float32", True)
       >>> split_module_paths([leaf])[0].path
       ('mlp', 'linear_0', 'w')
@@ -177,7 +177,7 @@ def first_difference(expected: Sequence[Path], got: Sequence[Path]) -> str:
 def shape_difference(expected: Sequence[Leaf], got: Sequence[Leaf]) -> str | None:
     """The first trainable leaf (same paths, in order) whose shape differs, described, or ``None``.
 
-    Example:
+    Examples:
       >>> a = [Leaf(("fc", "kernel"), ("fc", "kernel"), (3, 4), "float32", True)]
       >>> shape_difference(a, [a[0]._replace(shape=(5, 4))])
       "leaf 'fc.kernel' has shape (5, 4) in `params`, (3, 4) in the model"
@@ -191,7 +191,7 @@ def shape_difference(expected: Sequence[Leaf], got: Sequence[Leaf]) -> str | Non
 def owner_of(path: Path, owners: Mapping[Path, Any]) -> tuple[Path, Any]:
     """The longest proper prefix of ``path`` in ``owners`` (module path -> module/class), and its value.
 
-    Example:
+    Examples:
       >>> owner_of(("blocks", "ln", "scale"), {(): "root", ("blocks", "ln"): "LayerNorm"})
       (('blocks', 'ln'), 'LayerNorm')
     """
@@ -205,7 +205,7 @@ def in_call_order(inventory: Sequence[ParamInfo], modules: Sequence[Path]) -> li
     """``inventory`` in the traced module call order: by the first call of each leaf's owner (its longest path
     prefix in ``modules``, as the trace recorded them); leaves no module owns last, ``Block_2`` before ``Block_10``.
 
-    Example:
+    Examples:
       >>> inv = [ParamInfo(("bn1", "scale"), (4,)), ParamInfo(("conv1", "kernel"), (3, 3, 3, 4))]
       >>> [str(i) for i in in_call_order(inv, [(), ("conv1",), ("bn1",)])]
       ['conv1.kernel', 'bn1.scale']

@@ -30,18 +30,21 @@ class TraceDampenedState(NamedTuple):
 def trace_dampened(momentum: float, dampening: float, nesterov: bool = False) -> GradientTransformation:
     r"""torch's SGD momentum buffer with ``dampening`` (``optax.trace`` has none).
 
-    .. math::
-      b_1 = g_1, \qquad b_t = \mu b_{t-1} + (1 - d)\, g_t \;(t > 1), \qquad
-      u_t = g_t + \mu b_t \text{ (nesterov) else } b_t
+    $$
+    b_1 = g_1, \qquad b_t = \mu b_{t-1} + (1 - d)\, g_t \;(t > 1), \qquad
+    u_t = g_t + \mu b_t \text{ (nesterov) else } b_t
+    $$
 
     The first step copies the gradient undamped, as torch does; with ``d = 0`` this is ``optax.trace``.
 
     Args:
-      momentum: :math:`\mu`.
-      dampening: :math:`d`.
-      nesterov: return :math:`g_t + \mu b_t`.
+      momentum: $\mu$.
+      dampening: $d$.
+      nesterov: return $g_t + \mu b_t$.
+
     Returns:
       An ``optax.GradientTransformation``.
+
     Examples:
       >>> import jax.numpy as jnp
       >>> tx = trace_dampened(0.9, 0.5)
@@ -80,14 +83,15 @@ class TorchAmsgradState(NamedTuple):
 def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
     r"""torch's Adam/AdamW ``amsgrad=True`` preconditioner.
 
-    .. math::
-      m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
-      \hat v_t = \max(\hat v_{t-1}, v_t), \quad
-      u_t = \frac{m_t / (1-\beta_1^t)}{\sqrt{\hat v_t} / \sqrt{1-\beta_2^t} + \epsilon}
+    $$
+    m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+    \hat v_t = \max(\hat v_{t-1}, v_t), \quad
+    u_t = \frac{m_t / (1-\beta_1^t)}{\sqrt{\hat v_t} / \sqrt{1-\beta_2^t} + \epsilon}
+    $$
 
     torch keeps the maximum of the *raw* second moment and divides by the *current* bias
     correction; ``optax.scale_by_amsgrad`` keeps the maximum of the bias-corrected one (or,
-    with ``bias_correction_nu=False``, never divides by :math:`\sqrt{1-\beta_2^t}`), so
+    with ``bias_correction_nu=False``, never divides by $\sqrt{1-\beta_2^t}$), so
     neither matches torch.
 
     Examples:
@@ -131,11 +135,12 @@ def scale_by_torch_adagrad(lr_decay: float = 0.0, initial_accumulator_value: flo
                            eps: float = 1e-10) -> GradientTransformation:
     r"""torch's Adagrad preconditioner, including ``lr_decay``.
 
-    .. math::
-      s_t = s_{t-1} + g_t^2, \quad s_0 = \text{initial\_accumulator\_value}, \quad
-      u_t = \frac{g_t}{(\sqrt{s_t} + \epsilon)\,(1 + (t-1)\,\text{lr\_decay})}
+    $$
+    s_t = s_{t-1} + g_t^2, \quad s_0 = \text{initial\_accumulator\_value}, \quad
+    u_t = \frac{g_t}{(\sqrt{s_t} + \epsilon)\,(1 + (t-1)\,\text{lr\_decay})}
+    $$
 
-    ``optax.scale_by_rss`` computes :math:`g / \sqrt{s_t + \epsilon}` (eps inside the root, no
+    ``optax.scale_by_rss`` computes $g / \sqrt{s_t + \epsilon}$ (eps inside the root, no
     ``lr_decay``), hence this transform. Follow it with ``scale_by_learning_rate(η)``.
 
     Examples:
@@ -175,17 +180,19 @@ class TorchAdamState(NamedTuple):
 def scale_by_torch_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
     r"""torch's RAdam preconditioner (Liu et al. 2019).
 
-    .. math::
-      \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \rho_\infty = \frac{2}{1-\beta_2} - 1, \quad
-      \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1-\beta_2^t}, \quad
-      r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}
+    $$
+    \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \rho_\infty = \frac{2}{1-\beta_2} - 1, \quad
+    \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1-\beta_2^t}, \quad
+    r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}
+    $$
 
-    .. math::
-      u_t = \hat m_t \, r_t \, \frac{\sqrt{1-\beta_2^t}}{\sqrt{v_t} + \epsilon} \text{ if } \rho_t > 5
-      \text{ else } \hat m_t
+    $$
+    u_t = \hat m_t \, r_t \, \frac{\sqrt{1-\beta_2^t}}{\sqrt{v_t} + \epsilon} \text{ if } \rho_t > 5
+    \text{ else } \hat m_t
+    $$
 
-    torch adds :math:`\epsilon` to :math:`\sqrt{v_t}` (raw second moment); ``optax.scale_by_radam``
-    adds it to :math:`\sqrt{\hat v_t}` (bias-corrected), hence this transform.
+    torch adds $\epsilon$ to $\sqrt{v_t}$ (raw second moment); ``optax.scale_by_radam``
+    adds it to $\sqrt{\hat v_t}$ (bias-corrected), hence this transform.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -239,22 +246,23 @@ def scale_by_torch_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, 
                          mu_product_dtype: Any = None) -> GradientTransformation:
     r"""torch's NAdam preconditioner (Dozat 2016) with its momentum-decay schedule.
 
-    .. math::
-      \mu_t = \beta_1 \bigl(1 - \tfrac12\, 0.96^{t\psi}\bigr), \quad \Pi_t = \prod_{i \le t} \mu_i, \quad
-      d_t = \sqrt{v_t / (1-\beta_2^t)} + \epsilon
+    $$
+    \mu_t = \beta_1 \bigl(1 - \tfrac12\, 0.96^{t\psi}\bigr), \quad \Pi_t = \prod_{i \le t} \mu_i, \quad
+    d_t = \sqrt{v_t / (1-\beta_2^t)} + \epsilon
+    $$
 
-    .. math::
-      u_t = \frac{1-\mu_t}{1-\Pi_t}\,\frac{g_t}{d_t} + \frac{\mu_{t+1}}{1-\Pi_t\,\mu_{t+1}}\,\frac{m_t}{d_t}
+    $$u_t = \frac{1-\mu_t}{1-\Pi_t}\,\frac{g_t}{d_t} + \frac{\mu_{t+1}}{1-\Pi_t\,\mu_{t+1}}\,\frac{m_t}{d_t}$$
 
-    ``optax.scale_by_nadam``/``nadamw`` use a constant :math:`\beta_1` (no :math:`\psi` schedule, no
-    :math:`\Pi_t`), hence this transform.
+    ``optax.scale_by_nadam``/``nadamw`` use a constant $\beta_1$ (no $\psi$ schedule, no
+    $\Pi_t$), hence this transform.
 
     Args:
       b1, b2, eps: as torch's ``betas`` and ``eps``.
-      momentum_decay: :math:`\psi`.
-      mu_product_dtype: dtype of :math:`\Pi_t`. torch keeps it in its scalar dtype: float32 unless
+      momentum_decay: $\psi$.
+      mu_product_dtype: dtype of $\Pi_t$. torch keeps it in its scalar dtype: float32 unless
         ``torch.get_default_dtype()`` is float64 (then float64), even for float64 params;
         ``to_optax`` passes the dtype torch will use. ``None``: jax's default float.
+
     Examples:
       >>> import jax.numpy as jnp
       >>> tx = scale_by_torch_nadam()

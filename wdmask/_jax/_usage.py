@@ -677,9 +677,11 @@ def trace_usage(fn: Callable[..., Any], params: PyTree, *, sample: Any = None) -
       params: the params pytree (arrays, ``jax.ShapeDtypeStruct``, ``nn.Partitioned``/``nnx.Param`` boxes).
       sample: a ``wdmask._jax._sample.Sample``: then ``fn(params, arrays)`` takes the sample's arrays as its
         second argument (traced abstractly, a batch of one enlarged to two; position ids read from the values).
+
     Returns:
       ``{path: uses}`` for every leaf (``wdmask`` paths, as ``describe`` gives them); ``()`` when the
       parameter met activations only in ops the walker does not know (no evidence).
+
     Examples:
       >>> import jax.numpy as jnp
       >>> x = jnp.ones((4, 3))
