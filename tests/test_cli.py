@@ -66,10 +66,32 @@ def models(tmp_path, monkeypatch):
     sys.modules.pop("models_for_cli", None)
 
 
+def table_rows(out: str) -> list[dict[str, list[str]]]:
+    """The rows of a printed table (a header line, a rule of ─, rows until a blank or caption line): column name
+    -> the cell's lines. Columns are read at the header's positions; a line with an empty ``decay`` cell (one
+    word, never wrapped) continues the row above (a wrapped cell, or the next path pattern of a group)."""
+    lines = out.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("─"))
+    header = lines[rule - 1]
+    names = header.split()
+    starts = [header.index(f"{n}") if n != "n" else header.index(" n ") + 1 for n in names]
+    rows: list[dict[str, list[str]]] = []
+    for line in lines[rule + 1:]:
+        if not line.strip() or re.match(r"\d+ parameters?:", line):
+            break
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        if cells[names.index("decay")] or not rows:
+            rows.append({n: [c] for n, c in zip(names, cells, strict=True)})
+        else:
+            for n, c in zip(names, cells, strict=True):
+                if c:
+                    rows[-1][n].append(c)
+    return rows
+
+
 def decisions(out: str) -> dict[str, str]:
-    """path -> decay column of a wide (unwrapped) explain table (path, layer, role, from, shape, decay, ...)."""
-    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
-    return {r[0]: r[5] for r in rows}
+    """path -> decay column of a ``--full`` explain table."""
+    return {"".join(r["path"]): r["decay"][0] for r in table_rows(out)}
 
 
 # Expected from the principle of `standard`: a linear/conv kernel is decayed, biases and norm parameters are not.
@@ -81,15 +103,15 @@ def decisions(out: str) -> dict[str, str]:
     ("params", {"Dense_0.kernel": "yes", "Dense_0.bias": "no", "LayerNorm_0.scale": "no"}),
 ])
 def test_explain_your_own_model(models, capsys, target, expected):
-    assert main(["explain", f"models_for_cli:{target}"]) == 0
+    assert main(["explain", f"models_for_cli:{target}", "--full"]) == 0
     assert decisions(capsys.readouterr().out) == expected
 
 
 def test_sample_makes_feeds_norm_known(models, capsys):
     # standard_scale_invariant: 0.weight feeds BatchNorm1d directly; only the example inputs can show it.
-    assert main(["explain", "models_for_cli:torch_with_inputs", "--preset", "standard_scale_invariant"]) == 0
+    assert main(["explain", "models_for_cli:torch_with_inputs", "--preset", "standard_scale_invariant", "--full"]) == 0
     assert decisions(capsys.readouterr().out)["0.weight"] == "no"
-    assert main(["explain", "models_for_cli:torch_mlp", "--preset", "standard_scale_invariant"]) == 0
+    assert main(["explain", "models_for_cli:torch_mlp", "--preset", "standard_scale_invariant", "--full"]) == 0
     assert decisions(capsys.readouterr().out)["0.weight"] == "yes"
 
 
@@ -130,11 +152,103 @@ def test_target_and_example_conflict(models, capsys):
 
 def test_explain_bundled_example(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    assert main(["explain", "--preset", "standard"]) == 0
+    assert main(["explain", "--example", "resnet", "--full"]) == 0
     out = capsys.readouterr().out
-    assert "layer1.0.bn1.weight" in out and "14 parameters: 9 no decay, 5 x multiplier 1" in out
+    # the example: 4 conv kernels + the fc kernel decayed; 4 BatchNorms' weight and bias and fc.bias not
+    assert "layer1.0.bn1.weight" in out and "14 parameters: 5 decayed, 9 not decayed" in out
     assert main(["explain", "--example", "transformer", "--preset", "nanogpt"]) == 0
-    assert "no decay" in capsys.readouterr().out
+    assert "not decayed" in capsys.readouterr().out
+
+
+def test_explain_without_a_model_is_a_usage_error(capsys):
+    assert main(["explain"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wdmask: error: wdmask explain needs a model") and "--example" in err
+    assert main(["explain", "--preset", "timm"]) == 2
+
+
+def test_compact_explain_fits_an_80x24_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["explain", "--example", "resnet"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert len(lines) <= 24 and max(map(len, lines)) <= 80, out
+    rows = {(r["n"][0], r["decay"][0], r["rule"][0]): r["parameters"] for r in table_rows(out)}
+    # by hand: stem conv + block convs + shortcut conv; the same for each BatchNorm's weight and bias
+    assert rows == {
+        ("4", "yes", "-"): ["conv1.weight", "layer1.0.conv{1,2}.weight", "layer1.0.downsample.0.weight"],
+        ("4", "no", "1"): ["bn1.weight", "layer1.0.bn{1,2}.weight", "layer1.0.downsample.1.weight"],
+        ("4", "no", "2"): ["bn1.bias", "layer1.0.bn{1,2}.bias", "layer1.0.downsample.1.bias"],
+        ("1", "yes", "-"): ["fc.weight"],
+        ("1", "no", "2"): ["fc.bias"],
+    }
+    assert "14 parameters: 5 decayed, 9 not decayed" in out and "from 0" in out and "--full" in out
+
+
+def test_reasons_say_why_a_kernel_is_decayed(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["explain", "--example", "resnet", "--full"]) == 0
+    rows = {"".join(r["path"]): " ".join(r["reason"]) for r in table_rows(capsys.readouterr().out)}
+    assert rows["fc.weight"] == "kernel (a linear map): decayed" and rows["conv1.weight"] == rows["fc.weight"]
+    assert rows["fc.bias"] == "biases: decay is pointless"
+
+
+def test_preset_and_rules_file_together(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    extra = tmp_path / "extra.toml"
+    extra.write_text("[[rules]]\npath = 'fc.*'\ndecay = false\nwhy = 'head kept free'\n")
+    assert main(["explain", "--example", "resnet", "--preset", "standard", "--rules", str(extra), "--full"]) == 0
+    out = capsys.readouterr().out
+    rows = {"".join(r["path"]): (r["decay"][0], r["rule"][0]) for r in table_rows(out)}
+    # standard's 5 rules are rules 0-4, so the file's one rule is rule 5; it wins on fc.weight
+    assert rows["fc.weight"] == ("no", "5") and rows["bn1.weight"] == ("no", "1") and rows["conv1.weight"][0] == "yes"
+    assert "weight decay: standard + extra.toml" in out
+    assert main(["explain", "--example", "resnet", "--rules", str(extra), "--full"]) == 0  # the file alone
+    rows = {"".join(r["path"]): (r["decay"][0], r["rule"][0]) for r in table_rows(capsys.readouterr().out)}
+    assert rows["fc.weight"] == ("no", "0") and rows["bn1.weight"] == ("yes", "-")
+
+
+def test_other_libraries_warnings_keep_their_own_label(models, capsys):
+    (models / "noisy_for_cli.py").write_text(
+        "import warnings\nimport numpy as np\n\ndef make():\n"
+        "    warnings.warn('Failed to initialize NumPy: a library talking', UserWarning)\n"
+        "    return {'Dense_0': {'kernel': np.zeros((3, 4)), 'bias': np.zeros(4)}}\n")
+    out = subprocess.run([sys.executable, "-m", "wdmask", "explain", "noisy_for_cli:make"], capture_output=True,
+                         text=True, cwd=models, env={**_env(), "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    assert "UserWarning: Failed to initialize NumPy: a library talking" in out.stderr  # as Python shows it
+    assert "wdmask: warning" not in out.stderr
+
+
+def test_a_missing_extra_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: []\n")
+    assert main(["explain", "--example", "resnet", "--rules", str(rules)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "needs pyyaml, which is not installed: pip install 'wdmask[yaml]'" in err
+
+
+def test_version_and_python_dash_m():
+    import wdmask
+
+    for argv in (["-m", "wdmask", "--version"], ["-m", "wdmask._cli", "--version"]):
+        out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=_env())
+        assert out.returncode == 0 and out.stdout.strip() == f"wdmask {wdmask.__version__}", out
+
+
+@pytest.mark.parametrize("command", ["", "explain", "check", "demo"])
+def test_help_wraps_at_the_terminal_width_and_never_inside_a_word(command, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    parser = build_parser()
+    if command:
+        parser = next(a for a in parser._actions if a.dest == "command").choices[command]
+    text = parser.format_help()
+    assert max(len(line) for line in text.splitlines()) <= 60, text
+    flat = " ".join(text.split())
+    for source in (parser.description, *(a.help for a in parser._actions if a.help)):
+        assert " ".join(source.split()) in flat  # every word whole: wrapping added line breaks, nothing else
+    assert "2  a usage error: an unknown option," in text
 
 
 def test_every_option_has_help_and_the_epilog_lists_exit_codes():
@@ -160,11 +274,11 @@ def test_check_valid_and_invalid_files(tmp_path, capsys):
 def test_rule_problems_exit_1(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    assert main(["explain", "--rules", str(bad)]) == 1
+    assert main(["explain", "--example", "resnet", "--rules", str(bad)]) == 1
     assert "not valid JSON" in capsys.readouterr().err
     unmatched = tmp_path / "unmatched.toml"
     unmatched.write_text("[[rules]]\npath = 'nothing.**'\ndecay = false\n")
-    assert main(["explain", "--rules", str(unmatched), "--strict"]) == 1
+    assert main(["explain", "--example", "resnet", "--rules", str(unmatched), "--strict"]) == 1
     assert "matched no parameter" in capsys.readouterr().err
 
 
@@ -172,7 +286,7 @@ def test_user_text_is_not_markup(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     rules = tmp_path / "rules.toml"
     rules.write_text("[[rules]]\nlayer = 'norm'\ndecay = false\nwhy = '[red]hot[/red] norms [b]'\n")
-    assert main(["explain", "--rules", str(rules)]) == 0
+    assert main(["explain", "--example", "resnet", "--rules", str(rules)]) == 0
     assert "[red]hot[/red] norms [b]" in capsys.readouterr().out
     # an error message that contains brackets (the hint "[[rules]] tables") reaches the user whole
     bad = tmp_path / "bad.toml"
@@ -195,44 +309,37 @@ def test_warnings_print_as_one_readable_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     rules = tmp_path / "rules.toml"
     rules.write_text("[[rules]]\npath = 'nothing.**'\ndecay = false\n")
-    assert main(["explain", "--rules", str(rules)]) == 0
+    assert main(["explain", "--example", "resnet", "--rules", str(rules)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == ["wdmask: warning: 1 rule(s) matched no parameter: rules[0] {path='nothing.**', decay=False}"]
 
 
-def _cells(out: str) -> list[list[str]]:
-    """Rows of a narrow boxed table (path, layer, role, shape, decay, rule, reason: no `from` column below 100
-    columns), each cell's wrapped lines joined (paths with "", prose with " ")."""
-    rows: list[list[list[str]]] = []
-    for line in out.splitlines():
-        if not line.startswith("│"):
-            continue
-        cells = [c.strip() for c in line.split("│")[1:-1]]
-        if cells[4]:  # the decay column is one word: a new row starts
-            rows.append([[c] for c in cells])
-        else:
-            for parts, c in zip(rows[-1], cells, strict=True):
-                parts.append(c)
-    return [["".join(p[0:1] + [x for x in p[1:] if x]) if i in (0, 1, 3) else " ".join(x for x in p if x)
-             for i, p in enumerate(row)] for row in rows]
-
-
 @pytest.mark.parametrize("example", sorted(_examples.EXAMPLES))
 @pytest.mark.parametrize("columns", [80, 60])
-def test_explain_fits_the_terminal_and_drops_nothing(capsys, monkeypatch, example, columns):
+@pytest.mark.parametrize("full", [True, False], ids=["full", "compact"])
+def test_explain_fits_the_terminal_and_splits_no_token(capsys, monkeypatch, example, columns, full):
     monkeypatch.setenv("COLUMNS", str(columns))
-    assert main(["explain", "--example", example, "--preset", "standard_scale_invariant"]) == 0
+    assert main(["explain", "--example", example, "--preset", "standard_scale_invariant"] + ["--full"] * full) == 0
     out = capsys.readouterr().out
     assert max(len(line) for line in out.splitlines()) <= columns
     want = explain_inventory(_examples.EXAMPLES[example](), presets.standard_scale_invariant)
-    got = _cells(out)
-    squeeze = lambda text: "".join(text.split())  # noqa: E731  (a folded word gains a line break, nothing else)
-    assert [squeeze(c[0]) for c in got] == [squeeze(r.path + "".join(f" (= {a})" for a in r.aliases)) for r in want]
-    assert [squeeze(c[6]) for c in got] == [squeeze(r.reason) for r in want]
-    assert [(squeeze(c[1]), squeeze(c[2]), c[4]) for c in got] == [(r.layer, r.role, "no" if r.multiplier == 0
-                                                                      else "yes") for r in want]
-    if columns == 80:  # wide enough that every reason wraps between words: each word is whole
-        assert [c[6] for c in got] == [r.reason for r in want]
+    rows = table_rows(out)
+    squeeze = lambda text: "".join(text.split())  # noqa: E731  (a wrapped path gains line breaks, nothing else)
+    if full:
+        assert ["".join(r["path"]) for r in rows] == [r.path + "".join(f" (= {a})" for a in r.aliases) for r in want]
+        assert [squeeze(" ".join(r["reason"])) for r in rows] == [squeeze(r.reason) for r in want]
+        expected = [{"layer": w.layer, "role": w.role, "shape": "x".join(map(str, w.shape)), "decay": "no" if
+                     w.multiplier == 0 else "yes", "rule": "-" if w.rule is None else str(w.rule)} for w in want]
+    else:
+        assert sum(int(r["n"][0]) for r in rows) == len(want)
+        expected = [{"role": rows_[0].role, "decay": decay, "rule": rule}
+                    for rows_, _, _, decay, rule, _ in want.groups()]
+    # token columns: each cell is one whole line, exactly the value (never split over lines)
+    for got, exp in zip(rows, expected, strict=True):
+        for column, value in exp.items():
+            if column in got:
+                assert got[column] == [value], (column, got)
+    assert "role" in rows[0] and "decay" in rows[0] and "rule" in rows[0]
 
 
 def test_str_of_an_explanation_uses_the_terminal_width(monkeypatch):

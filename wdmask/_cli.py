@@ -1,8 +1,10 @@
-"""The ``wdmask`` command: ``explain``, ``check``, ``demo``.
+"""The ``wdmask`` command: ``explain``, ``check``, ``demo`` (also ``python -m wdmask``).
 
-Output goes through rich, but user text (paths, reasons, ``why``, error messages) is never read as
-markup; warnings print as one ``wdmask: warning: ...`` line on stderr. Exit codes: 0 ok, 1 a rule or
-decision problem, 2 a usage error, 3 the model raised on its own sample (see ``EPILOG``).
+Output goes through rich and fits the terminal (``COLUMNS``): ``explain`` and ``demo`` fold parameters decided
+alike into one row each unless ``--full``. User text (paths, reasons, ``why``, error messages) is never read as
+markup; wdmask's own warnings print as one ``wdmask: warning: ...`` line on stderr, other libraries' warnings
+as those libraries print them. Exit codes: 0 ok, 1 a rule or decision problem, 2 a usage error, 3 the
+model raised on its own sample (``EPILOG``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import importlib
 import os
 import sys
+import textwrap
 import time
 import traceback
 import warnings
@@ -20,19 +23,37 @@ from typing import Any
 
 from wdmask import _config, _engine, _examples, presets
 from wdmask._errors import MaskError, RuleError, UnclassifiedWarning, UnmatchedRuleWarning
+from wdmask._optional import MissingDependencyError, install_hint
 from wdmask._rules import Rules
 
 START = time.time()  # when this module was imported: the demo's clock when /proc is not available
 
-EPILOG = """\
-exit codes:
-  0  ok
-  1  a rule or decision problem: an invalid rules file, a rule that matches nothing under --strict,
-     a decision made on a guess under --strict
-  2  a usage error: unknown option, a MODULE:CALLABLE that cannot be imported or called, or whose
-     result is not a model wdmask can describe (None included)
-  3  the model raised on its own sample: its error is printed, without a traceback
-"""
+#: Printed under every ``--help``; each code's text is one line here, wrapped to the terminal by ``_Formatter``.
+EPILOG = "\n".join([
+    "exit codes:",
+    "  0  ok",
+    "  1  a rule or decision problem: an invalid rules file, a rule that matches nothing under --strict, a "
+    "decision made on a guess under --strict",
+    "  2  a usage error: an unknown option, a missing MODULE:CALLABLE, one that cannot be imported or called, or "
+    "whose result is not a model wdmask can describe (None included), or a missing optional dependency",
+    "  3  the model raised on its own sample: its error is printed, without a traceback",
+])
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps every paragraph to the terminal (never inside a word); keeps the line breaks of a text, and
+    indents an indented line's continuation under its text (the exit-code list)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for line in text.splitlines():
+            body = line.lstrip(" ")
+            lead = indent + " " * (len(line) - len(body))
+            code, gap, rest = body.partition("  ")
+            hang = lead + " " * (len(code) + len(gap)) if gap and rest and len(code) <= 3 else lead
+            out.append(textwrap.fill(body, width, initial_indent=lead, subsequent_indent=hang,
+                                     break_long_words=False, break_on_hyphens=False) if body else "")
+        return "\n".join(out)
 
 
 class UsageError(Exception):
@@ -56,25 +77,32 @@ def _error(message: str) -> None:
     _console(stderr=True).print(Text(f"wdmask: error: {message}"), soft_wrap=True)
 
 
+_OWN_WARNINGS = (UnmatchedRuleWarning, UnclassifiedWarning)
+
+
 @contextmanager
 def _readable_warnings() -> Iterator[None]:
-    """Print each warning raised inside as one line ``wdmask: warning: <message>`` on stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        # wdmask's own warnings every time (even where a test config makes them errors); others by the usual filters
-        warnings.simplefilter("always", UnmatchedRuleWarning)
-        warnings.simplefilter("always", UnclassifiedWarning)
-        try:
+    """Print each of wdmask's warnings raised inside as one line ``wdmask: warning: <message>`` on stderr;
+    other libraries' warnings (torch's, numpy's) are shown as Python shows them, under their own names."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            # wdmask's own warnings every time (even where a test config makes them errors); others by the filters
+            warnings.simplefilter("always", UnmatchedRuleWarning)
+            warnings.simplefilter("always", UnclassifiedWarning)
             yield
-        finally:
-            from rich.text import Text
+    finally:
+        from rich.text import Text
 
-            console = _console(stderr=True)
-            seen: set[str] = set()
-            for w in caught:
-                text = " ".join(str(w.message).split())
-                if text not in seen:
-                    seen.add(text)
-                    console.print(Text(f"wdmask: warning: {text}"), soft_wrap=True)
+        console = _console(stderr=True)
+        seen: set[str] = set()
+        for w in caught:  # outside catch_warnings: showwarning prints again instead of recording
+            if not issubclass(w.category, _OWN_WARNINGS):
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+                continue
+            text = " ".join(str(w.message).split())
+            if text not in seen:
+                seen.add(text)
+                console.print(Text(f"wdmask: warning: {text}"), soft_wrap=True)
 
 
 def _rules_from(args: argparse.Namespace) -> Rules:
@@ -196,13 +224,29 @@ def _is_params_tuple(obj: tuple[Any, ...]) -> bool:
 def _explain(args: argparse.Namespace) -> int:
     if args.target and args.example:
         raise UsageError("give either MODULE:CALLABLE or --example, not both")
+    if not args.target and not args.example:
+        raise UsageError("wdmask explain needs a model: MODULE:CALLABLE (e.g. `wdmask explain mymodels:make_model`) "
+                         f"or a bundled example (--example {{{','.join(sorted(_examples.EXAMPLES))}}})")
     rules = _rules_from(args)
     if args.target:
         inventory = describe_target(load_target(args.target), args.target)
     else:
-        inventory = _examples.EXAMPLES[args.example or "resnet"]()
-    _console().print(_engine.explain_inventory(inventory, rules, strict=args.strict))
+        inventory = _examples.EXAMPLES[args.example]()
+    _print_explanation(_engine.explain_inventory(inventory, rules, strict=args.strict), args.full)
     return 0
+
+
+def _print_explanation(explanation: Any, full: bool) -> None:
+    """One row per parameter (``full``), or one per group decided alike and a hint that ``--full`` exists."""
+    from rich.text import Text
+
+    console = _console()
+    if full:
+        console.print(explanation.table(console.width))
+        return
+    console.print(explanation.compact(console.width))
+    if any(len(rows) > 1 for rows, *_ in explanation.groups()):
+        console.print(Text("--full: one row per parameter, with its shape"))
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -219,7 +263,7 @@ def _check(args: argparse.Namespace) -> int:
             continue
         console.print(Text.assemble(("ok", "green"), f" {path}: {len(rules)} rule(s)"), soft_wrap=True)
         if args.example:
-            console.print(_engine.explain_inventory(_examples.EXAMPLES[args.example](), rules))
+            _print_explanation(_engine.explain_inventory(_examples.EXAMPLES[args.example](), rules), args.full)
     return 1 if failed else 0
 
 
@@ -240,11 +284,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     from wdmask._dispatch import run_demo
 
-    missing = [m for m in ("torch", "jax", "flax", "optax") if importlib.util.find_spec(m) is None]
+    needed = ("torch", "jax", "flax", "optax")
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
-        raise UsageError(f"wdmask demo needs torch, jax, flax and optax (missing: {', '.join(missing)}): "
-                         "pip install torch==2.13.0 'wdmask[jax]' (CPU torch first)")
-    run_demo(steps=args.steps, start=process_start())
+        raise UsageError(f"wdmask demo needs {', '.join(needed)} (missing: {', '.join(missing)}): "
+                         f"{install_hint(*needed)}")
+    run_demo(steps=args.steps, start=process_start(), full=args.full)
     return 0
 
 
@@ -257,28 +302,35 @@ def _steps(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``wdmask`` command."""
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="wdmask", description="Per-parameter weight decay decisions.",
+    from wdmask import __version__
+
+    fmt = _Formatter
+    parser = argparse.ArgumentParser(prog="wdmask", description="Per-parameter weight decay decisions: which "
+                                     "parameters of a model are decayed, by which rule, and why.",
                                      epilog=EPILOG, formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"wdmask {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     explain = sub.add_parser(
         "explain", epilog=EPILOG, formatter_class=fmt,
         help="explain the decision for every parameter of your model (or a bundled example)",
-        description="Print, for every parameter, its layer kind, role, shape, whether it is decayed, the "
-                    "winning rule and why. MODULE:CALLABLE is imported from the current directory (like "
-                    "`uvicorn app:make`) and called with no arguments; it returns a torch module, a Flax "
-                    "linen/NNX/Equinox model or params pytree, or a (model, sample) pair: a linen module "
-                    "needs its sample inputs, and a sample also makes feeds_norm known (torch example inputs "
-                    "too). torch is imported only if the callable returns a torch module.")
+        description="Print, for every parameter, its layer kind, role, whether it is decayed, the winning rule "
+                    "and why; parameters decided alike share a row (--full: one row per parameter).\n"
+                    "MODULE:CALLABLE is imported from the current directory (like `uvicorn app:make`) and "
+                    "called with no arguments; it returns a torch module, a Flax linen/NNX/Equinox model or "
+                    "params pytree, or a (model, sample) pair: a linen module needs its sample inputs, and a "
+                    "sample also makes feeds_norm known (torch example inputs too). torch is imported only if "
+                    "the callable returns a torch module.")
     explain.add_argument("target", nargs="?", metavar="MODULE:CALLABLE",
-                         help="e.g. mymodels:make_model; omitted: the bundled --example")
+                         help="e.g. mymodels:make_model (or give --example instead)")
     explain.add_argument("--preset", choices=presets.names, metavar="NAME",
-                         help=f"a bundled rule set (default: standard); one of: {', '.join(presets.names)}")
-    explain.add_argument("--rules", metavar="FILE",
-                         help="a rules file (.toml, .json, .yaml); with --preset, its rules come after the preset's")
+                         help=f"a bundled rule set (default: standard); one of: {', '.join(presets.names)}; "
+                              "with --rules, the file's rules are added after the preset's")
+    explain.add_argument("--rules", metavar="FILE", help="a rules file (.toml, .json, .yaml)")
     explain.add_argument("--example", choices=sorted(_examples.EXAMPLES),
-                         help="a bundled example model instead of MODULE:CALLABLE (default: resnet)")
+                         help="a bundled example model instead of MODULE:CALLABLE")
+    explain.add_argument("--full", action="store_true", help="one row per parameter, with its shape")
     explain.add_argument("--strict", action="store_true",
                          help="exit 1 when a rule matches no parameter or a decision rests on a guess")
     explain.set_defaults(func=_explain)
@@ -288,20 +340,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", metavar="FILE", help="rules files (.toml, .json, .yaml)")
     check.add_argument("--example", choices=sorted(_examples.EXAMPLES),
                        help="also explain each valid file's rules on this bundled example model")
+    check.add_argument("--full", action="store_true", help="with --example: one row per parameter")
     check.set_defaults(func=_check)
 
     demo = sub.add_parser("demo", epilog=EPILOG, formatter_class=fmt,
-                          help="torch vs Flax ResNet: decisions side by side and parity steps",
+                          help="torch vs Flax ResNet: the same decisions and the same training steps",
                           description="Build twin ResNets in PyTorch and Flax, show that both frameworks decide "
                                       "the same, then train both in float64 and print how far apart they are.")
     demo.add_argument("--steps", type=_steps, default=5, metavar="N", help="training steps on both sides (default 5)")
+    demo.add_argument("--full", action="store_true", help="list every parameter pair, not one row per kind")
     demo.set_defaults(func=_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``wdmask`` console script; returns the exit code (0 ok, 1 rule problem, 2 usage, 3 the
-    model raised on its sample)."""
+    """Entry point of the ``wdmask`` console script; returns the exit code (0 ok, 1 rule problem, 2 usage)."""
     args = build_parser().parse_args(argv)
     try:
         with _readable_warnings():
@@ -309,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuleError, MaskError) as e:
         _error(str(e))
         return 1
-    except UsageError as e:
+    except (UsageError, MissingDependencyError) as e:
         _error(str(e))
         return 2
     except ModelError as e:

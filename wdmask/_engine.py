@@ -6,7 +6,7 @@ import operator
 from collections.abc import Callable, Iterable, Sequence
 
 from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning, check_bool
-from wdmask._report import Explanation, Row
+from wdmask._report import Explanation, Row, default_reason
 from wdmask._rules import CONDITIONS, Rule, RuleLike, Rules, as_rules
 from wdmask._types import Decision, Inventory, ParamInfo, Path
 from wdmask._warn import warn
@@ -19,6 +19,10 @@ def _reason(rule: Rule) -> str:
         "decay" if rule.decay else "no decay")
     conditions = ", ".join(f"{k}={v!r}" for k, v in rule.to_dict().items() if k not in ("decay", "multiplier"))
     return f"{conditions or 'any'} -> {action}"
+
+
+#: The reason of a leaf no rule matched (``explain`` words it per role: ``report.default_reason``).
+DEFAULT_REASON = "default (no rule matched)"
 
 
 def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
@@ -42,7 +46,7 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
     kinds, kind_of, paths = _kinds_of(inventory, whole=reads_path)
     ordered = list(enumerate(rules))[::-1]
     unseen = {i for i, r in enumerate(rules) if not r.optional}
-    default = Decision(rules.default, None, "default (no rule matched)")
+    default = Decision(rules.default, None, DEFAULT_REASON)
     by_rule: dict[int, Decision] = {}  # each rule's decision, built when it first wins
     # A rule reads only the fields its conditions name, so two leaves with the same key fields get the same
     # winning rule and the same set of matching rules: decide once per distinct key (a handful for a deep
@@ -236,7 +240,8 @@ def explain_inventory(inventory: Sequence[ParamInfo], rules: Rules | Iterable[Ru
     """
     rules = as_rules(rules)
     decisions = decide(inventory, rules, strict=strict)
-    rows = [Row(i.dotted, i.layer, i.role, i.shape, d.multiplier, d.rule, d.reason, i.feeds_norm, i.source,
-                i.aliases)
+    rows = [Row(i.dotted, i.layer, i.role, i.shape, d.multiplier, d.rule,
+                default_reason(i.role, d.multiplier) if d.reason == DEFAULT_REASON else d.reason, i.feeds_norm,
+                i.source, i.aliases)
             for i, d in ((i, decisions[i.path]) for i in inventory)]
     return Explanation(rows, title=f"weight decay: {rules.name}" if rules.name else "weight decay")

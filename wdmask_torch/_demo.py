@@ -27,8 +27,8 @@ def _say(console: Any, message: str, since: float) -> None:
     console.print(Text(f"[{time.time() - since:5.1f}s] {message}"), highlight=False)
 
 
-def run_demo(console: Any = None, steps: int = 5, start: float | None = None) -> list[float]:
-    r"""Print the torch/Flax decision table and ``steps`` lock-step SGD-momentum updates; return max |Δ| per step.
+def run_demo(console: Any = None, steps: int = 5, start: float | None = None, full: bool = False) -> list[float]:
+    r"""Print the torch/Flax decisions and ``steps`` lock-step SGD-momentum updates; return max |Δ| per step.
 
     Progress lines carry the seconds since ``start``; the last line states the conclusion in words and the
     true elapsed time.
@@ -38,6 +38,8 @@ def run_demo(console: Any = None, steps: int = 5, start: float | None = None) ->
       steps: training steps to run on both sides.
       start: ``time.time()`` when the command started (``wdmask demo`` passes the process start, so the time
         reported includes interpreter start-up and imports); default: now.
+      full: one table row per parameter pair; default: one row per (kind, role, decisions), with the
+        torch paths folded into patterns, and every pair whose decisions differ on its own row.
 
     Returns:
       The max absolute parameter difference between the frameworks after each step (float64: ~1e-16).
@@ -50,17 +52,16 @@ def run_demo(console: Any = None, steps: int = 5, start: float | None = None) ->
     import jax
 
     with jax.enable_x64(True):
-        return _run(console, steps, start)
+        return _run(console, steps, start, full)
 
 
-def _run(console: Any, steps: int, start: float) -> list[float]:
+def _run(console: Any, steps: int, start: float, full: bool) -> list[float]:
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
     import torch
     import torch.nn.functional as F
-    from rich.table import Table
     from rich.text import Text
 
     import wdmask_torch
@@ -70,12 +71,11 @@ def _run(console: Any, steps: int, start: float) -> list[float]:
     from wdmask._jax._apply import decay
     from wdmask._jax._order import flax_inventory
     from wdmask._pair import flax_axes, pair
-    from wdmask._report import Wrapped
     from wdmask_torch import models as torch_models
     from wdmask_torch._port import to_flax
 
     rules = presets.standard
-    _say(console, "building a ResNet-18-style model in PyTorch and in Flax linen, porting the weights ...", start)
+    _say(console, "building a ResNet-18-style model in torch and Flax, porting weights ...", start)
     kw = {"num_classes": CLASSES, "width": 8, "layers": (1, 1, 1, 1), "small_input": True}
     torch.manual_seed(0)
     tmodel = torch_models.resnet18(**kw).double().train()
@@ -89,15 +89,7 @@ def _run(console: Any, steps: int, start: float) -> list[float]:
     pairs = pair(torch_inv, flax_inventory(fmodel, sample=sample))
     t_dec = decide([t for t, _ in pairs], rules)
     f_dec = decide([f for _, f in pairs], rules)
-    table = Table(title=Text(f"weight decay decisions ({rules.name}): ResNet-18-style, torch vs Flax linen"))
-    for col in ("torch path", "flax path", "kind", "role", "torch", "flax"):
-        table.add_column(col, overflow="fold")
-    for t, f in pairs:
-        td, fd = t_dec[t.path].multiplier, f_dec[f.path].multiplier
-        style = "" if td == fd else "bold red"
-        table.add_row(Wrapped(t.dotted, style=style), Wrapped(f.dotted, style=style), Wrapped(t.layer), Text(t.role),
-                      Text(_verdict(td)), Text(_verdict(fd)), style=style or None)
-    console.print(table)
+    console.print(_decisions(pairs, t_dec, f_dec, rules.name, full))
     differ = sum(t_dec[t.path].multiplier != f_dec[f.path].multiplier for t, f in pairs)
     decayed = sum(t_dec[t.path].multiplier != 0 for t, _ in pairs)
     console.print(f"{len(pairs)} paired parameters, {differ} decisions differ", highlight=False)
@@ -120,8 +112,8 @@ def _run(console: Any, steps: int, start: float) -> list[float]:
     tensors = dict(zip([i.path for i in torch_inv], tmodel.parameters(), strict=True))
     rng = np.random.default_rng(0)
     out = []
-    console.print(f"training both on the same batches: SGD momentum {MOMENTUM}, lr {LR}, weight_decay {WD}, "
-                  "float64, BatchNorm in training mode", highlight=False)
+    console.print(f"training both on the same batches: SGD, momentum {MOMENTUM}, lr {LR}, weight decay {WD:g}, "
+                  "float64", highlight=False)
     for i in range(1, steps + 1):
         x = rng.standard_normal((BATCH, 3, SIZE, SIZE))
         y = rng.integers(0, CLASSES, BATCH)
@@ -147,6 +139,41 @@ def _run(console: Any, steps: int, start: float) -> list[float]:
     console.print(f"done in {time.time() - start:.1f}s (since the command started, imports included)",
                   highlight=False)
     return out
+
+
+def _decisions(pairs: list[tuple[Any, Any]], t_dec: dict[Any, Any], f_dec: dict[Any, Any], name: str,
+               full: bool) -> Any:
+    """The decisions of both frameworks as a table: every pair (``full``), or one row per (kind, role, torch
+    decision, flax decision) with the torch paths folded into patterns and a count; pairs that disagree always
+    get their own row, in red."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from wdmask._report import Wrapped, collapse
+
+    rows: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
+    for t, f in pairs:
+        td, fd = t_dec[t.path].multiplier, f_dec[f.path].multiplier
+        key = (t.layer, t.role, td, fd) if (td == fd and not full) else (t.path,)
+        rows.setdefault(key, []).append((t, f))
+    title = f"weight decay decisions ({name}), torch vs Flax linen"
+    table = Table(title=Text(title), box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0),
+                  title_justify="left")
+    paths = ("torch path", "flax path") if full else ("torch parameters", "n")
+    for col in (*paths, "kind", "role", "torch", "flax"):
+        table.add_column(col, no_wrap=col not in ("torch path", "flax path", "torch parameters"),
+                         justify="right" if col == "n" else "left")
+    for group in rows.values():
+        t, f = group[0]
+        td, fd = t_dec[t.path].multiplier, f_dec[f.path].multiplier
+        style = "" if td == fd else "bold red"
+        if full:
+            head = [Wrapped(t.dotted, style=style), Wrapped(f.dotted, style=style)]
+        else:
+            head = [Wrapped("\n".join(collapse([p.dotted for p, _ in group])), style=style), Text(str(len(group)))]
+        table.add_row(*head, Text(t.layer), Text(t.role), Text(_verdict(td)), Text(_verdict(fd)), style=style or None)
+    return table
 
 
 def _conclusion(n: int, differ: int, decayed: int, steps: int, worst: float) -> str:
