@@ -1,5 +1,6 @@
 """The ``wdmask`` command: explain your own model, help and exit codes, output that fits the terminal."""
 
+import io
 import re
 import subprocess
 import sys
@@ -66,21 +67,24 @@ def models(tmp_path, monkeypatch):
     sys.modules.pop("models_for_cli", None)
 
 
-def table_rows(out: str) -> list[dict[str, list[str]]]:
+def table_rows(out: str, key: str = "decay") -> list[dict[str, list[str]]]:
     """The rows of a printed table (a header line, a rule of ─, rows until a blank or caption line): column name
-    -> the cell's lines. Columns are read at the header's positions; a line with an empty ``decay`` cell (one
+    -> the cell's lines. Columns are read at the header's positions; a line with an empty ``key`` cell (one
     word, never wrapped) continues the row above (a wrapped cell, or the next path pattern of a group)."""
     lines = out.splitlines()
     rule = next(i for i, line in enumerate(lines) if line.startswith("─"))
     header = lines[rule - 1]
     names = header.split()
-    starts = [header.index(f"{n}") if n != "n" else header.index(" n ") + 1 for n in names]
+    starts, end = [], 0
+    for n in names:  # each header word after the previous one
+        starts.append(header.index(n, end))
+        end = starts[-1] + len(n)
     rows: list[dict[str, list[str]]] = []
     for line in lines[rule + 1:]:
         if not line.strip() or re.match(r"\d+ parameters?:", line):
             break
         cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
-        if cells[names.index("decay")] or not rows:
+        if cells[names.index(key)] or not rows:
             rows.append({n: [c] for n, c in zip(names, cells, strict=True)})
         else:
             for n, c in zip(names, cells, strict=True):
@@ -393,3 +397,33 @@ def test_a_model_raising_on_its_own_sample_prints_its_error_and_exits_3(models, 
     assert re.search(message, err) and "Traceback" not in err and len(err) < 1000, err
     assert captured.out == ""
     assert "3  the model raised on its own sample" in build_parser().epilog
+
+
+def test_demo_table_folds_agreeing_pairs_and_lists_each_disagreement():
+    from rich.console import Console
+
+    from wdmask import ParamInfo
+    from wdmask._types import Decision
+    from wdmask_torch._demo import _decisions
+
+    def pair(i: int, leaf: str, role: str) -> tuple[ParamInfo, ParamInfo]:
+        return (ParamInfo(("blocks", str(i), "fc", leaf), (2, 2), layer="linear", role=role),
+                ParamInfo((f"blocks_{i}", "fc", {"weight": "kernel"}.get(leaf, leaf)), (2, 2), layer="linear",
+                          role=role))
+
+    pairs = [pair(i, leaf, role) for i in range(3) for leaf, role in (("weight", "kernel"), ("bias", "bias"))]
+    t_dec = {t.path: Decision(1.0 if t.role == "kernel" else 0.0, None, "") for t, _ in pairs}
+    f_dec = {f.path: Decision(1.0 if f.role == "kernel" else 0.0, None, "") for _, f in pairs}
+    f_dec[pairs[5][1].path] = Decision(1.0, None, "")  # blocks_2.fc.bias decayed on the Flax side only
+    console = Console(width=100, record=True, file=io.StringIO(), color_system=None)
+    console.print(_decisions(pairs, t_dec, f_dec, "standard", full=False))
+    rows = table_rows(console.export_text().replace("torch parameters", "torch_parameters"), key="torch")
+    assert [(r["torch_parameters"], r["n"], r["torch"], r["flax"]) for r in rows] == [
+        (["blocks.{0..2}.fc.weight"], ["3"], ["decay"], ["decay"]),
+        (["blocks.{0,1}.fc.bias"], ["2"], ["no decay"], ["no decay"]),
+        (["blocks.2.fc.bias"], ["1"], ["no decay"], ["decay"]),
+    ]
+    console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
+    console.print(_decisions(pairs, t_dec, f_dec, "standard", full=True))
+    text = console.export_text()
+    assert all(t.dotted in text and f.dotted in text for t, f in pairs)
