@@ -47,7 +47,7 @@ def test_decay_init_inside_an_optax_chain_warns_at_the_callers_line():
 
 
 def test_jax_unclassified_warning_is_at_the_callers_line_and_does_not_suggest_torch():
-    params = {"block": {"w": np.zeros((3, 3), np.float32)}}  # an explicit name, no model: kind unknown
+    params = {"block": {"thing": np.zeros((3, 3), np.float32)}}  # names that say nothing, no model
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         line = _next_line()
