@@ -112,8 +112,8 @@ def _run(console: Any, steps: int, start: float, full: bool) -> list[float]:
     tensors = dict(zip([i.path for i in torch_inv], tmodel.parameters(), strict=True))
     rng = np.random.default_rng(0)
     out = []
-    console.print(f"training both on the same batches: SGD, momentum {MOMENTUM}, lr {LR}, weight decay {WD:g}, "
-                  "float64", highlight=False)
+    console.print(f"training both on the same batches: SGD, momentum {MOMENTUM}, lr {LR}, wd {WD:g}, float64",
+                  highlight=False)
     for i in range(1, steps + 1):
         x = rng.standard_normal((BATCH, 3, SIZE, SIZE))
         y = rng.integers(0, CLASSES, BATCH)
