@@ -112,7 +112,7 @@ def _run(console: Any, steps: int, start: float, full: bool) -> list[float]:
     tensors = dict(zip([i.path for i in torch_inv], tmodel.parameters(), strict=True))
     rng = np.random.default_rng(0)
     out = []
-    console.print(f"training both on the same batches: SGD, momentum {MOMENTUM}, lr {LR}, wd {WD:g}, float64",
+    console.print(f"training both on the same batches: SGD, momentum {MOMENTUM}, lr {LR}, wd {WD:g}, fp64",
                   highlight=False)
     for i in range(1, steps + 1):
         x = rng.standard_normal((BATCH, 3, SIZE, SIZE))
