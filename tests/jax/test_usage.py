@@ -377,3 +377,56 @@ def test_batch_of_one_gives_the_answers_of_a_batch_of_two():
     one, two = by_path(MapHead(), jnp.ones((1, T, D))), by_path(MapHead(), jnp.ones((2, T, D)))
     assert {k: (i.role, i.usage) for k, i in one.items()} == {k: (i.role, i.usage) for k, i in two.items()}
     assert (one["probe"].role, one["probe"].usage) == ("token", ("concat",))
+
+
+# ---------------------------------------------------------------------------------- the same patterns in NNX
+
+
+class NnxPositionsAsInput(nnx.Module):
+    def __init__(self, rngs):
+        self.wte = nnx.Embed(50, D, rngs=rngs)
+        self.wpe = nnx.Embed(16, D, rngs=rngs)
+
+    def __call__(self, ids, position_ids):
+        return self.wte(ids) + self.wpe(position_ids)
+
+
+def test_nnx_position_ids_passed_as_an_input_are_positions():
+    model = nnx.eval_shape(lambda: NnxPositionsAsInput(nnx.Rngs(0)))
+    ids = jnp.array([[3, 9, 4, 1], [7, 7, 2, 0]])
+    positions = jnp.arange(4)[None] + jnp.array([[0], [2]])
+    with pytest.warns(UserWarning, match=r"sample array 1 as position ids"):
+        inv = by_path(model, (ids, positions))
+    assert {k: (i.role, i.usage) for k, i in inv.items()} == {
+        "wte.embedding": ("embedding", ("gather_data",)), "wpe.embedding": ("position", ("gather_pos",))}
+
+
+class NnxMapHead(nnx.Module):  # the MAP head in NNX: a learned probe queried against the tokens
+    def __init__(self, rngs):
+        self.probe = nnx.Param(jnp.zeros((1, 1, D)))
+        self.attn = nnx.MultiHeadAttention(2, D, decode=False, rngs=rngs)
+
+    def __call__(self, x):
+        return self.attn(jnp.tile(self.probe[...], [x.shape[0], 1, 1]), x, x)
+
+
+def test_nnx_batch_of_one_gives_the_answers_of_a_batch_of_two():
+    model = nnx.eval_shape(lambda: NnxMapHead(nnx.Rngs(0)))
+    one, two = by_path(model, jnp.ones((1, T, D))), by_path(model, jnp.ones((2, T, D)))
+    assert {k: (i.role, i.usage) for k, i in one.items()} == {k: (i.role, i.usage) for k, i in two.items()}
+    assert (one["probe"].role, one["probe"].usage) == ("token", ("concat",))
+    assert one["attn.query.bias"].role == "bias" and one["attn.query.kernel"].role == "kernel"
+
+
+class NnxTemporalConv(nnx.Module):  # RecurrentGemma's Conv1D in NNX: (x * w).sum(window)
+    def __init__(self):
+        self.w = nnx.Param(jnp.ones((3, D)))
+
+    def __call__(self, x):
+        windows = jnp.stack([x, jnp.roll(x, 1, axis=1), jnp.roll(x, 2, axis=1)], axis=2)  # (B, T, 3, D)
+        return (windows * self.w[...]).sum(2)
+
+
+def test_nnx_multiply_then_sum_over_the_parameter_axis_is_a_contraction():
+    inv = by_path(NnxTemporalConv(), jnp.ones((B, T, D)))
+    assert (inv["w"].role, inv["w"].usage) == ("kernel", ("contract",))
