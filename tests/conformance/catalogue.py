@@ -1626,38 +1626,35 @@ CASES: dict[str, Case] = {
 # --------------------------------------------------------------------------- the docs table
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, tuple):
-        return ", ".join(f"`{v}`" for v in value)
-    if isinstance(value, bool):
-        return "decay" if value else "no decay"
-    return f"`{value}`"
-
 
 def catalogue_markdown(cases: Mapping[str, Case] | None = None) -> str:
-    """The catalogue as a Markdown table: pattern -> per-parameter layer, role, usage, feeds_norm and decisions.
+    """The catalogue as Markdown: per case its pattern, then a small table of what each parameter gets.
+
+    Narrow tables (the docs page must not scroll sideways): *decayed* reads
+    ``standard / standard_scale_invariant``.
 
     Args:
       cases: the cases to render; the whole ``CASES`` by default.
 
     Returns:
-      A Markdown table, one row per logical parameter (the case id and pattern on its first row).
+      Markdown: for each case a bold id with its pattern, and one table row per logical parameter.
 
     Examples:
       >>> print(catalogue_markdown({"gain": CASES["gain"]}))  # doctest: +NORMALIZE_WHITESPACE
-      | case | pattern | parameter | layer | role | usage | feeds_norm | standard | scale-invariant |
-      |---|---|---|---|---|---|---|---|---|
-      | `gain` | a gain: x * g | `g` | `other` | `gain` | `mul` | `False` | no decay | no decay |
+      **gain**: a gain: x * g
+      <BLANKLINE>
+      | parameter | layer, role | usage | feeds norm | decayed |
+      |---|---|---|---|---|
+      | `g` | other, gain | mul | no | no / no |
     """
-    lines = ["| case | pattern | parameter | layer | role | usage | feeds_norm | standard | scale-invariant |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    yes_no = {True: "yes", False: "no", None: "?"}
+    blocks = []
     for name, case in (CASES if cases is None else cases).items():
-        first = True
+        lines = [f"**{name}**: {case.pattern}", "", "| parameter | layer, role | usage | feeds norm | decayed |",
+                 "|---|---|---|---|---|"]
         for logical, want in case.expect.items():
-            head = (f"`{name}`", case.pattern.replace("|", "\\|")) if first else ("", "")
-            first = False
-            feeds = f"`{want.feeds_norm}`"
-            lines.append("| " + " | ".join([*head, f"`{logical}`", _cell(want.layer), _cell(want.role),
-                                             _cell(want.usage), feeds, _cell(want.standard),
-                                             _cell(want.scale_invariant)]) + " |")
-    return "\n".join(lines)
+            lines.append("| " + " | ".join([
+                f"`{logical}`", f"{want.layer}, {want.role}", " ".join(want.usage), yes_no[want.feeds_norm],
+                f"{yes_no[want.standard]} / {yes_no[want.scale_invariant]}"]) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

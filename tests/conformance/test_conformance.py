@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import pathlib
 import re
 import warnings
 from typing import Any
@@ -147,7 +148,26 @@ def test_model_class_names_carry_no_layer_evidence() -> None:
 
 
 def test_markdown_table_has_one_row_per_parameter() -> None:
-    table = catalogue.catalogue_markdown().splitlines()
-    assert len(table) == 2 + sum(len(case.expect) for case in CASES.values())
-    assert all(line.count(" | ") == 8 for line in table if not line.startswith("|---"))
-    assert table[2].startswith("| `dense` | Linear / Dense with a bias | `w` | `linear` | `kernel` | `contract` |")
+    text = catalogue.catalogue_markdown()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) == sum(len(case.expect) for case in CASES.values())
+    assert all(line.count(" | ") == 4 for line in rows)
+    assert text.startswith("**dense**: Linear / Dense with a bias\n\n| parameter |")
+    assert rows[0] == "| `w` | linear, kernel | contract | no | yes / yes |"
+
+
+DOCS_PAGE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
+START, END = "<!-- catalogue:start -->", "<!-- catalogue:end -->"
+
+
+def test_docs_page_shows_the_catalogue_as_it_is() -> None:
+    """docs/conformance.md embeds ``catalogue_markdown()``; regenerate with
+    ``python -c "import tests.conformance.test_conformance as t; t.write_docs_page()"``."""
+    text = DOCS_PAGE.read_text()
+    assert text[text.index(START) + len(START):text.index(END)].strip() == catalogue.catalogue_markdown()
+
+
+def write_docs_page() -> None:
+    text = DOCS_PAGE.read_text()
+    head, tail = text[:text.index(START) + len(START)], text[text.index(END):]
+    DOCS_PAGE.write_text(f"{head}\n{catalogue.catalogue_markdown()}\n{tail}")
