@@ -34,5 +34,5 @@ from wdmask_torch._port import to_flax as to_flax
 from wdmask_torch._schedule import to_optax_schedule as to_optax_schedule
 
 __all__ = ("AuditReport", "AuditRow", "Optimizers", "Rerouted", "audit", "call_order", "describe", "from_flax",
-           "group_chains", "groups", "infer_rules", "optimizers", "register_norm", "unregister_norm", "to_flax", "to_optax",
-           "to_optax_schedule", "unwrap")
+           "group_chains", "groups", "infer_rules", "optimizers", "register_norm", "unregister_norm", "to_flax",
+           "to_optax", "to_optax_schedule", "unwrap")
