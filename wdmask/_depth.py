@@ -224,16 +224,22 @@ def _stamped(infos: list[ParamInfo], depth_max: int) -> list[ParamInfo]:
 
 
 def _positions(infos: Sequence[ParamInfo], order: Sequence[Path] | None, registration: bool) -> list[float] | None:
-    """Each leaf's position in the forward: its owner's index in ``order``, else its inventory index."""
+    """Each leaf's position in the forward: its owner's index in ``order``, else its inventory index.
+
+    A parameter held directly by the root module (a cls token, a position table: ``cls_token``, ``pos_embed``)
+    comes first: the root runs before everything, and torch lists its own parameters first too.
+    """
     if order is None:
-        return [float(n) for n in range(len(infos))] if registration else None
+        if not registration:
+            return None
+        return [-1.0 if len(info.path) == 1 else float(n) for n, info in enumerate(infos)]
     index: dict[Path, int] = {}
     for k, p in enumerate(order):
         index.setdefault(tuple(p), k)
     out = []
     for info in infos:
         pos = float("inf")  # its module never ran
-        for cut in range(len(info.path) - 1, -1, -1):
+        for cut in range(len(info.path) - 1, 0 if len(info.path) > 1 else -1, -1):
             k = index.get(info.path[:cut])
             if k is not None:
                 pos = float(k)

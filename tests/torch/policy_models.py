@@ -10,10 +10,10 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, causal: bool) -> None:
+    def __init__(self, dim: int, heads: int, causal: bool, qkv_bias: bool = True) -> None:
         super().__init__()
         self.heads, self.causal = heads, causal
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,10 +37,10 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, causal: bool = False) -> None:
+    def __init__(self, dim: int, heads: int, causal: bool = False, qkv_bias: bool = True) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, causal)
+        self.attn = Attention(dim, heads, causal, qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim)
 
@@ -53,14 +53,14 @@ class ViT(nn.Module):
     """timm/MAE ``VisionTransformer`` names: cls_token, pos_embed, patch_embed.proj, blocks.N, norm, head."""
 
     def __init__(self, dim: int = 8, depth: int = 3, heads: int = 2, patch: int = 4, image: int = 8,
-                 classes: int = 5) -> None:
+                 classes: int = 5, qkv_bias: bool = True) -> None:
         super().__init__()
         n = (image // patch) ** 2
         self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim))
         self.pos_embed = nn.Parameter(0.02 * torch.randn(1, n + 1, dim))
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(3, dim, patch, patch)
-        self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(dim, heads, qkv_bias=qkv_bias) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
 
@@ -78,12 +78,13 @@ class ViT(nn.Module):
 class GPT(nn.Module):
     """nanoGPT names: transformer.wte/wpe/h.N/ln_f, lm_head tied to wte."""
 
-    def __init__(self, vocab: int = 16, dim: int = 8, depth: int = 2, heads: int = 2, context: int = 6) -> None:
+    def __init__(self, vocab: int = 16, dim: int = 8, depth: int = 2, heads: int = 2, context: int = 6,
+                 qkv_bias: bool = True) -> None:
         super().__init__()
         self.transformer = nn.Module()
         self.transformer.wte = nn.Embedding(vocab, dim)
         self.transformer.wpe = nn.Embedding(context, dim)
-        self.transformer.h = nn.ModuleList([Block(dim, heads, causal=True) for _ in range(depth)])
+        self.transformer.h = nn.ModuleList([Block(dim, heads, causal=True, qkv_bias=qkv_bias) for _ in range(depth)])
         self.transformer.ln_f = nn.LayerNorm(dim)
         self.lm_head = nn.Linear(dim, vocab, bias=False)
         self.lm_head.weight = self.transformer.wte.weight
