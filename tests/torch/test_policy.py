@@ -10,7 +10,7 @@ from torch import nn
 
 import wdmask
 import wdmask_torch
-from tests.torch.policy_models import GPT, ViT, mae_param_groups_lrd
+from tests.torch.policy_models import GPT, ViT, mae_param_groups_lrd, timm_param_groups_layer_decay
 from wdmask import Rule, Rules, presets
 
 X_VIT = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -206,3 +206,50 @@ def test_optimizers_errors():
         wdmask_torch.optimizers(GPT(), Rules([*presets.standard, Rule(role="kernel", optimizer="muon")]), _factories())
     with pytest.raises(ValueError, match=r"no optimizer for 'muon'; valid labels here: \['adamw'\]"):
         wdmask_torch.optimizers(GPT(), MUON, {"adamw": torch.optim.AdamW}, example_inputs=IDX)
+
+
+def _layer_of_vit(model: ViT) -> tuple[dict[str, int], int]:
+    """timm's ViT layer ids (group_matcher: stem 0, blocks i+1, the rest last), written out by hand."""
+    n = len(model.blocks)
+    out = {}
+    for name, _ in model.named_parameters():
+        if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
+            out[name] = 0
+        elif name.startswith("blocks."):
+            out[name] = int(name.split(".")[1]) + 1
+        else:
+            out[name] = n + 1
+    return out, n + 2
+
+
+def test_audit_and_infer_a_timm_layer_decay_optimizer():
+    torch.manual_seed(0)
+    model = ViT(depth=4)
+    layer_of, num_layers = _layer_of_vit(model)
+    timm_groups = timm_param_groups_layer_decay(model, 0.05, model.no_weight_decay(), 0.75, layer_of, num_layers)
+    opt = torch.optim.AdamW(timm_groups, lr=1e-3)
+    assert wdmask_torch.audit(opt, model, presets.standard + presets.layer_decay(0.75)).ok
+    bad = wdmask_torch.audit(opt, model, presets.standard + presets.layer_decay(0.5))
+    assert not bad.ok and "blocks.0.attn.qkv.weight" in {r.path for r in bad.mismatches}
+    row = next(r for r in bad.rows if r.path == "blocks.0.attn.qkv.weight")
+    assert (row.expected_lr, row.actual_lr) == (0.5 ** 4, 0.75 ** 4)
+    inferred = wdmask_torch.infer_rules(opt, model)
+    assert [r.lr_decay for r in inferred.rules if r.lr_decay is not None] == [0.75]
+    rebuilt = wdmask_torch.groups(model, inferred.rules, weight_decay=inferred.weight_decay, lr=1e-3)
+    assert _per_param(rebuilt) == _per_param(timm_groups)
+
+
+def test_audit_and_infer_a_hand_made_muon_adamw_split():
+    model = GPT()
+    named = dict(model.named_parameters())
+    matrices = [p for n, p in named.items() if p.ndim == 2 and ".h." in n]
+    rest = [p for p in model.parameters() if all(p is not q for q in matrices)]
+    split = {"muon": torch.optim.Muon(matrices, lr=0.02), "adamw": torch.optim.AdamW(rest, lr=1e-3, weight_decay=0.1)}
+    rules = presets.all + presets.muon
+    assert wdmask_torch.audit(split, model, rules).ok
+    inferred = wdmask_torch.infer_rules(split, model)
+    labels = {r.optimizer for r in inferred.rules if r.optimizer is not None}
+    assert labels == {"muon", "adamw"}
+    opts = wdmask_torch.optimizers(model, inferred.rules, _factories(), weight_decay=inferred.weight_decay)
+    assert {label: sorted(id(p) for g in o.param_groups for p in g["params"]) for label, o in opts.optimizers.items()} \
+        == {"muon": sorted(map(id, matrices)), "adamw": sorted(map(id, rest))}
