@@ -267,20 +267,18 @@ def muon_gap(dim: int, jit: bool) -> float:
     return _compare(_port_like("gpt", model), trained)
 
 
-def test_muon_adamw_pair_parity_small_matrices():
-    """dim 2 (every matrix at most 8 x 8), op by op: torch's bfloat16 Newton-Schulz reproduced bit for bit.
-
-    Under ``jax.jit`` XLA fuses the bfloat16 products and conversions differently and the last bfloat16 bits
-    move (measured, not asserted: ``test_muon_adamw_pair_measured``)."""
-    assert muon_gap(2, jit=False) <= 1e-12
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_muon_adamw_pair_parity_small_matrices(jit):
+    """dim 8 (matrices up to 32 x 8): torch's bfloat16 Newton-Schulz reproduced bit for bit, also under jit."""
+    assert muon_gap(8, jit=jit) <= 1e-12
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dim,jit", [(2, True), (8, False), (8, True), (64, False), (64, True)])
-def test_muon_adamw_pair_measured(dim, jit):
-    """Realistic widths / jit: bfloat16 products differ in their last bits; measured and reported."""
-    gap = muon_gap(dim, jit)
-    print(f"muon+adamw GPT dim={dim} jit={jit}: max |delta| after {STEPS} steps = {gap:.3g}")
+@pytest.mark.parametrize("dim", [64, 256])
+def test_muon_adamw_pair_measured(dim):
+    """Realistic widths: long bfloat16 dot products may round differently; measured and reported."""
+    gap = muon_gap(dim, jit=True)
+    print(f"muon+adamw GPT dim={dim}: max |delta| after {STEPS} steps = {gap:.3g}")
     assert gap < 1e-1
 
 
@@ -290,9 +288,10 @@ def test_torch_muon_newton_schulz_is_reproduced():
     from wdmask._jax._twins import torch_newton_schulz
 
     rng = np.random.default_rng(0)
-    for shape in [(2, 2), (4, 4), (8, 4), (4, 8), (8, 8), (8, 2), (6, 2)]:  # both sides <= 8: bit for bit
+    for shape in [(2, 2), (4, 4), (8, 4), (4, 8), (8, 8), (24, 8), (32, 8), (8, 32), (32, 32)]:
         g = rng.standard_normal(shape)
         want = _zeropower_via_newtonschulz(torch.tensor(g), (3.4445, -4.775, 2.0315), 5, 1e-7).float().numpy()
-        got = np.asarray(torch_newton_schulz(jnp.asarray(g)).astype(jnp.float32))
-        np.testing.assert_array_equal(got, want, err_msg=str(shape))
+        for run in (torch_newton_schulz, jax.jit(torch_newton_schulz)):
+            got = np.asarray(run(jnp.asarray(g)).astype(jnp.float32))
+            np.testing.assert_array_equal(got, want, err_msg=str(shape))
 

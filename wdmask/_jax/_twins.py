@@ -322,37 +322,66 @@ def _torch_lerp(start: Any, end: Any, weight: float) -> Any:
     return end - (end - start) * (1 - weight)
 
 
+def _round_bf16(x: Any) -> Any:
+    """float32 -> the nearest bfloat16 value (ties to even), kept in float32.
+
+    Integer operations on the bits, so that XLA cannot keep the value in float32 instead (under ``jit`` it may
+    skip a bfloat16 round trip: "excess precision").
+    """
+    import jax.numpy as jnp
+    from jax import lax
+
+    bits = lax.bitcast_convert_type(x, jnp.uint32)
+    bits = (bits + jnp.uint32(0x7FFF) + ((bits >> 16) & jnp.uint32(1))) & jnp.uint32(0xFFFF0000)
+    return lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def _round_bf16_f64(x: Any) -> Any:
+    """float64 -> the nearest bfloat16 value in one rounding (as torch's ``Tensor.bfloat16()``), in float32."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    bits = lax.bitcast_convert_type(x, jnp.uint64)
+    bits = (bits + jnp.uint64((1 << 44) - 1) + ((bits >> 45) & jnp.uint64(1))) & ~jnp.uint64((1 << 45) - 1)
+    return lax.bitcast_convert_type(bits, jnp.float64).astype(jnp.float32)
+
+
 def torch_newton_schulz(matrix: Any, ns_coefficients: tuple[float, float, float] = TORCH_MUON_NS_COEFFICIENTS,
                         ns_steps: int = 5, eps: float = TORCH_MUON_EPS) -> Any:
     """torch's ``_zeropower_via_newtonschulz`` of a 2-D ``matrix`` in torch's layout (out, in), in bfloat16.
 
-    Cast to bfloat16, transposed when taller than wide, divided by its Frobenius norm (at least ``eps``), then
-    ``ns_steps`` of ``X <- a X + (b A + c A A) X`` with ``A = X X^T``; each product accumulates in float32 and
-    each ``addmm`` is one fused float32 multiply-add rounded to bfloat16, as torch's CPU kernels do (bit for
-    bit on matrices up to 32 x 32 measured; larger products may differ in the last bfloat16 bits, as the
-    accumulation order of long dot products differs). Needs ``jax_enable_x64``. Returns bfloat16.
+    Rounded to bfloat16, transposed when taller than wide, divided by its Frobenius norm (at least ``eps``),
+    then ``ns_steps`` of ``X <- a X + (b A + c A A) X`` with ``A = X X^T``: every product accumulates in float32
+    and every ``addmm`` is one float32 multiply-add (emulated in float64: needs ``jax_enable_x64``) rounded to
+    bfloat16, as torch's CPU kernels compute it. The bfloat16 roundings are done on the bits, so ``jit`` keeps
+    them: bit for bit with torch on the matrices measured (up to 32 x 32); long dot products may still round
+    differently where the accumulation order differs. Returns bfloat16.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> torch_newton_schulz(jnp.eye(2, dtype=jnp.float32)).dtype
+      dtype(bfloat16)
     """
     import jax.numpy as jnp
     import numpy as np
+    from jax import lax
 
-    a, b, c = ns_coefficients
-    x = matrix.astype(jnp.bfloat16)
+    f32, f64 = jnp.float32, jnp.float64
+    a, b, c = (float(np.float32(v)) for v in ns_coefficients)  # torch's scalars for float32 accumulators
+    x = _round_bf16_f64(matrix) if matrix.dtype == f64 else _round_bf16(matrix.astype(f32))
     tall = matrix.shape[0] > matrix.shape[1]
     if tall:
         x = x.T
-    norm = jnp.linalg.norm(x.astype(jnp.float32)).astype(jnp.bfloat16)
-    x = x / jnp.maximum(norm, jnp.asarray(eps, jnp.bfloat16))
-    f32, f64, bf16 = jnp.float32, jnp.float64, jnp.bfloat16
-    # torch's addmm(C, A, B, beta, alpha): float32 scalars, the product accumulated in float32, then
-    # beta*C + alpha*AB rounded once to float32 (a fused multiply-add: emulated in float64) and to bfloat16.
-    a32, b32, c32 = (float(np.float32(v)) for v in (a, b, c))
+    norm = _round_bf16(jnp.sqrt(jnp.sum(x * x)))
+    x = _round_bf16(x / jnp.maximum(norm, _round_bf16(jnp.asarray(eps, f32))))
+    hi = lax.Precision.HIGHEST
     for _ in range(ns_steps):
-        gram = jnp.matmul(x, x.T, preferred_element_type=f32).astype(bf16)
-        gg = jnp.matmul(gram, gram, preferred_element_type=f32)
-        update = (b32 * gram.astype(f64) + c32 * gg.astype(f64)).astype(f32).astype(bf16)
-        ux = jnp.matmul(update, x, preferred_element_type=f32)
-        x = (a32 * x.astype(f64) + ux.astype(f64)).astype(f32).astype(bf16)
-    return x.T if tall else x
+        gram = _round_bf16(jnp.matmul(x, x.T, precision=hi))
+        gg = jnp.matmul(gram, gram, precision=hi)
+        update = _round_bf16((b * gram.astype(f64) + c * gg.astype(f64)).astype(f32))
+        ux = jnp.matmul(update, x, precision=hi)
+        x = _round_bf16((a * x.astype(f64) + ux.astype(f64)).astype(f32))
+    return (x.T if tall else x).astype(jnp.bfloat16)
 
 
 def scale_by_torch_muon(momentum: float = 0.95, nesterov: bool = True,
