@@ -16,7 +16,6 @@ from wdmask._contract import contract_axes
 from wdmask._depth import with_depth
 from wdmask._engine import decide
 from wdmask._errors import MaskError
-from wdmask._gc import builds_inventory
 from wdmask._jax._describe import describe, describe_flattened, refuse_torch
 from wdmask._jax._equinox import flatten_params, is_equinox
 from wdmask._jax._tree import Leaf, flatten
@@ -33,7 +32,6 @@ def _traced(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) ->
     return model is not None and (sample is not None or bool(sample_kwargs)) and not is_equinox(model)
 
 
-@builds_inventory
 def decisions_of(params: PyTree, rules: Rules, *, model: Any = None, sample: Any = None, strict: bool = False,
                  sample_kwargs: Mapping[str, Any] | None = None,
                  attrs: Mapping[Any, Mapping[str, Any]] | None = None,
@@ -67,7 +65,6 @@ def _key(tree: PyTree) -> Any:
     return treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves)
 
 
-@builds_inventory
 def labels(params: PyTree, rules: Rules | Iterable[RuleLike] = presets.muon, *, model: Any = None,
            sample: Any = None, default: str | None = None, strict: bool = False,
            sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
@@ -189,7 +186,6 @@ def _scale_of(info: ParamInfo, lr: float | tuple[float, ...]) -> Any:
     return np.asarray(lr, dtype=np.float64).reshape(shape)
 
 
-@builds_inventory
 def lr_scales(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: Any = None,
               strict: bool = False, sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
     """Every leaf's learning-rate multiplier (``1.0`` for leaves outside the trainable params): floats, and
@@ -282,7 +278,6 @@ def scale_lr(rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: An
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-@builds_inventory
 def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rules | Iterable[RuleLike] = presets.muon,
                            *, params: PyTree | None = None, label: str = "muon", strict: bool = False,
                            sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
