@@ -12,7 +12,7 @@ Axes are numbered in the leaf's full shape; stacked axes (``nn.scan``) are neith
 A kernel of more than two per-layer axes without layout attributes (an expert stack, an einsum kernel) is
 unknown: ``None``.
 
-Example:
+Examples:
   >>> from wdmask import ParamInfo
   >>> contract_axes(ParamInfo(("layers", "mlp", "kernel"), (4, 8, 16), layer="linear", role="kernel", stacked=1))
   ((1,), (2,))

@@ -15,7 +15,7 @@ sorted-key order, which says nothing about what runs first: leaves outside the b
 
 A ``depth`` already set (by a traced resolver) is kept.
 
-Example:
+Examples:
   >>> from wdmask import ParamInfo
   >>> inv = [ParamInfo(tuple(p.split(".")), (4, 4)) for p in
   ...        ["cls_token", "patch_embed.proj.weight", "blocks.0.fc.weight", "blocks.1.fc.weight", "head.weight"]]
@@ -110,7 +110,7 @@ def _units(infos: Sequence[ParamInfo], members: Sequence[int], depth: int) -> li
 def blocks_of(infos: Sequence[ParamInfo]) -> list[Path]:
     """The block prefixes found from structure, in natural order (stacked blocks not included).
 
-    Example:
+    Examples:
       >>> from wdmask import ParamInfo
       >>> inv = [ParamInfo(tuple(p.split(".")), (2, 2)) for p in
       ...        ["layers.0.blocks.0.w", "layers.0.blocks.1.w", "layers.1.blocks.0.w", "layers.1.blocks.1.w"]]

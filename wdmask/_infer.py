@@ -286,7 +286,7 @@ def infer_policy(inventory: Sequence[ParamInfo], lr: Mapping[Path, float] | None
     ``Rule(path=[...], lr=s)`` per distinct multiplier other than 1. Labels: the most common label as a base
     rule, then one ``Rule(path=[...], optimizer=...)`` per other label.
 
-    Example:
+    Examples:
       >>> from wdmask import ParamInfo
       >>> inv = [ParamInfo(tuple(p.split(".")), (4, 4)) for p in ("embed.w", "blocks.0.w", "blocks.1.w", "head.w")]
       >>> infer_policy(inv, {i.path: 0.5 ** (3 - d) for i, d in zip(inv, (0, 1, 2, 3))})

@@ -143,7 +143,7 @@ class Decision:
     one depth per slice); ``optimizer`` the label of the optimizer that trains the leaf (``None``: unlabelled).
     ``lr_rule``, ``lr_decay_rule`` and ``optimizer_rule`` are the rules that set those (``None``: default).
 
-    Example:
+    Examples:
       >>> Decision(0.0, 1, "bias").lr, Decision(0.0, 1, "bias").winners()
       (1.0, {'decay': 1, 'lr': None, 'lr_decay': None, 'optimizer': None})
     """

@@ -175,7 +175,7 @@ def layer_decay(decay: float) -> Rules:
     ``layers.N``, ``encoder.layer.N``, ``h.N``, stages of blocks, scan-stacked layers: one multiplier per slice).
     It sets only the learning rate: compose it with a weight-decay preset, ``standard + layer_decay(0.75)``.
 
-    Example:
+    Examples:
       >>> from wdmask import ParamInfo, decide, presets
       >>> inv = [ParamInfo(tuple(p.split(".")), (4, 4), layer="linear", role="kernel")
       ...        for p in ("embed.weight", "blocks.0.w", "blocks.1.w", "head.w")]

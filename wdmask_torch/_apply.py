@@ -248,7 +248,7 @@ def call_order(model: nn.Module, example_inputs: Any) -> list[tuple[str, ...]]:
     One forward pass under ``torch.no_grad()`` in ``eval()`` mode with forward pre-hooks, removed (and the
     modes and RNG restored) afterwards. Used to order blocks for depths; the usage trace may supply it instead.
 
-    Example:
+    Examples:
       >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
       >>> call_order(net, torch.zeros(1, 2))
       [(), ('0',), ('1',), ('2',)]

@@ -65,13 +65,14 @@ def _key(tree: PyTree) -> Any:
     return treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves)
 
 
-def labels(params: PyTree, rules: Rules | Iterable[RuleLike] = presets.muon, *, model: Any = None,
+def labels(params: PyTree, rules: Rules | Iterable[RuleLike] | None = None, *, model: Any = None,
            sample: Any = None, default: str | None = None, strict: bool = False,
            sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
     """The optimizer label of every leaf (a pytree of strings with ``params``' structure).
 
     Leaves no rule labels (and leaves outside the trainable params) get ``default``; with ``default=None`` a
-    trainable leaf without a label raises ``MaskError`` naming it.
+    trainable leaf without a label raises ``MaskError`` naming it. ``rules`` default (``None``):
+    ``wdmask.presets.muon``.
 
     Examples:
       >>> import jax.numpy as jnp, wdmask
@@ -79,7 +80,7 @@ def labels(params: PyTree, rules: Rules | Iterable[RuleLike] = presets.muon, *, 
       >>> wdmask.labels(params, [wdmask.Rule(optimizer="adamw"), wdmask.Rule(role="kernel", optimizer="sgd")])
       {'Dense_0': {'bias': 'adamw', 'kernel': 'sgd'}}
     """
-    rules = as_rules(rules)
+    rules = as_rules(presets.muon if rules is None else rules)
     leaves, treedef, decided = decisions_of(params, rules, model=model, sample=sample, strict=strict,
                                             sample_kwargs=sample_kwargs)
     out, missing = [], []
@@ -278,7 +279,7 @@ def scale_lr(rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: An
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rules | Iterable[RuleLike] = presets.muon,
+def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rules | Iterable[RuleLike] | None = None,
                            *, params: PyTree | None = None, label: str = "muon", strict: bool = False,
                            sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
     """A tree of ``optax.contrib.MuonDimensionNumbers`` (``None`` where the label is not ``label``) for
@@ -292,7 +293,7 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
     Args:
       model_or_params: a linen / NNX module (with ``sample``) or a params pytree.
       sample: example inputs of the module.
-      rules: rules labelling the leaves (default ``presets.muon``).
+      rules: rules labelling the leaves (default ``None``: ``presets.muon``).
       params: the params (default: the module's own, from an abstract init).
       label: the label that means Muon.
       strict: raise instead of warning on rules matching nothing / guessed depths.
@@ -315,7 +316,7 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
     """
     from optax.contrib import MuonDimensionNumbers
 
-    rules = as_rules(rules)
+    rules = as_rules(presets.muon if rules is None else rules)
     model = None
     if params is None and _is_module(model_or_params):
         params = _abstract_params(model_or_params, sample, sample_kwargs)

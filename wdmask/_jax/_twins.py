@@ -357,7 +357,7 @@ def torch_newton_schulz(matrix: Any, ns_coefficients: tuple[float, float, float]
     them: bit for bit with torch on the matrices measured (up to 32 x 32); long dot products may still round
     differently where the accumulation order differs. Returns bfloat16.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> torch_newton_schulz(jnp.eye(2, dtype=jnp.float32)).dtype
       dtype(bfloat16)
