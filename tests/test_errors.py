@@ -89,7 +89,7 @@ def test_rule_keyword_typo_gets_the_rule_file_message(data, fix):
     typo = next(k for k in data if k != fix and k not in ("role", "layer", "decay"))
     assert str(direct.value) == str(from_dict.value) == (
         f"Rule {data!r}: unknown key {typo!r}; valid: path, regex, layer, role, ndim, feeds_norm, module_type, "
-        f"declared, decay, multiplier, why, optional. Did you mean {fix!r}?")
+        f"declared, in_block, decay, multiplier, lr, lr_decay, optimizer, why, optional. Did you mean {fix!r}?")
     with pytest.raises(wdmask.RuleError, match=rf"rules\[0\] .*unknown key {typo!r}.*Did you mean {fix!r}"):
         Rules([data])
 

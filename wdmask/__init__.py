@@ -29,6 +29,11 @@ from wdmask._jax._audit import audit as audit
 from wdmask._jax._audit import infer_rules as infer_rules
 from wdmask._jax._declare import no_decay as no_decay
 from wdmask._jax._describe import describe as describe
+from wdmask._jax._policy import labels as labels
+from wdmask._jax._policy import lr_scales as lr_scales
+from wdmask._jax._policy import muon_dimension_numbers as muon_dimension_numbers
+from wdmask._jax._policy import partition as partition
+from wdmask._jax._policy import scale_lr as scale_lr
 from wdmask._pair import Comparison as Comparison
 from wdmask._pair import Difference as Difference
 from wdmask._pair import PairError as PairError
@@ -47,7 +52,7 @@ __all__ = (
     "AuditReport", "AuditRow", "Comparison", "Decision", "Difference", "Explanation", "Inferred", "MaskError",
     "PairError",
     "ParamInfo", "Rule", "RuleError", "Rules", "UnclassifiedWarning", "UnmatchedRuleWarning",
-    "audit", "compare", "decay", "decide", "describe", "dumps", "explain", "infer_rules", "lamb", "lars", "load",
-    "loads", "mask", "no_decay", "pair",
+    "audit", "compare", "decay", "decide", "describe", "dumps", "explain", "infer_rules", "labels", "lamb", "lars",
+    "load", "loads", "lr_scales", "mask", "muon_dimension_numbers", "no_decay", "pair", "partition", "scale_lr",
     "presets",
 )

@@ -38,6 +38,11 @@ class AuditRow:
     count: int
     status: str
     reason: str
+    #: The rules' lr multiplier and the optimizer's (``None``: not audited); the same for optimizer labels.
+    expected_lr: float | None = None
+    actual_lr: float | None = None
+    expected_optimizer: str | None = None
+    actual_optimizer: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -182,7 +187,8 @@ def reference_weight_decay(pairs: Iterable[tuple[float, float]]) -> float | None
 def audit_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, Sequence[float]],
                     rules: Rules | Iterable[RuleLike], *, foreign: Iterable[str] = (), ratios: bool = True,
                     subject: str = "optimizer", measure: str = "weight_decay",
-                    rel_tol: float = 1e-6) -> AuditReport:
+                    rel_tol: float = 1e-6, actual_lr: Mapping[Path, float] | None = None,
+                    actual_optimizer: Mapping[Path, str | None] | None = None) -> AuditReport:
     """Compare the effective weight decay of each parameter with what ``rules`` decide.
 
     A parameter the rules do not decay must have decay 0; decayed parameters must have
@@ -200,6 +206,8 @@ def audit_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, Sequen
       subject: what ``actual`` was read from, for the report (``"optimizer"``, ``"transform"``, ``"mask"``).
       measure: the unit of ``actual``, for the report.
       rel_tol: relative tolerance of ``actual == reference * multiplier``.
+      actual_lr: per path, the optimizer's lr multiplier; audited when the rules set ``lr``/``lr_decay``.
+      actual_optimizer: per path, the optimizer label; audited when the rules set ``optimizer``.
 
     Returns:
       An ``AuditReport``.
@@ -218,6 +226,8 @@ def audit_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, Sequen
     if ratios:
         reference = reference_weight_decay((decisions[info.path].multiplier, seen_of[info.path][0])
                                            for info in inventory if len(seen_of[info.path]) == 1)
+    check_lr = any(r.sets("lr") or r.sets("lr_decay") for r in rules)
+    check_optimizer = any(r.sets("optimizer") for r in rules)
     rows = []
     for info in inventory:
         decision = decisions[info.path]
@@ -238,5 +248,16 @@ def audit_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, Sequen
         else:
             status, reason = "mismatch", (f"{measure} {got:g} != {reference * m:g} "  # type: ignore[operator]
                                           f"(x{got / reference:.6g} instead of x{m:g}); rules: {why}")  # type: ignore[operator]
-        rows.append(AuditRow(info.dotted, info.layer, info.role, m, got, len(seen), status, reason))
+        exp_lr = act_lr = exp_opt = act_opt = None
+        if actual_lr is not None and check_lr and info.path in actual_lr:
+            exp_lr, act_lr = decision.lr, float(actual_lr[info.path])
+            if status == "ok" and not (isinstance(exp_lr, float) and math.isclose(act_lr, exp_lr, rel_tol=rel_tol)):
+                status, reason = "mismatch", f"lr x{act_lr:.6g}; rules: x{exp_lr}"
+        if actual_optimizer is not None and check_optimizer and info.path in actual_optimizer:
+            exp_opt, act_opt = decision.optimizer, actual_optimizer[info.path]
+            if status == "ok" and exp_opt != act_opt:
+                status, reason = "mismatch", f"optimizer {act_opt!r} != {exp_opt!r}"
+        rows.append(AuditRow(info.dotted, info.layer, info.role, m, got, len(seen), status, reason,
+                             exp_lr if isinstance(exp_lr, float) or exp_lr is None else None, act_lr, exp_opt,
+                             act_opt))
     return AuditReport(tuple(rows), reference, tuple(foreign), rules.name, ratios, subject, measure)

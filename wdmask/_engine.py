@@ -5,11 +5,14 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Sequence
 
+from wdmask._depth import largest_depth, with_depth
 from wdmask._errors import RuleError, UnclassifiedWarning, UnmatchedRuleWarning, check_bool
 from wdmask._report import Explanation, Row, default_reason
-from wdmask._rules import CONDITIONS, Rule, RuleLike, Rules, as_rules
+from wdmask._rules import CONDITIONS, SETTINGS, Rule, RuleLike, Rules, as_rules
 from wdmask._types import Decision, Inventory, ParamInfo, Path
 from wdmask._warn import warn
+
+SETTINGS_FIELDS = frozenset(f for fields in SETTINGS.values() for f in fields)
 
 
 def _reason(rule: Rule) -> str:
@@ -17,7 +20,7 @@ def _reason(rule: Rule) -> str:
         return rule.why
     action = f"multiplier {rule.multiplier_value:g}" if rule.multiplier is not None else (
         "decay" if rule.decay else "no decay")
-    conditions = ", ".join(f"{k}={v!r}" for k, v in rule.to_dict().items() if k not in ("decay", "multiplier"))
+    conditions = ", ".join(f"{k}={v!r}" for k, v in rule.to_dict().items() if k not in SETTINGS_FIELDS)
     return f"{conditions or 'any'} -> {action}"
 
 
@@ -42,9 +45,13 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
     """
     check_bool(strict, "strict", where="decide: ")
     rules = as_rules(rules)
+    policy = [s for s in SETTINGS if s != "decay" and any(r.sets(s) for r in rules)]
+    if "lr_decay" in policy or any(r.in_block is not None for r in rules):  # depths filled where unknown
+        inventory = with_depth(list(inventory), strict=strict)
     key_of, reads_path = _key_function(rules)
-    kinds, kind_of, paths = _kinds_of(inventory, whole=reads_path)
+    kinds, kind_of, paths = _kinds_of(inventory, whole=reads_path or "lr_decay" in policy)
     ordered = list(enumerate(rules))[::-1]
+    decay_rules = [(i, r) for i, r in ordered if r.sets("decay")]
     unseen = {i for i, r in enumerate(rules) if not r.optional}
     default = Decision(rules.default, None, DEFAULT_REASON)
     by_rule: dict[int, Decision] = {}  # each rule's decision, built when it first wins
@@ -53,6 +60,9 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
     # stack of identical blocks; one per leaf when a path/regex rule makes the path part of the key).
     memo: dict[tuple[object, ...], tuple[Decision, frozenset[int]]] = {}
     by_kind: list[Decision] = []
+    depth_max = 0
+    if "lr_decay" in policy:
+        depth_max = next((i.depth_max for i in kinds if i.depth_max is not None), None) or largest_depth(kinds)
     for info in kinds:
         if type(info) is not ParamInfo and not isinstance(info, ParamInfo):
             raise TypeError(f"decide() takes ParamInfo items, got {type(info).__name__}: {info!r}")
@@ -60,7 +70,7 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
         hit = memo.get(key)
         if hit is None:
             decision = default
-            for i, rule in ordered:
+            for i, rule in decay_rules:
                 if rule.matches(info):
                     if i not in by_rule:
                         by_rule[i] = Decision(rule.multiplier_value, i, _reason(rule))
@@ -69,12 +79,17 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
             matching = frozenset(i for i in unseen if rules[i].matches(info)) if unseen else frozenset()
             if decision.rule is not None and decision.rule in unseen:
                 matching |= {decision.rule}
+            if policy:
+                decision = _with_policy(decision, info, ordered, policy, rules)
             hit = memo[key] = (decision, matching)
         decision, matching = hit
+        if decision.lr_decay_rule is not None:
+            decision = _decayed_lr(decision, info, rules[decision.lr_decay_rule].lr_decay, depth_max)
         if unseen and matching:
             unseen -= matching
         if not info.is_float:
-            decision = Decision(0.0, None, f"{info.dtype} leaf: never decayed")
+            decision = Decision(0.0, None, f"{info.dtype} leaf: never decayed", decision.lr, decision.optimizer,
+                                decision.lr_rule, decision.lr_decay_rule, decision.optimizer_rule)
         by_kind.append(decision)
     out = dict(zip(paths, by_kind if kind_of is None else [by_kind[k] for k in kind_of], strict=True))
     if len(out) != len(paths):
@@ -83,6 +98,39 @@ def decide(inventory: Iterable[ParamInfo], rules: Rules | Iterable[RuleLike], *,
         report_unmatched(rules, sorted(unseen), strict=strict)
     report_guesses(kinds, kind_of, paths, rules, by_kind, strict=strict)
     return out
+
+
+def _with_policy(decision: Decision, info: ParamInfo, ordered: Sequence[tuple[int, Rule]], policy: Sequence[str],
+                 rules: Rules) -> Decision:
+    """``decision`` plus the winner of each other setting in ``policy``: the last matching rule that sets it."""
+    won: dict[str, int] = {}
+    for i, rule in ordered:
+        todo = [s for s in policy if s not in won and rule.sets(s)]
+        if todo and rule.matches(info):
+            won.update(dict.fromkeys(todo, i))
+            if len(won) == len(policy):
+                break
+    lr_rule, optimizer_rule = won.get("lr"), won.get("optimizer")
+    lr = 1.0 if lr_rule is None else float(rules[lr_rule].lr)  # type: ignore[arg-type]
+    optimizer = None if optimizer_rule is None else rules[optimizer_rule].optimizer
+    return Decision(decision.multiplier, decision.rule, decision.reason, lr, optimizer, lr_rule, won.get("lr_decay"),
+                    optimizer_rule)
+
+
+def _decayed_lr(decision: Decision, info: ParamInfo, lr_decay: float | None, depth_max: int) -> Decision:
+    """``decision`` with ``lr`` times ``lr_decay ** (depth_max - depth)`` (per slice for a tuple of depths)."""
+    assert lr_decay is not None and isinstance(decision.lr, float)
+    depth = info.depth
+    if depth is None:  # with_depth gives every leaf one: only an inventory built by hand lacks it
+        raise RuleError(f"rules[{decision.lr_decay_rule}] sets lr_decay, but {info.dotted!r} has no depth; give "
+                        "ParamInfo.depth or describe the model")
+    lr: float | tuple[float, ...]
+    if isinstance(depth, tuple):
+        lr = tuple(decision.lr * lr_decay ** (depth_max - d) for d in depth)
+    else:
+        lr = decision.lr * lr_decay ** (depth_max - depth)
+    return Decision(decision.multiplier, decision.rule, decision.reason, lr, decision.optimizer, decision.lr_rule,
+                    decision.lr_decay_rule, decision.optimizer_rule)
 
 
 def _kinds_of(inventory: Iterable[ParamInfo], *, whole: bool) -> tuple[Sequence[ParamInfo], list[int] | None,
@@ -108,6 +156,7 @@ def _first_repeat(paths: Iterable[Path]) -> Path:
 _READS: dict[str, tuple[str, ...]] = {
     "path": ("dotted",), "regex": ("dotted",), "layer": ("layer",), "role": ("role",), "ndim": ("ndim",),
     "feeds_norm": ("feeds_norm",), "module_type": ("module_type",), "declared": ("declared",),
+    "in_block": ("in_block",),
 }
 assert set(_READS) == set(CONDITIONS), "a new rule condition needs its entry in _READS (decide's memo key)"
 
@@ -242,6 +291,6 @@ def explain_inventory(inventory: Sequence[ParamInfo], rules: Rules | Iterable[Ru
     decisions = decide(inventory, rules, strict=strict)
     rows = [Row(i.dotted, i.layer, i.role, i.shape, d.multiplier, d.rule,
                 default_reason(i.role, d.multiplier) if d.reason == DEFAULT_REASON else d.reason, i.feeds_norm,
-                i.source, i.aliases)
+                i.source, i.aliases, d.lr, d.optimizer)
             for i, d in ((i, decisions[i.path]) for i in inventory)]
     return Explanation(rows, title=f"weight decay: {rules.name}" if rules.name else "weight decay")

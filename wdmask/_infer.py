@@ -25,6 +25,7 @@ Algorithm (decision list; later rules override earlier ones, as in ``decide``):
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -274,3 +275,73 @@ def infer_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, float]
     if wrong:  # pragma: no cover - the exact-path fallback makes this unreachable
         raise RuntimeError(f"infer_rules: internal error, rules do not reproduce {wrong[:5]}")
     return Inferred(result, reference if ratios else None)
+
+
+def infer_policy(inventory: Sequence[ParamInfo], lr: Mapping[Path, float] | None = None,
+                 labels: Mapping[Path, str | None] | None = None, *, rel_tol: float = 1e-9) -> list[Rule]:
+    """Rules reproducing per-parameter lr multipliers and optimizer labels (added to the decay rules).
+
+    Learning rates: nothing when every multiplier is 1; one ``Rule(lr_decay=d)`` when the multipliers are
+    ``d ** (depth_max - depth)`` for the inventory's depths (layer-wise decay, timm/MAE); else one
+    ``Rule(path=[...], lr=s)`` per distinct multiplier other than 1. Labels: the most common label as a base
+    rule, then one ``Rule(path=[...], optimizer=...)`` per other label.
+
+    Examples:
+      >>> from wdmask import ParamInfo
+      >>> inv = [ParamInfo(tuple(p.split(".")), (4, 4)) for p in ("embed.w", "blocks.0.w", "blocks.1.w", "head.w")]
+      >>> infer_policy(inv, {i.path: 0.5 ** (3 - d) for i, d in zip(inv, (0, 1, 2, 3))})
+      [Rule(lr_decay=0.5, why='inferred: layer-wise lr decay')]
+    """
+    from wdmask._depth import largest_depth, with_depth
+
+    out: list[Rule] = []
+    inventory = [i for i in inventory if lr is None or i.path in lr or labels is None or i.path in labels]
+    if lr:
+        scales = {p: float(s) for p, s in lr.items()}
+        if any(not math.isclose(s, 1.0, rel_tol=rel_tol) for s in scales.values()):
+            rule = _layer_decay(with_depth([i for i in inventory if i.path in scales]), scales, rel_tol,
+                                largest_depth)
+            if rule is not None:
+                out.append(rule)
+            else:
+                by_scale: dict[float, list[str]] = {}
+                for info in inventory:
+                    s = scales.get(info.path)
+                    if s is not None and not math.isclose(s, 1.0, rel_tol=rel_tol):
+                        by_scale.setdefault(float(f"{s:.12g}"), []).append(info.dotted)
+                out += [Rule(path=paths, lr=s, why="inferred: lr multiplier") for s, paths in by_scale.items()]
+    if labels:
+        counts: dict[str, int] = {}
+        for v in labels.values():
+            if v is not None:
+                counts[v] = counts.get(v, 0) + 1
+        if counts:
+            base = max(counts, key=lambda k: counts[k])
+            out.append(Rule(optimizer=base, why="inferred: most parameters' optimizer"))
+            others: dict[str, list[str]] = {}
+            for info in inventory:
+                v = labels.get(info.path)
+                if v is not None and v != base:
+                    others.setdefault(v, []).append(info.dotted)
+            out += [Rule(path=paths, optimizer=v, why="inferred: optimizer label") for v, paths in others.items()]
+    return out
+
+
+def _layer_decay(infos: Sequence[ParamInfo], scales: Mapping[Path, float], rel_tol: float,
+                 largest: Any) -> Rule | None:
+    """``Rule(lr_decay=d)`` when every multiplier is ``d ** (depth_max - depth)``, else ``None``."""
+    top = largest(infos)
+    d = None
+    for info in infos:
+        depth = info.depth
+        if isinstance(depth, int) and depth < top and scales[info.path] > 0:
+            d = scales[info.path] ** (1.0 / (top - depth))
+            break
+    if d is None or not 0 < d <= 1:
+        return None
+    d = float(f"{d:.12g}")
+    for info in infos:
+        if not isinstance(info.depth, int) or not math.isclose(scales[info.path], d ** (top - info.depth),
+                                                               rel_tol=1e-6):
+            return None
+    return Rule(lr_decay=d, why="inferred: layer-wise lr decay")

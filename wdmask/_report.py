@@ -102,6 +102,15 @@ class Row:
     feeds_norm: bool | None
     source: str
     aliases: tuple[str, ...] = ()  # other owners of a tied tensor
+    lr: float | tuple[float, ...] = 1.0  # learning-rate multiplier (one per slice of a stacked leaf)
+    optimizer: str | None = None  # optimizer label
+
+
+def _lr_text(lr: float | tuple[float, ...]) -> str:
+    """``x0.75``; a stacked leaf's per-slice multipliers as ``x0.42..x0.75`` (first..last)."""
+    if isinstance(lr, tuple):
+        return f"x{lr[0]:.4g}..x{lr[-1]:.4g}" if len(set(lr)) > 1 else f"x{lr[0]:.4g}" if lr else "-"
+    return f"x{lr:.4g}"
 
 
 #: ``from`` is how the layer kind and role were learned: graph (traced usage), type, name or shape (nothing).
@@ -109,7 +118,7 @@ _COLUMNS = ("path", "layer", "role", "from", "shape", "decay", "rule", "reason")
 #: Columns a narrow table leaves out, in this order, rather than break paths (each ``Row`` still has them).
 _OPTIONAL = ("from", "shape", "layer")
 #: Columns whose cells are one token each (a kind, a shape, ``yes``): never wrapped, never split.
-_TOKENS = frozenset({"n", "layer", "role", "from", "shape", "decay", "rule"})
+_TOKENS = frozenset({"n", "layer", "role", "from", "shape", "decay", "lr", "optimizer", "rule"})
 #: The narrowest a reason column may get before a table drops an optional column.
 _REASON_MIN = 24
 #: Under the table: what the numbers of the ``rule`` column are.
@@ -292,10 +301,25 @@ class Explanation(Sequence[Row]):
         """One line, in words: how many parameters are decayed and how many are not."""
         return summary_line([r.multiplier for r in self.rows])
 
+    def _policy_columns(self) -> list[str]:
+        """The ``lr`` / ``optimizer`` columns, each only when some row departs from its default."""
+        cols = []
+        if any(r.lr != 1.0 for r in self.rows):
+            cols.append("lr")
+        if any(r.optimizer is not None for r in self.rows):
+            cols.append("optimizer")
+        return cols
+
+    def _columns(self) -> list[str]:
+        cut = _COLUMNS.index("rule")
+        return [*_COLUMNS[:cut], *self._policy_columns(), *_COLUMNS[cut:]]
+
     def _cells(self) -> list[tuple[str, ...]]:
+        policy = self._policy_columns()
         return [(r.path + "".join(f" (= {a})" for a in r.aliases), r.layer, r.role, r.source,
-                 "x".join(map(str, r.shape)) or "()", verdict(r.multiplier), "-" if r.rule is None else str(r.rule),
-                 r.reason) for r in self.rows]
+                 "x".join(map(str, r.shape)) or "()", verdict(r.multiplier),
+                 *(_lr_text(r.lr) if c == "lr" else (r.optimizer or "-") for c in policy),
+                 "-" if r.rule is None else str(r.rule), r.reason) for r in self.rows]
 
     def table(self, width: int | None = None) -> Any:
         """A ``rich.table.Table`` with one row per parameter; with ``width``, it fits that many columns.
@@ -303,7 +327,7 @@ class Explanation(Sequence[Row]):
         Kinds, roles and shapes are never split: at narrow widths the ``from`` and then the ``shape`` column
         are left out, and paths (after a dot) and reasons (between words) wrap.
         """
-        columns, cells, widths = _fit(list(_COLUMNS), self._cells(), width, _OPTIONAL)
+        columns, cells, widths = _fit(self._columns(), self._cells(), width, _OPTIONAL)
         return _table(columns, cells, widths, self.title, self._caption(columns, _OPTIONAL))
 
     def groups(self) -> list[tuple[list[Row], str, str, str, str, str]]:

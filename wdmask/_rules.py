@@ -21,8 +21,13 @@ from wdmask._types import DECLARATIONS, LAYER_KINDS, LAYER_PATTERNS, ROLES, Para
 
 Patterns = str | Sequence[str]
 
-CONDITIONS: tuple[str, ...] = ("path", "regex", "layer", "role", "ndim", "feeds_norm", "module_type", "declared")
-ACTIONS: tuple[str, ...] = ("decay", "multiplier")
+CONDITIONS: tuple[str, ...] = ("path", "regex", "layer", "role", "ndim", "feeds_norm", "module_type", "declared",
+                               "in_block")
+ACTIONS: tuple[str, ...] = ("decay", "multiplier", "lr", "lr_decay", "optimizer")
+#: The settings a rule's action may set, each cascading on its own (the last matching rule that sets it wins),
+#: and the action fields that set each.
+SETTINGS: dict[str, tuple[str, ...]] = {"decay": ("decay", "multiplier"), "lr": ("lr",), "lr_decay": ("lr_decay",),
+                                        "optimizer": ("optimizer",)}
 EXTRAS: tuple[str, ...] = ("why", "optional")
 FIELDS: tuple[str, ...] = CONDITIONS + ACTIONS + EXTRAS
 
@@ -86,8 +91,13 @@ class Rule:
       feeds_norm: the owning layer's output goes straight into a norm (unknown never matches).
       module_type: glob(s) on the owning module's qualified class name.
       declared: what the model declares, e.g. ``"no_decay"``.
+      in_block: the leaf runs inside a repeated block (``0 < depth < depth_max``: not the stem, the
+        embeddings or the head; see ``ParamInfo.depth``); unknown never matches.
 
-    Action: ``decay`` (bool) or ``multiplier`` (finite float >= 0; 0 means no decay).
+    Action, one or more settings; each cascades on its own (the last matching rule *that sets it* wins):
+    ``decay`` (bool) or ``multiplier`` (finite float >= 0; 0 means no decay); ``lr`` (learning-rate
+    multiplier, finite float >= 0); ``lr_decay`` (layer-wise: the lr multiplier is
+    ``lr_decay ** (depth_max - depth)``, ``0 < lr_decay <= 1``); ``optimizer`` (a label, e.g. ``"muon"``).
     ``why`` is free text shown in explanations; ``optional=True`` silences the
     "matches nothing" report for this rule (presets use it).
 
@@ -104,8 +114,12 @@ class Rule:
     feeds_norm: bool | None = None
     module_type: Patterns | None = None
     declared: str | None = None
+    in_block: bool | None = None
     decay: bool | None = None
     multiplier: float | None = None
+    lr: float | None = None
+    lr_decay: float | None = None
+    optimizer: str | None = None
     why: str = ""
     optional: bool = False
 
@@ -114,9 +128,11 @@ class Rule:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        if isinstance(self.multiplier, int) and not isinstance(self.multiplier, bool) and (
-                abs(self.multiplier) < 1 << 1000):  # a larger int stays an int: refused below, never OverflowError
-            object.__setattr__(self, "multiplier", float(self.multiplier))
+        for name in ("multiplier", "lr", "lr_decay"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and (
+                    abs(value) < 1 << 1000):  # a larger int stays an int: refused below, never OverflowError
+                object.__setattr__(self, name, float(value))
         try:
             _validate(self)
         except RuleError as e:  # worded to follow a label; from_dict relabels it with `where`
@@ -127,6 +143,10 @@ class Rule:
     def text(self) -> str:
         """The rule as ``key=value`` pairs, e.g. ``layer='norm', decay=False``."""
         return ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
+
+    def sets(self, setting: str) -> bool:
+        """Whether this rule's action sets ``setting`` (``decay``, ``lr``, ``lr_decay`` or ``optimizer``)."""
+        return any(getattr(self, f) is not None for f in SETTINGS[setting])
 
     @property
     def multiplier_value(self) -> float:
@@ -252,14 +272,16 @@ def _validate(rule: Rule) -> None:
                         "(decay=True/False or multiplier=float)")
     if rule.decay is not None and rule.multiplier is not None:
         raise fail("decay", "give either `decay` or `multiplier`, not both")
-    if rule.decay is None and rule.multiplier is None:
-        raise RuleError(": no action; add decay=True/False or multiplier=<float >= 0>")
+    if all(getattr(rule, f) is None for f in ACTIONS):
+        raise RuleError(": no action; add decay=True/False or multiplier=<float >= 0> (or lr=, lr_decay=, "
+                        "optimizer=)")
     if rule.decay is not None and not isinstance(rule.decay, bool):
         raise fail("decay", f"must be true or false, got {short_repr(rule.decay)}")
     if rule.multiplier is not None:
         m = rule.multiplier
         if isinstance(m, bool) or not isinstance(m, float) or not math.isfinite(m) or m < 0:
             raise fail("multiplier", f"must be a finite number >= 0, got {short_repr(m)}")
+    _validate_policy(rule)
     for field in ("path", "layer", "role", "module_type"):
         value = getattr(rule, field)
         if value is None:
@@ -309,12 +331,26 @@ def _validate(rule: Rule) -> None:
             raise fail("ndim", f"must be an int >= 0 or a comparison such as '<=1', '>=2', '==2', got {short_repr(nd)}")
     if rule.feeds_norm is not None and not isinstance(rule.feeds_norm, bool):
         raise fail("feeds_norm", f"must be true or false, got {short_repr(rule.feeds_norm)}")
+    if rule.in_block is not None and not isinstance(rule.in_block, bool):
+        raise fail("in_block", f"must be true or false, got {short_repr(rule.in_block)}")
     if rule.declared is not None and rule.declared not in DECLARATIONS[1:]:
         raise fail("declared", f"unknown declaration {short_repr(rule.declared)}; valid: {', '.join(DECLARATIONS[1:])}")
     if not isinstance(rule.why, str):
         raise fail("why", f"must be a string, got {short_repr(rule.why)}")
     if not isinstance(rule.optional, bool):
         raise fail("optional", f"must be true or false, got {short_repr(rule.optional)}")
+
+
+def _validate_policy(rule: Rule) -> None:
+    """The learning-rate and optimizer actions: ``lr`` >= 0, ``0 < lr_decay <= 1``, ``optimizer`` a label."""
+    for field, ok, valid in (("lr", lambda v: v >= 0, "a finite number >= 0"),
+                             ("lr_decay", lambda v: 0 < v <= 1, "a finite number in (0, 1]")):
+        v = getattr(rule, field)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, float) or not math.isfinite(v) or not ok(v)):
+            raise RuleError(f" `{field}`: must be {valid}, got {short_repr(v)}")
+    label = rule.optimizer
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise RuleError(f" `optimizer`: must be a non-empty label such as 'muon' or 'adamw', got {short_repr(label)}")
 
 
 def _compile(rule: Rule) -> Callable[[ParamInfo], bool]:
@@ -350,6 +386,9 @@ def _compile(rule: Rule) -> Callable[[ParamInfo], bool]:
     if rule.declared is not None:
         declared = rule.declared
         checks.append(lambda i: i.declared == declared)
+    if rule.in_block is not None:
+        inside = rule.in_block
+        checks.append(lambda i: i.in_block is inside)
     if not checks:
         return lambda info: True
     if len(checks) == 1:

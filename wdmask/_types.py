@@ -63,6 +63,13 @@ class ParamInfo:
     stacked_axes: tuple[int, ...] = ()
     #: How a traced forward pass consumed the leaf (``wdmask._usage.USAGES``), ``()`` when not traced.
     usage: tuple[str, ...] = ()
+    #: Position in the forward pass: 0 before the first repeated block (stem, embeddings, tokens), i for the
+    #: i-th block, ``depth_max`` after the last (final norm, head); a tuple (one per slice) for a leaf stacked
+    #: along one axis; ``None`` when unknown (``wdmask._depth`` fills it from structure when rules need it).
+    depth: int | tuple[int, ...] | None = None
+    #: ``(reduction, output)``: the per-layer kernel axes the forward contracts and the axes it produces
+    #: (stacked axes excluded, numbered in the full shape); ``None`` when unknown.
+    contract_axes: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.path, tuple) and all(isinstance(p, str) for p in self.path)):
@@ -97,6 +104,22 @@ class ParamInfo:
         return tuple(d for a, d in enumerate(self.shape) if a not in self.stacked_axes)
 
     @property
+    def depth_max(self) -> int | None:
+        """The depth of what runs after the last block, as known to the inventory this leaf was described in
+        (set by ``wdmask._depth.with_depth``; ``None`` when depths are unknown)."""
+        return self.__dict__.get("_depth_max")
+
+    @property
+    def in_block(self) -> bool | None:
+        """Whether the leaf runs inside a repeated block (``0 < depth < depth_max``; every slice of a stack);
+        ``None`` when its depth is unknown."""
+        depth, top = self.depth, self.depth_max
+        if depth is None or top is None:
+            return None
+        depths = depth if isinstance(depth, tuple) else (depth,)
+        return bool(depths) and all(0 < d < top for d in depths)
+
+    @property
     def unclassified(self) -> bool:
         """Neither the layer kind nor the role is known: rules on kind/role can only guess."""
         return self.layer == "other" and self.role == "other"
@@ -112,15 +135,32 @@ class ParamInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """The engine's verdict for one leaf.
+    """The engine's verdict for one leaf: one value per setting, and the rule that set it.
 
-    ``multiplier`` scales the weight decay (0 = none); ``rule`` is the index of the winning rule,
-    ``None`` for the rule set's default; ``reason`` says why in words.
+    ``multiplier`` scales the weight decay (0 = none); ``rule`` is the index of the rule that set it,
+    ``None`` for the rule set's default; ``reason`` says why in words. ``lr`` is the learning-rate
+    multiplier, ``lr_decay ** (depth_max - depth)`` included (a tuple along the stacked axis for a leaf with
+    one depth per slice); ``optimizer`` the label of the optimizer that trains the leaf (``None``: unlabelled).
+    ``lr_rule``, ``lr_decay_rule`` and ``optimizer_rule`` are the rules that set those (``None``: default).
+
+    Examples:
+      >>> Decision(0.0, 1, "bias").lr, Decision(0.0, 1, "bias").winners()
+      (1.0, {'decay': 1, 'lr': None, 'lr_decay': None, 'optimizer': None})
     """
 
     multiplier: float
     rule: int | None
     reason: str
+    lr: float | tuple[float, ...] = 1.0
+    optimizer: str | None = None
+    lr_rule: int | None = None
+    lr_decay_rule: int | None = None
+    optimizer_rule: int | None = None
+
+    def winners(self) -> dict[str, int | None]:
+        """The index of the rule that set each setting (``None``: the default)."""
+        return {"decay": self.rule, "lr": self.lr_rule, "lr_decay": self.lr_decay_rule,
+                "optimizer": self.optimizer_rule}
 
     @property
     def decay(self) -> bool:

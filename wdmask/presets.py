@@ -17,8 +17,8 @@ import re
 from wdmask._rules import Rule, Rules
 
 __all__ = [
-    "TORCHVISION_EMBEDDING_KEYS", "all", "by_name", "detectron2", "detectron2_rules", "hf", "mingpt", "names",
-    "nanogpt", "standard", "standard_scale_invariant", "timm", "torchvision", "torchvision_rules",
+    "TORCHVISION_EMBEDDING_KEYS", "all", "by_name", "detectron2", "detectron2_rules", "hf", "layer_decay", "mingpt",
+    "muon", "names", "nanogpt", "standard", "standard_scale_invariant", "timm", "torchvision", "torchvision_rules",
 ]
 
 _NORM = Rule(layer="norm", decay=False, why="norm scale/shift: decay drives them to 0", optional=True)
@@ -165,6 +165,46 @@ def detectron2_rules(norm_multiplier: float = 0.0, bias_multiplier: float | None
 torchvision = torchvision_rules()
 #: ``detectron2_rules()`` with its config defaults (``WEIGHT_DECAY_NORM=0``, ``WEIGHT_DECAY_BIAS=None``).
 detectron2 = detectron2_rules()
+
+def layer_decay(decay: float) -> Rules:
+    r"""Layer-wise learning-rate decay: every parameter's lr multiplier is ``decay ** (depth_max - depth)``.
+
+    ``depth`` is 0 before the first repeated block (stem, patch/token embeddings, cls and position tables),
+    ``i`` in block ``i`` in forward order and ``depth_max`` after the last (final norm, head), so on a ViT this is
+    MAE/BEiT's ``param_groups_lrd`` (``get_layer_id_for_vit``); blocks are found from structure (``blocks.N``,
+    ``layers.N``, ``encoder.layer.N``, ``h.N``, stages of blocks, scan-stacked layers: one multiplier per slice).
+    It sets only the learning rate: compose it with a weight-decay preset, ``standard + layer_decay(0.75)``.
+
+    Examples:
+      >>> from wdmask import ParamInfo, decide, presets
+      >>> inv = [ParamInfo(tuple(p.split(".")), (4, 4), layer="linear", role="kernel")
+      ...        for p in ("embed.weight", "blocks.0.w", "blocks.1.w", "head.w")]
+      >>> [round(d.lr, 4) for d in decide(inv, presets.standard + presets.layer_decay(0.5)).values()]
+      [0.125, 0.25, 0.5, 1.0]
+    """
+    from wdmask._errors import RuleError
+
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+        raise RuleError(f"layer_decay: `decay` must be a number in (0, 1], got {decay!r}")
+    return Rules([Rule(lr_decay=float(decay), why=f"layer-wise lr decay {decay:g}", optional=True)],
+                 name=f"layer_decay({decay:g})")
+
+
+#: Optimizer labels for Muon + AdamW: ``"muon"`` for the kernels of hidden layers (linear/conv kernels that run
+#: inside the repeated blocks: attention and MLP projections, fused QKV, expert stacks, convs after the stem),
+#: ``"adamw"`` for everything else: token embeddings, the output head (also when tied to the embedding), the
+#: stem's first conv, and every parameter ``standard`` does not decay (norms, biases, gains, positions, tokens,
+#: declarations). It sets only labels: compose it with a decay preset (``standard + muon``) and apply it with
+#: ``wdmask.partition`` / ``wdmask_torch.optimizers``.
+muon = Rules(
+    [
+        Rule(optimizer="adamw", why="muon: not a hidden-layer matrix (AdamW)"),
+        Rule(layer=["linear", "conv"], role="kernel", in_block=True, optimizer="muon",
+             why="muon: kernel of a hidden layer", optional=True),
+        Rule(declared="no_decay", optimizer="adamw", why="muon: declared no_decay (AdamW)", optional=True),
+    ],
+    name="muon",
+)
 
 _BY_NAME = {
     "standard": standard, "standard_scale_invariant": standard_scale_invariant, "all": all, "timm": timm,

@@ -14,6 +14,7 @@ from wdmask._optional import require as _require
 
 _require("torch", by="import wdmask_torch")
 
+from wdmask_torch._apply import call_order as call_order
 from wdmask_torch._apply import groups as groups
 from wdmask_torch._audit import AuditReport as AuditReport
 from wdmask_torch._audit import AuditRow as AuditRow
@@ -25,9 +26,13 @@ from wdmask_torch._describe import unwrap as unwrap
 from wdmask_torch._infer import infer_rules as infer_rules
 from wdmask_torch._migrate import group_chains as group_chains
 from wdmask_torch._migrate import to_optax as to_optax
+from wdmask_torch._optimizers import Optimizers as Optimizers
+from wdmask_torch._optimizers import Rerouted as Rerouted
+from wdmask_torch._optimizers import optimizers as optimizers
 from wdmask_torch._port import from_flax as from_flax
 from wdmask_torch._port import to_flax as to_flax
 from wdmask_torch._schedule import to_optax_schedule as to_optax_schedule
 
-__all__ = ("AuditReport", "AuditRow", "audit", "describe", "from_flax", "group_chains", "groups", "infer_rules",
-           "register_norm", "unregister_norm", "to_flax", "to_optax", "to_optax_schedule", "unwrap")
+__all__ = ("AuditReport", "AuditRow", "Optimizers", "Rerouted", "audit", "call_order", "describe", "from_flax",
+           "group_chains", "groups", "infer_rules", "optimizers", "register_norm", "unregister_norm", "to_flax",
+           "to_optax", "to_optax_schedule", "unwrap")

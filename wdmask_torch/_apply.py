@@ -1,4 +1,4 @@
-"""``groups``: rules -> torch optimizer param groups, one per distinct weight-decay multiplier."""
+"""``groups``: rules -> torch optimizer param groups, one per distinct (weight decay, lr, optimizer label)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from wdmask import presets
+from wdmask._depth import with_depth
 from wdmask._engine import decide
 from wdmask._errors import _what, check_bool, check_weight_decay
-from wdmask._rules import RuleLike, Rules
+from wdmask._rules import RuleLike, Rules, as_rules
 from wdmask_torch._describe import inventory
 
 __all__ = ["groups"]
@@ -20,7 +21,7 @@ __all__ = ["groups"]
 NO_PARAMS_MSG = "`model` ({name}) has no parameters; there is nothing to put in an optimizer."
 ALL_FROZEN_MSG = ("all {n} parameters of `model` ({name}) are frozen (requires_grad=False), e.g. {example!r}; "
                   "unfreeze the ones to train (`p.requires_grad_(True)`) or pass include_frozen=True.")
-_RESERVED = ("params", "param_names", "weight_decay")
+_RESERVED = ("params", "param_names", "weight_decay", "lr_scale", "optimizer")
 #: The first torch whose optimizers accept ``(name, tensor)`` pairs and fill ``param_names``.
 NAMED_GROUPS_TORCH = "2.6"
 
@@ -70,13 +71,20 @@ def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, 
 
 
 def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
-           weight_decay: float | None = None, include_frozen: bool = False, example_inputs: Any = None,
+           weight_decay: float | None = None, lr: float | None = None, include_frozen: bool = False,
+           example_inputs: Any = None,
            strict: bool = False, named: bool = False,
            options_by_multiplier: Mapping[float, Mapping[str, Any]] | None = None,
            **group_options: Any) -> list[dict[str, Any]]:
-    r"""Optimizer param groups that apply ``rules``: one group per distinct weight-decay multiplier.
+    r"""Optimizer param groups that apply ``rules``: one group per distinct (weight decay, lr, optimizer label).
 
-    $$\lambda_i = \lambda \, m_i$$
+    $$\lambda_i = \lambda \, m_i, \qquad \eta_i = \eta \, s_i$$
+
+    When the rules set learning rates (``lr``, ``lr_decay``: ``presets.layer_decay``) each group gets its
+    absolute ``lr`` ($\eta s_i$) and records the multiplier $s_i$ as ``lr_scale`` (timm-style schedulers
+    that rescale read it; torch's ``LRScheduler`` scales each group's own ``lr`` and keeps the ratios).
+    When they set optimizer labels (``presets.muon``) each group records its label as ``optimizer``
+    (``wdmask_torch.optimizers`` builds one optimizer per label).
 
     Groups come in a fixed order: the no-decay group first, then ascending multiplier; empty
     groups are dropped and parameters keep ``named_parameters()`` order, so an optimizer
@@ -96,6 +104,8 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
       weight_decay: $\lambda$, a finite real number >= 0. ``None``: the no-decay group sets
         ``weight_decay=0.0`` and the multiplier-1 group inherits the optimizer's ``weight_decay``.
         A value: every group sets ``weight_decay * multiplier``.
+      lr: $\eta$, the base learning rate: every group gets ``lr * lr_scale``. Needed when the rules set
+        learning-rate multipliers other than 1; ``None``: groups leave ``lr`` to the optimizer.
       named: Put ``(name, tensor)`` pairs in ``params`` (torch's named param groups, torch >= 2.6)
         for optimizers and checkpoints that record ``param_names``.
       include_frozen: Also group parameters with ``requires_grad=False``.
@@ -146,15 +156,44 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
     if bad:
         raise ValueError(f"groups(): `{bad[0]}` cannot be a group option; wdmask_torch fills "
                          f"{', '.join(_RESERVED)} itself")
+    if lr is not None:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+            raise (ValueError if isinstance(lr, (int, float)) and not isinstance(lr, bool) else TypeError)(
+                f"wdmask_torch.groups: `lr` must be a finite real number >= 0, got {type(lr).__name__} {lr!r}")
+        lr = float(lr)
     items = checked_inventory(model, example_inputs, include_frozen=include_frozen, fn="groups")
-    decisions = decide([info for _, _, info in items], rules, strict=strict)
+    rules = as_rules(rules)
+    infos = [info for _, _, info in items]
+    if needs_depth(rules):
+        infos = with_depth(infos, call_order(model, example_inputs) if example_inputs is not None else None,
+                           registration=True, strict=strict)
+    decisions = decide(infos, rules, strict=strict)
+    scaled = any(r.sets("lr") or r.sets("lr_decay") for r in rules)
+    by_key: dict[tuple[float, float, str], list[tuple[str, nn.Parameter]]] = {}
+    for (_, p, _), info in zip(items, infos, strict=True):
+        d = decisions[info.path]
+        by_key.setdefault((d.multiplier, _lr_scale(d.lr, info), d.optimizer or ""), []).append((info.dotted, p))
     buckets: dict[float, list[tuple[str, nn.Parameter]]] = {}
-    for _, p, info in items:
-        buckets.setdefault(decisions[info.path].multiplier, []).append((info.dotted, p))
+    for (multiplier, _, _), pairs in by_key.items():
+        buckets.setdefault(multiplier, []).extend(pairs)
     out: list[dict[str, Any]] = []
-    for multiplier in sorted(buckets):
-        pairs = buckets[multiplier]
+    for key in sorted(by_key, key=lambda k: (k[2], k[0], -k[1])):
+        multiplier, lr_scale, label = key
+        pairs = by_key[key]
         group: dict[str, Any] = {"params": pairs if named else [p for _, p in pairs]}
+        if scaled:
+            if lr is None and lr_scale != 1.0:
+                raise ValueError(
+                    f"rules give learning-rate multiplier {lr_scale:g} to {len(pairs)} parameter(s) (e.g. "
+                    f"{pairs[0][0]!r}); pass `lr=` to groups() so that group gets lr * {lr_scale:g}, e.g. "
+                    "groups(model, rules, lr=1e-3)")
+            if lr is not None:
+                group["lr"] = lr * lr_scale
+            group["lr_scale"] = lr_scale
+        elif lr is not None:
+            group["lr"] = lr
+        if label:
+            group["optimizer"] = label
         if weight_decay is not None:
             group["weight_decay"] = weight_decay * multiplier
             if not math.isfinite(group["weight_decay"]):
@@ -162,7 +201,7 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
         elif multiplier == 0.0:
             group["weight_decay"] = 0.0
         elif multiplier != 1.0:
-            example = buckets[multiplier][0][0]
+            example = pairs[0][0]
             raise ValueError(
                 f"rules give weight-decay multiplier {multiplier:g} to {len(buckets[multiplier])} parameter(s) "
                 f"(e.g. {example!r}); pass `weight_decay=` to groups() so that group gets "
@@ -186,3 +225,62 @@ def _overflow_message(weight_decay: float, multiplier: float, pairs: list[tuple[
     return (f"wdmask_torch.groups: weight_decay * multiplier = {weight_decay:g} * {multiplier:g} overflows to "
             f"{weight_decay * multiplier:g} for {len(pairs)} parameter(s) (e.g. {first!r}, multiplier set by "
             f"{source}); a group's weight decay must be finite: lower that rule's multiplier or `weight_decay`")
+
+
+def needs_depth(rules: Rules) -> bool:
+    """Whether ``rules`` read depths (``lr_decay`` actions or ``in_block`` conditions)."""
+    return any(r.sets("lr_decay") or r.in_block is not None for r in rules)
+
+
+def _lr_scale(lr: float | tuple[float, ...], info: Any) -> float:
+    """A torch parameter's one lr multiplier (torch stacks nothing: a tuple has one entry per slice)."""
+    if isinstance(lr, tuple):  # pragma: no cover - torch parameters are never stacked
+        if len(set(lr)) != 1:
+            raise ValueError(f"{info.dotted!r}: one learning-rate multiplier per slice {lr}: torch param groups take "
+                             "one lr per tensor")
+        return lr[0]
+    return lr
+
+
+def call_order(model: nn.Module, example_inputs: Any) -> list[tuple[str, ...]]:
+    """Module paths (canonical, ``()`` for the root) in the order their ``forward`` first runs on ``example_inputs``.
+
+    One forward pass under ``torch.no_grad()`` in ``eval()`` mode with forward pre-hooks, removed (and the
+    modes and RNG restored) afterwards. Used to order blocks for depths; the usage trace may supply it instead.
+
+    Examples:
+      >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+      >>> call_order(net, torch.zeros(1, 2))
+      [(), ('0',), ('1',), ('2',)]
+    """
+    from wdmask_torch._describe import canonical_path, unwrap
+
+    inner = unwrap(model)
+    order: list[tuple[str, ...]] = []
+    seen: set[int] = set()
+    handles = []
+    modes = [(m, m.training) for m in inner.modules()]
+
+    def hook_for(name: str) -> Any:
+        def hook(module: nn.Module, args: Any) -> None:
+            if id(module) not in seen:
+                seen.add(id(module))
+                order.append(canonical_path(name) if name else ())
+        return hook
+
+    try:
+        for name, module in inner.named_modules():
+            handles.append(module.register_forward_pre_hook(hook_for(name)))
+        for m, _ in modes:
+            m.training = False
+        args, kwargs = ((example_inputs,), {}) if not isinstance(example_inputs, (tuple, dict)) else (
+            (example_inputs, {}) if isinstance(example_inputs, tuple) else ((), example_inputs))
+        with torch.no_grad(), torch.random.fork_rng():
+            inner(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes:
+            m.training = training
+    return order
+

@@ -80,13 +80,46 @@ def param_groups(optimizer: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _labelled(optimizer: Any) -> list[tuple[str | None, Any]]:
+    """``[(label, optimizer)]``: a ``{label: optimizer}`` mapping (a hand-made Muon + AdamW split), a
+    ``wdmask_torch.Optimizers``, or one optimizer (label ``None``)."""
+    from wdmask_torch._optimizers import Optimizers
+
+    if isinstance(optimizer, Mapping):
+        return list(optimizer.items())
+    if isinstance(optimizer, Optimizers):
+        return list(optimizer.optimizers.items())
+    return [(None, optimizer)]
+
+
+def policy_of(optimizer: Any) -> tuple[dict[int, float], dict[int, str | None]]:
+    """``({id(param): lr multiplier}, {id(param): optimizer label})`` of an optimizer (or ``{label: optimizer}``).
+
+    The multiplier is a group's ``lr_scale`` when any group has one (timm, MAE, wdmask), else its ``lr``
+    over the largest ``lr`` of its optimizer. The label is a group's ``optimizer`` key, else the mapping's key.
+    """
+    scales: dict[int, float] = {}
+    labels: dict[int, str | None] = {}
+    for label, opt in _labelled(optimizer):
+        groups = param_groups(opt)
+        has_scale = any("lr_scale" in g for g in groups)
+        top = max((float(g.get("lr", 0.0)) for g in groups), default=0.0) or 1.0
+        for g in groups:
+            scale = float(g.get("lr_scale", 1.0)) if has_scale else float(g.get("lr", top)) / top
+            for p in g["params"]:
+                scales.setdefault(id(p), scale)
+                labels.setdefault(id(p), g.get("optimizer", label))
+    return scales, labels
+
+
 def effective_weight_decay(optimizer: Any) -> dict[int, list[float]]:
     """``{id(param): [weight_decay of each group holding it]}``; a group without the key counts as 0."""
     out: dict[int, list[float]] = {}
-    for group in param_groups(optimizer):
-        wd = float(group.get("weight_decay", 0.0) or 0.0)
-        for p in group["params"]:
-            out.setdefault(id(p), []).append(wd)
+    for _, opt in _labelled(optimizer):
+        for group in param_groups(opt):
+            wd = float(group.get("weight_decay", 0.0) or 0.0)
+            for p in group["params"]:
+                out.setdefault(id(p), []).append(wd)
     return out
 
 
@@ -101,10 +134,14 @@ def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] | 
     optimizer, parameters it holds twice, and optimizer parameters foreign to the model are
     problems too; frozen parameters are ignored.
 
+    When the rules set learning rates (``lr``, ``lr_decay``) each parameter's lr multiplier is audited too
+    (a group's ``lr_scale``, else its ``lr`` relative to the largest), and when they set optimizer labels,
+    each parameter's label (a group's ``optimizer`` key, or the key of a ``{label: optimizer}`` mapping).
+
     Args:
       optimizer: A ``torch.optim.Optimizer``, a wrapper holding one (accelerate's
-        ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``), or any object with
-        ``param_groups`` (DeepSpeed ZeRO).
+        ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``), any object with
+        ``param_groups`` (DeepSpeed ZeRO), a ``wdmask_torch.Optimizers``, or a ``{label: optimizer}`` dict.
       model: The model it trains (wrappers allowed).
       rules: The rules it should follow (default ``None``: ``wdmask.presets.standard``).
       example_inputs: The inputs the optimizer's groups were built with (``groups(model, rules,
@@ -130,7 +167,7 @@ def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] | 
       True
     """
     rules = presets.standard if rules is None else rules
-    groups = param_groups(optimizer)
+    groups = [g for _, opt in _labelled(optimizer) for g in param_groups(opt)]
     items = checked_inventory(model, example_inputs, include_frozen=True, fn="audit")
     trainable = [(p, info) for _, p, info in items if p.requires_grad]
     known = {id(p) for _, p, _ in items} | {id(p) for p in model.parameters()}
@@ -143,4 +180,7 @@ def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] | 
             if id(p) not in known:
                 label = names[pi] if names else f"param_groups[{gi}]['params'][{pi}]"
                 foreign.append(f"{label} {tuple(p.shape)}")
-    return audit_inventory([info for _, info in trainable], actual, rules, foreign=foreign)
+    scales, labels = policy_of(optimizer)
+    return audit_inventory([info for _, info in trainable], actual, rules, foreign=foreign,
+                           actual_lr={info.path: scales[id(p)] for p, info in trainable if id(p) in scales},
+                           actual_optimizer={info.path: labels[id(p)] for p, info in trainable if id(p) in labels})

@@ -10,15 +10,19 @@ from typing import Any
 
 from torch import nn
 
-from wdmask._infer import Inferred, infer_inventory
+from wdmask._infer import Inferred, infer_inventory, infer_policy
+from wdmask._rules import Rules
 from wdmask_torch._apply import checked_inventory
-from wdmask_torch._audit import effective_weight_decay, param_groups
+from wdmask_torch._audit import _labelled, effective_weight_decay, param_groups, policy_of
 
 __all__ = ["infer_rules"]
 
 
 def infer_rules(optimizer: Any, model: nn.Module, *, example_inputs: Any = None) -> Inferred:
     """The shortest rules (vocabulary first, paths only when needed) reproducing ``optimizer``'s decay.
+
+    Then its learning-rate multipliers (``lr_decay`` when they are layer-wise decay, else per-path ``lr``)
+    and its optimizer labels (a ``{label: optimizer}`` dict, ``wdmask_torch.Optimizers``, groups' ``optimizer``).
 
     Targets are multipliers relative to the optimizer's most common non-zero weight decay,
     returned as ``result.weight_decay``: rebuild with
@@ -50,11 +54,21 @@ def infer_rules(optimizer: Any, model: nn.Module, *, example_inputs: Any = None)
       >>> infer_rules(opt, net)
       Inferred(rules=Rules(inferred: [{ndim='<=1', decay=False}]), weight_decay=0.0001)
     """
-    param_groups(optimizer)  # TypeError for anything without param_groups, before describing the model
+    for _, opt in _labelled(optimizer):
+        param_groups(opt)  # TypeError for anything without param_groups, before describing the model
     items = checked_inventory(model, example_inputs, include_frozen=False, fn="infer_rules")
     by_id = effective_weight_decay(optimizer)
     actual = {info.path: by_id[id(p)][0] for _, p, info in items if id(p) in by_id}
     if not actual:
         raise ValueError(f"`optimizer` holds none of the {len(items)} trainable parameters of `model` "
                          f"({type(model).__name__}); build it from this model's parameters")
-    return infer_inventory([info for _, _, info in items], actual)
+    inferred = infer_inventory([info for _, _, info in items], actual)
+    scales, labels = policy_of(optimizer)
+    held = [(p, info) for _, p, info in items if id(p) in by_id]
+    has_labels = any(labels.get(id(p)) is not None for p, _ in held)
+    extra = infer_policy([info for _, info in held], {info.path: scales[id(p)] for p, info in held},
+                         {info.path: labels[id(p)] for p, info in held} if has_labels else None)
+    if not extra:
+        return inferred
+    rules = Rules([*inferred.rules, *extra], default=inferred.rules.default, name="inferred")
+    return Inferred(rules, inferred.weight_decay)

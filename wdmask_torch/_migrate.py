@@ -34,6 +34,7 @@ from wdmask._errors import _what
 from wdmask._jax._twins import (
     scale_by_torch_adagrad,
     scale_by_torch_amsgrad,
+    scale_by_torch_muon,
     scale_by_torch_nadam,
     scale_by_torch_radam,
     trace_dampened,
@@ -46,7 +47,7 @@ GradientTransformation = Any  # optax.GradientTransformation (optax is imported 
 PyTree = Any
 ScalarOrSchedule = Any
 
-SUPPORTED = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "RAdam", "NAdam")
+SUPPORTED = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "RAdam", "NAdam", "Muon")
 FROZEN = "frozen"
 NOT_AN_OPTIMIZER_MSG = ("`optimizer` must be a torch.optim.Optimizer ({supported}), got {what}; to convert a "
                         "scheduler pass it as `scheduler=` next to its optimizer")
@@ -117,6 +118,11 @@ def _chain(kind: str, group: Mapping[str, Any], lr: ScalarOrSchedule, g: int) ->
                      else optax.scale_by_rms(alpha, eps, eps_in_sqrt=False))
         if momentum > 0.0:
             parts.append(optax.trace(momentum))  # torch: buf = μ buf + g/avg; θ -= η buf (lr after the trace)
+    elif kind == "Muon":  # θ ← θ(1 - ηλ) - η r NS_bf16(b̃): the direction, then the decoupled decay, then -η
+        parts.append(scale_by_torch_muon(
+            float(group["momentum"]), bool(group["nesterov"]), tuple(float(c) for c in group["ns_coefficients"]),
+            float(group["eps"]), int(group["ns_steps"]), group["adjust_lr_fn"]))
+        parts += decayed
     elif kind == "Adagrad":
         parts += decayed
         parts.append(scale_by_torch_adagrad(float(group["lr_decay"]), float(group["initial_accumulator_value"]),
@@ -160,6 +166,13 @@ def group_chains(optimizer: torch.optim.Optimizer, *, scheduler: Any = None) -> 
       1
     """
     require(*JAX, by="wdmask_torch.group_chains")
+    from wdmask_torch._optimizers import Optimizers
+
+    if isinstance(optimizer, Optimizers):  # a Muon + AdamW pair: each inner optimizer's groups, in order
+        if scheduler is not None:
+            raise NotImplementedError("to_optax: a scheduler over several optimizers (wdmask_torch.Optimizers) has "
+                                      "no converter here; convert with a constant lr")
+        return [c for inner in optimizer.optimizers.values() for c in group_chains(inner)]
     kind = _kind(optimizer)
     if any(_stepped(s) for s in optimizer.state.values()):
         raise ValueError(

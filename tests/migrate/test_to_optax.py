@@ -174,7 +174,7 @@ def test_frozen_label_gives_no_update():
 
 
 def test_not_an_optimizer():
-    with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer \(SGD, Adam, AdamW, RMSprop, Adagrad, RAdam, NAdam\)"):
+    with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer \(SGD, Adam, AdamW, RMSprop, Adagrad, RAdam, NAdam, Muon\)"):
         to_optax(torch.nn.Linear(2, 2))
 
 

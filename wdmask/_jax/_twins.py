@@ -2,7 +2,8 @@ r"""Optax transforms with torch's exact update math where optax's differs (impor
 
 ``wdmask_torch.to_optax`` builds its chains from optax built-ins and these: SGD with ``dampening``
 (``trace_dampened``), Adam/AdamW ``amsgrad`` (``scale_by_torch_amsgrad``), Adagrad
-(``scale_by_torch_adagrad``), RAdam (``scale_by_torch_radam``), NAdam (``scale_by_torch_nadam``).
+(``scale_by_torch_adagrad``), RAdam (``scale_by_torch_radam``), NAdam (``scale_by_torch_nadam``), Muon
+(``scale_by_torch_muon``: bfloat16 Newton-Schulz as torch runs it).
 jax and optax are imported inside the functions.
 """
 
@@ -11,8 +12,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 __all__ = [
-    "scale_by_torch_adagrad", "scale_by_torch_amsgrad", "scale_by_torch_nadam", "scale_by_torch_radam",
-    "trace_dampened",
+    "scale_by_torch_adagrad", "scale_by_torch_amsgrad", "scale_by_torch_muon", "scale_by_torch_nadam",
+    "scale_by_torch_radam", "torch_newton_schulz", "trace_dampened",
 ]
 
 GradientTransformation = Any  # optax.GradientTransformation (optax is imported lazily)
@@ -299,5 +300,160 @@ def scale_by_torch_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, 
             return c_grad.astype(g.dtype) * g / denom + c_mom.astype(m.dtype) * m / denom
 
         return jax.tree.map(one, updates, mu, nu), TorchNadamState(count, product, mu, nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class TorchMuonState(NamedTuple):
+    """State of ``scale_by_torch_muon``."""
+
+    momentum: PyTree  # torch's ``momentum_buffer``, in the leaf's own layout
+
+
+#: torch.optim.Muon's defaults (``torch/optim/_muon.py``).
+TORCH_MUON_NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)
+TORCH_MUON_EPS = 1e-7
+
+
+def _torch_lerp(start: Any, end: Any, weight: float) -> Any:
+    """``torch.lerp`` with a Python ``weight``, as its CPU kernel computes it (two formulas around 0.5)."""
+    if weight < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1 - weight)
+
+
+def _round_bf16(x: Any) -> Any:
+    """float32 -> the nearest bfloat16 value (ties to even), kept in float32.
+
+    Integer operations on the bits, so that XLA cannot keep the value in float32 instead (under ``jit`` it may
+    skip a bfloat16 round trip: "excess precision").
+    """
+    import jax.numpy as jnp
+    from jax import lax
+
+    bits = lax.bitcast_convert_type(x, jnp.uint32)
+    bits = (bits + jnp.uint32(0x7FFF) + ((bits >> 16) & jnp.uint32(1))) & jnp.uint32(0xFFFF0000)
+    return lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def _round_bf16_f64(x: Any) -> Any:
+    """float64 -> the nearest bfloat16 value in one rounding (as torch's ``Tensor.bfloat16()``), in float32."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    bits = lax.bitcast_convert_type(x, jnp.uint64)
+    bits = (bits + jnp.uint64((1 << 44) - 1) + ((bits >> 45) & jnp.uint64(1))) & ~jnp.uint64((1 << 45) - 1)
+    return lax.bitcast_convert_type(bits, jnp.float64).astype(jnp.float32)
+
+
+def torch_newton_schulz(matrix: Any, ns_coefficients: tuple[float, float, float] = TORCH_MUON_NS_COEFFICIENTS,
+                        ns_steps: int = 5, eps: float = TORCH_MUON_EPS) -> Any:
+    """torch's ``_zeropower_via_newtonschulz`` of a 2-D ``matrix`` in torch's layout (out, in), in bfloat16.
+
+    Rounded to bfloat16, transposed when taller than wide, divided by its Frobenius norm (at least ``eps``),
+    then ``ns_steps`` of ``X <- a X + (b A + c A A) X`` with ``A = X X^T``: every product accumulates in float32
+    and every ``addmm`` is one float32 multiply-add (emulated in float64: needs ``jax_enable_x64``) rounded to
+    bfloat16, as torch's CPU kernels compute it. The bfloat16 roundings are done on the bits, so ``jit`` keeps
+    them: bit for bit with torch on the matrices measured (up to 32 x 32); long dot products may still round
+    differently where the accumulation order differs. Returns bfloat16.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> torch_newton_schulz(jnp.eye(2, dtype=jnp.float32)).dtype
+      dtype(bfloat16)
+    """
+    import jax.numpy as jnp
+    import numpy as np
+    from jax import lax
+
+    f32, f64 = jnp.float32, jnp.float64
+    a, b, c = (float(np.float32(v)) for v in ns_coefficients)  # torch's scalars for float32 accumulators
+    x = _round_bf16_f64(matrix) if matrix.dtype == f64 else _round_bf16(matrix.astype(f32))
+    tall = matrix.shape[0] > matrix.shape[1]
+    if tall:
+        x = x.T
+    norm = _round_bf16(jnp.sqrt(jnp.sum(x * x)))
+    x = _round_bf16(x / jnp.maximum(norm, _round_bf16(jnp.asarray(eps, f32))))
+    hi = lax.Precision.HIGHEST
+    for _ in range(ns_steps):
+        gram = _round_bf16(jnp.matmul(x, x.T, precision=hi))
+        gg = jnp.matmul(gram, gram, precision=hi)
+        update = _round_bf16((b * gram.astype(f64) + c * gg.astype(f64)).astype(f32))
+        ux = jnp.matmul(update, x, precision=hi)
+        x = _round_bf16((a * x.astype(f64) + ux.astype(f64)).astype(f32))
+    return (x.T if tall else x).astype(jnp.bfloat16)
+
+
+def scale_by_torch_muon(momentum: float = 0.95, nesterov: bool = True,
+                        ns_coefficients: tuple[float, float, float] = TORCH_MUON_NS_COEFFICIENTS,
+                        eps: float = TORCH_MUON_EPS, ns_steps: int = 5, adjust_lr_fn: str | None = None,
+                        dimension_numbers: Any = None) -> GradientTransformation:
+    r"""``torch.optim.Muon``'s update direction (before ``-lr``), for exact ports of torch Muon to Optax.
+
+    $$b_t = \mathrm{lerp}(b_{t-1}, g_t, 1-\mu), \quad \tilde b_t = \mathrm{lerp}(g_t, b_t, \mu) \text{ (nesterov)
+    else } b_t, \quad u_t = r \, \mathrm{NS}_{\mathrm{bf16}}(\tilde b_t)$$
+
+    with ``r = sqrt(max(1, A/B))`` (``adjust_lr_fn`` ``None``/``"original"``) or ``0.2 sqrt(max(A, B))``
+    (``"match_rms_adamw"``) for the torch shape ``(A, B) = (out, in)``. Each leaf is read as a matrix in torch's
+    layout: ``dimension_numbers`` (a pytree prefix of ``optax.contrib.MuonDimensionNumbers``; default: every
+    leaf a Flax kernel ``(in, out)``, reduction axis 0, output axis 1) says which axes are torch's ``in``
+    (reduction) and ``out`` (output). Chain it as torch steps: ``chain(scale_by_torch_muon(...),
+    add_decayed_weights(wd), scale_by_learning_rate(lr))`` is ``θ ← θ(1 - η λ) - η r NS(b̃)``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_torch_muon(momentum=0.0, nesterov=False)
+      >>> g = {"w": jnp.eye(2)}
+      >>> u, _ = tx.update(g, tx.init(g))
+      >>> u["w"].dtype == g["w"].dtype, bool(u["w"][0, 1] == 0)
+      (True, True)
+    """
+    import math
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    if adjust_lr_fn not in (None, "original", "match_rms_adamw"):
+        raise ValueError(f"`adjust_lr_fn` must be None, 'original' or 'match_rms_adamw' (torch.optim.Muon), got "
+                         f"{adjust_lr_fn!r}")
+
+    def dims_tree(params: PyTree) -> PyTree:
+        from optax.contrib import MuonDimensionNumbers
+
+        if dimension_numbers is None:
+            return jax.tree.map(lambda _: MuonDimensionNumbers((0,), (1,)), params)
+        return dimension_numbers(params) if callable(dimension_numbers) else dimension_numbers
+
+    def one(g: Any, buf: Any, dims: Any) -> tuple[Any, Any]:
+        buf = _torch_lerp(buf, g, 1 - momentum)
+        upd = _torch_lerp(g, buf, momentum) if nesterov else buf
+        red, out = tuple(a % g.ndim for a in dims.reduction_axis), tuple(a % g.ndim for a in dims.output_axis)
+        if len(red) + len(out) != g.ndim:
+            raise ValueError(f"scale_by_torch_muon: a leaf of shape {g.shape} with dimension numbers {dims}: torch's "
+                             "Muon takes 2-D matrices; every axis must be a reduction or an output axis")
+        perm = (*out, *red)
+        rows = math.prod(g.shape[a] for a in out)
+        cols = math.prod(g.shape[a] for a in red)
+        matrix = jnp.transpose(upd, perm).reshape(rows, cols)
+        ortho = torch_newton_schulz(matrix, ns_coefficients, ns_steps, eps).astype(g.dtype)
+        back = jnp.transpose(ortho.reshape([g.shape[a] for a in perm]), [perm.index(a) for a in range(g.ndim)])
+        ratio = (math.sqrt(max(1.0, rows / cols)) if adjust_lr_fn in (None, "original")
+                 else 0.2 * math.sqrt(max(rows, cols)))
+        return back * ratio, buf
+
+    def init_fn(params: PyTree) -> TorchMuonState:
+        return TorchMuonState(optax.tree.zeros_like(params))
+
+    def update_fn(updates: PyTree, state: TorchMuonState, params: PyTree = None) -> tuple[PyTree, Any]:
+        del params
+        dims = jax.tree.leaves(dims_tree(updates), is_leaf=lambda x: x is None or hasattr(x, "reduction_axis"))
+        grads, treedef = jax.tree.flatten(updates)
+        bufs = treedef.flatten_up_to(state.momentum)
+        if len(dims) != len(grads) or any(d is None for d in dims):
+            raise ValueError("scale_by_torch_muon: `dimension_numbers` must give every leaf it sees a "
+                             "MuonDimensionNumbers (wrap Muon in optax.partition / wdmask.partition for the rest)")
+        done = [one(g, b, d) for g, b, d in zip(grads, bufs, dims, strict=True)]
+        return treedef.unflatten([u for u, _ in done]), TorchMuonState(treedef.unflatten([b for _, b in done]))
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,410 @@
+r"""Per-parameter policy in Optax: ``partition`` (optimizer labels), ``scale_lr`` (lr multipliers) and
+``muon_dimension_numbers`` (Muon's reduction/output axes), all decided at ``init`` from structure (static).
+
+Like ``wdmask.decay``, the decisions depend on the params' structure (paths, shapes, dtypes) and the model's
+classes only, so the label tree, the multipliers and the dimension numbers are Python values: they add no op
+to a jitted step beyond the ones the transforms themselves do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from wdmask import presets
+from wdmask._contract import contract_axes
+from wdmask._depth import with_depth
+from wdmask._engine import decide
+from wdmask._errors import MaskError
+from wdmask._jax._describe import describe, describe_flattened, refuse_torch
+from wdmask._jax._equinox import flatten_params, is_equinox
+from wdmask._jax._tree import Leaf, flatten
+from wdmask._rules import RuleLike, Rules, as_rules
+from wdmask._types import Decision, ParamInfo
+
+__all__ = ["labels", "muon_dimension_numbers", "partition", "scale_lr"]
+
+PyTree = Any
+
+
+def _traced(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) -> bool:
+    """Whether ``describe`` lists ``model``'s leaves in call order (a linen / NNX module with a sample)."""
+    return model is not None and (sample is not None or bool(sample_kwargs)) and not is_equinox(model)
+
+
+def decisions_of(params: PyTree, rules: Rules, *, model: Any = None, sample: Any = None, strict: bool = False,
+                 sample_kwargs: Mapping[str, Any] | None = None,
+                 attrs: Mapping[Any, Mapping[str, Any]] | None = None,
+                 ) -> tuple[list[Leaf], Any, list[tuple[ParamInfo, Decision] | None]]:
+    """``(leaves, treedef, [(info, decision) or None per leaf])``: ``None`` for leaves that are not trainable."""
+    refuse_torch(params, "partition", "params")
+    refuse_torch(model, "partition", "model")
+    if params is None:
+        raise MaskError("wdmask: `params` is None; pass the params pytree (or nnx.state(model, nnx.Param))")
+    flat = None
+    if is_equinox(params) or is_equinox(model):
+        params, flat = flatten_params(params)
+    leaves, treedef = flat if flat is not None else flatten(params)
+    if model is not None:
+        inventory = list(describe(model, sample, params=params, sample_kwargs=sample_kwargs))
+    else:
+        inventory = list(describe_flattened(params, leaves))
+    if any(r.sets("lr_decay") or r.in_block is not None for r in rules):
+        inventory = with_depth(inventory, registration=_traced(model, sample, sample_kwargs), strict=strict)
+    decisions = decide(inventory, rules, strict=strict)
+    by_path = {i.path: i for i in inventory}
+    out: list[tuple[ParamInfo, Decision] | None] = []
+    for leaf in leaves:
+        info = by_path.get(leaf.path)
+        out.append(None if info is None or not leaf.trainable else (info, decisions[leaf.path]))
+    return leaves, treedef, out
+
+
+def _key(tree: PyTree) -> Any:
+    leaves, treedef = flatten(tree)
+    return treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves)
+
+
+def labels(params: PyTree, rules: Rules | Iterable[RuleLike] | None = None, *, model: Any = None,
+           sample: Any = None, default: str | None = None, strict: bool = False,
+           sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
+    """The optimizer label of every leaf (a pytree of strings with ``params``' structure).
+
+    Leaves no rule labels (and leaves outside the trainable params) get ``default``; with ``default=None`` a
+    trainable leaf without a label raises ``MaskError`` naming it. ``rules`` default (``None``):
+    ``wdmask.presets.muon``.
+
+    Examples:
+      >>> import jax.numpy as jnp, wdmask
+      >>> params = {"Dense_0": {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros(2)}}
+      >>> wdmask.labels(params, [wdmask.Rule(optimizer="adamw"), wdmask.Rule(role="kernel", optimizer="sgd")])
+      {'Dense_0': {'bias': 'adamw', 'kernel': 'sgd'}}
+    """
+    rules = as_rules(presets.muon if rules is None else rules)
+    leaves, treedef, decided = decisions_of(params, rules, model=model, sample=sample, strict=strict,
+                                            sample_kwargs=sample_kwargs)
+    out, missing = [], []
+    for leaf, d in zip(leaves, decided, strict=True):
+        label = d[1].optimizer if d is not None else None
+        if label is None:
+            label = default
+            if label is None and d is not None:
+                missing.append(".".join(leaf.path))
+        out.append(label)
+    if missing:
+        raise MaskError(f"{len(missing)} parameter(s) get no optimizer label from the rules, e.g. {missing[0]!r}; add "
+                        "a base rule such as Rule(optimizer='adamw') first (presets.muon has one) or pass default=")
+    return treedef.unflatten(out)
+
+
+def partition(rules: Rules | Iterable[RuleLike], transforms: Mapping[str, Any], *, model: Any = None,
+              sample: Any = None, default: str | None = None, strict: bool = False,
+              sample_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """``optax.partition(transforms, labels)`` with each leaf's label decided by ``rules`` (``optimizer=``).
+
+    The label tree is built from the params' structure at ``init`` (and looked up by structure at ``update``),
+    so it is a static tree of strings: the jitted step is op for op the one of ``optax.partition`` with a
+    literal label tree.
+
+    Args:
+      rules: rules that label every parameter (e.g. ``presets.standard + presets.muon``).
+      transforms: label -> ``GradientTransformation``.
+      model: the linen / NNX module (exact classes; with ``sample``, call order for depths).
+      sample: example inputs of ``model``.
+      default: label for leaves no rule labels (``None``: such a leaf raises ``MaskError``).
+      strict: a rule that matches nothing, or a guessed depth, raises instead of warning.
+      sample_kwargs: keyword arguments of the forward pass.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+      MaskError: a leaf without a label; a label without a transform (at ``init``).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax, wdmask
+      >>> params = {"Dense_0": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
+      >>> rules = [wdmask.Rule(optimizer="frozen"), wdmask.Rule(role="kernel", optimizer="sgd")]
+      >>> tx = wdmask.partition(rules, {"sgd": optax.sgd(1.0), "frozen": optax.set_to_zero()})
+      >>> grads = jax.tree.map(jnp.ones_like, params)
+      >>> updates, _ = tx.update(grads, tx.init(params), params)
+      >>> updates["Dense_0"]["bias"].tolist(), updates["Dense_0"]["kernel"][0].tolist()
+      ([0.0, 0.0], [-1.0, -1.0])
+    """
+    import optax
+
+    rules = as_rules(rules)
+    if not isinstance(transforms, Mapping):
+        raise TypeError(f"`transforms` must map each optimizer label to an optax transform, got "
+                        f"{type(transforms).__name__}")
+    cache: dict[Any, PyTree] = {}
+
+    def label_fn(tree: PyTree) -> PyTree:
+        key = _key(tree)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = labels(tree, rules, model=model, sample=sample, default=default, strict=strict,
+                                        sample_kwargs=sample_kwargs)
+            import jax
+
+            unknown = sorted(set(jax.tree.leaves(found)) - set(transforms))
+            if unknown:
+                raise MaskError(f"the rules label parameters {unknown} but `transforms` has no transform for them; "
+                                f"valid labels: {sorted(transforms)}")
+        return found
+
+    return optax.partition(transforms, label_fn)
+
+
+class ScaleSpec:
+    """Static per-leaf lr multipliers (floats, or NumPy arrays along stacked axes); hashable by content."""
+
+    def __init__(self, treedef: Any, scales: tuple[Any, ...]) -> None:
+        self.treedef, self.scales = treedef, scales
+        self._hash = hash((treedef, tuple(s if isinstance(s, float) else (s.shape, s.tobytes()) for s in scales)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ScaleSpec) and self._hash == other._hash and self.treedef == other.treedef
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"ScaleSpec({len(self.scales)} leaves)"
+
+
+def _scale_of(info: ParamInfo, lr: float | tuple[float, ...]) -> Any:
+    """A leaf's lr multiplier: a float, or a float64 array shaped to broadcast along its stacked axis."""
+    if not isinstance(lr, tuple):
+        return float(lr)
+    import numpy as np
+
+    if len(set(lr)) == 1:
+        return float(lr[0])
+    axis = info.stacked_axes[0]
+    shape = [1] * len(info.shape)
+    shape[axis] = len(lr)
+    return np.asarray(lr, dtype=np.float64).reshape(shape)
+
+
+def lr_scales(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: Any = None,
+              strict: bool = False, sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
+    """Every leaf's learning-rate multiplier (``1.0`` for leaves outside the trainable params): floats, and
+    NumPy arrays along the stacked axis for a stacked leaf with one multiplier per slice."""
+    _, treedef, decided = decisions_of(params, as_rules(rules), model=model, sample=sample, strict=strict,
+                                       sample_kwargs=sample_kwargs)
+    return treedef.unflatten([1.0 if d is None else _scale_of(d[0], d[1].lr) for d in decided])
+
+
+class ScaleState:
+    """State of ``scale_lr``: nothing but the static ``ScaleSpec`` (pytree metadata)."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: ScaleSpec) -> None:
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"ScaleState({self.spec!r})"
+
+
+_registered = False
+
+
+def _register() -> None:
+    global _registered
+    if not _registered:
+        import jax
+
+        jax.tree_util.register_pytree_node(ScaleState, lambda s: ((), s.spec), lambda spec, _: ScaleState(spec))
+        _registered = True
+
+
+def scale_lr(rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: Any = None, strict: bool = False,
+             sample_kwargs: Mapping[str, Any] | None = None) -> Any:
+    r"""Scale each leaf's update by its learning-rate multiplier $s_i$ (``lr``, ``lr_decay`` actions).
+
+    $$u_i \leftarrow s_i \, u_i$$
+
+    Leaves with $s_i = 1$ are left untouched (no op); a stacked leaf with one multiplier per slice
+    (``presets.layer_decay`` on an ``nn.scan`` stack) is multiplied by a constant array along its stacked
+    axis. Place it after the decay and before the final ``scale(-lr)``, which is where torch's per-group
+    ``lr`` acts: ``chain(scale_by_adam(), decay(wd), scale_lr(rules), scale(-lr))`` is torch's AdamW with
+    ``groups(model, rules, weight_decay=wd, lr=lr)``.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, wdmask
+      >>> params = {"Dense_0": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
+      >>> tx = wdmask.scale_lr([wdmask.Rule(role="bias", lr=0.5)])
+      >>> updates, _ = tx.update(params, tx.init(params), params)
+      >>> updates["Dense_0"]["bias"].tolist(), updates["Dense_0"]["kernel"][0].tolist()
+      ([0.5, 0.5], [1.0, 1.0])
+    """
+    import optax
+
+    rules = as_rules(rules)
+    _register()
+    cache: dict[Any, ScaleSpec] = {}
+
+    def init_fn(params: PyTree) -> ScaleState:
+        key = _key(params)
+        spec = cache.get(key)
+        if spec is None:
+            _, treedef, decided = decisions_of(params, rules, model=model, sample=sample, strict=strict,
+                                               sample_kwargs=sample_kwargs)
+            spec = cache[key] = ScaleSpec(treedef, tuple(1.0 if d is None else _scale_of(d[0], d[1].lr)
+                                                         for d in decided))
+        return ScaleState(spec)
+
+    def update_fn(updates: PyTree, state: ScaleState, params: PyTree | None = None) -> tuple[PyTree, ScaleState]:
+        import jax
+        import jax.numpy as jnp
+
+        del params
+        if not isinstance(state, ScaleState):
+            raise MaskError(f"wdmask.scale_lr: `state` must come from this transform's init (a ScaleState), got "
+                            f"{type(state).__name__}; check the order of transforms in optax.chain")
+        _, treedef = flatten(updates)
+        if treedef != state.spec.treedef:
+            raise MaskError("wdmask.scale_lr: `updates` do not have the structure of the params given to init")
+        raw = treedef.flatten_up_to(updates)
+        out = []
+        for u, s in zip(raw, state.spec.scales, strict=True):
+            if u is None or (isinstance(s, float) and s == 1.0):
+                out.append(u)
+            else:  # a float, or a constant array along the stacked axis
+                out.append(jax.tree.map(lambda x, s=s: x * jnp.asarray(s, x.dtype), u))
+        return treedef.unflatten(out), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rules | Iterable[RuleLike] | None = None,
+                           *, params: PyTree | None = None, label: str = "muon", strict: bool = False,
+                           sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
+    """A tree of ``optax.contrib.MuonDimensionNumbers`` (``None`` where the label is not ``label``) for
+    ``optax.contrib.muon(..., muon_weight_dimension_numbers=...)``.
+
+    Each Muon leaf's reduction axes are the kernel axes its forward contracts and its output axes the ones it
+    produces (``ParamInfo.contract_axes``: from a traced forward pass when known, else from the layout
+    conventions of its layer: Flax ``Dense`` ``(in, out)``, ``DenseGeneral`` from its ``axis``/``features``,
+    ``Conv`` ``(*window, in, out)``, torch-style ``(out, in)``); stacked axes (``nn.scan``) are batch axes.
+
+    Args:
+      model_or_params: a linen / NNX module (with ``sample``) or a params pytree.
+      sample: example inputs of the module.
+      rules: rules labelling the leaves (default ``None``: ``presets.muon``).
+      params: the params (default: the module's own, from an abstract init).
+      label: the label that means Muon.
+      strict: raise instead of warning on rules matching nothing / guessed depths.
+      sample_kwargs: keyword arguments of the forward pass.
+
+    Returns:
+      A pytree with the params' structure.
+
+    Raises:
+      MaskError: a leaf labelled Muon whose contraction axes are unknown.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, wdmask
+      >>> params = {"embed": {"embedding": jnp.zeros((10, 4))},
+      ...           "blocks_0": {"Dense_0": {"kernel": jnp.zeros((4, 4))}},
+      ...           "blocks_1": {"Dense_0": {"kernel": jnp.zeros((4, 4))}}, "head": {"kernel": jnp.zeros((4, 10))}}
+      >>> dims = wdmask.muon_dimension_numbers(params)
+      >>> dims["blocks_0"]["Dense_0"]["kernel"], dims["head"]["kernel"]
+      (MuonDimensionNumbers(reduction_axis=(0,), output_axis=(1,)), None)
+    """
+    from optax.contrib import MuonDimensionNumbers
+
+    rules = as_rules(presets.muon if rules is None else rules)
+    model = None
+    if params is None and _is_module(model_or_params):
+        params = _abstract_params(model_or_params, sample, sample_kwargs)
+    if params is None:
+        params = model_or_params
+    else:
+        model = model_or_params
+    attrs = _module_attrs(model, sample, sample_kwargs) if model is not None and sample is not None else {}
+    _, treedef, decided = decisions_of(params, rules, model=model, sample=sample, strict=strict,
+                                       sample_kwargs=sample_kwargs)
+    out, unknown = [], []
+    for d in decided:
+        if d is None or d[1].optimizer != label:
+            out.append(None)
+            continue
+        axes = contract_axes(d[0], _owner_attrs(attrs, d[0].path))
+        if axes is None:
+            unknown.append(d[0].dotted)
+            out.append(None)
+            continue
+        out.append(MuonDimensionNumbers(reduction_axis=axes[0], output_axis=axes[1]))
+    if unknown:
+        raise MaskError(f"{len(unknown)} parameter(s) labelled {label!r} have no known contraction axes: "
+                        f"{', '.join(unknown[:10])}; label them otherwise with a rule, or describe the model with "
+                        "its sample")
+    return treedef.unflatten(out)
+
+
+def _is_module(obj: Any) -> bool:
+    try:
+        import flax.linen as nn
+        from flax import nnx
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, (nn.Module, nnx.Module))
+
+
+def _abstract_params(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) -> PyTree:
+    """The params of ``model``: an NNX module's own state, a linen module's abstract init on ``sample``."""
+    from flax import nnx
+
+    if isinstance(model, nnx.Module):
+        return nnx.state(model, nnx.Param)
+    if sample is None and not sample_kwargs:
+        from wdmask._jax._linen import NEEDS_SAMPLE_MSG
+
+        raise ValueError(NEEDS_SAMPLE_MSG)
+    from wdmask._jax._linen import trace_linen
+
+    variables = trace_linen(model, sample, feeds_norm=False, sample_kwargs=sample_kwargs).variables
+    return variables["params"]
+
+
+def _module_attrs(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) -> dict[tuple[str, ...], dict]:
+    """linen: module path -> the layout attributes of each ``DenseGeneral``/``Einsum``-like module (``axis``,
+    ``features``, ``batch_dims``), recorded by an interceptor during an abstract ``init``. The traced resolver
+    may supply ``ParamInfo.contract_axes`` instead."""
+    try:
+        import flax.linen as nn
+    except ImportError:  # pragma: no cover
+        return {}
+    if not isinstance(model, nn.Module):
+        return {}
+    import jax
+
+    from wdmask._jax._sample import Sample
+    from wdmask._jax._usage import abstract
+
+    found: dict[tuple[str, ...], dict] = {}
+
+    def interceptor(next_fun: Any, args: Any, kwargs: Any, ctx: Any) -> Any:
+        m = ctx.module
+        if hasattr(m, "features") and hasattr(m, "axis"):
+            found.setdefault(tuple(str(p) for p in m.path), {
+                "type": f"{type(m).__module__}.{type(m).__qualname__}", "axis": m.axis, "features": m.features,
+                "batch_dims": getattr(m, "batch_dims", ())})
+        return next_fun(*args, **kwargs)
+
+    s = Sample.of(sample, sample_kwargs)
+
+    def init(arrays: Any) -> Any:
+        args, kwargs = s.rebuild(arrays)
+        return model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, *args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(init, abstract(s.arrays))
+    return found
+
+
+def _owner_attrs(attrs: Mapping[tuple[str, ...], dict], path: tuple[str, ...]) -> dict | None:
+    return attrs.get(path[:-1])
