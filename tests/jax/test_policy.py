@@ -77,7 +77,7 @@ def _chain(model):
                        optax.scale(-1e-2))
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True], ids=["eager", "jit"])
 def test_scanned_and_unscanned_get_identical_updates(jit):
     """Eager: bit for bit. Under jit XLA fuses the stacked and the separate leaves differently (FMA contraction):
     float64, within 1e-15 of the update's scale (float32 measured 1 ulp, 4.7e-10)."""

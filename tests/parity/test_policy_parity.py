@@ -228,7 +228,8 @@ def test_twins_compute_the_same_forward(name):
     assert np.max(np.abs(np.asarray(fmodel.apply({"params": params}, fx)) - want)) <= 1e-13
 
 
-@pytest.mark.parametrize("name", list(TWINS))
+# The ViT twin is the slow case (the default run keeps the GPT one).
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n == "vit" else []) for n in TWINS])
 def test_layer_decay_adamw_parity(name):
     """torch AdamW over groups(standard + layer_decay(0.8)) vs (a) to_optax of that optimizer and (b) wdmask's
     native chain scale_by_adam -> decay -> scale_lr -> scale(-lr), on the Flax twin."""
@@ -267,7 +268,7 @@ def muon_gap(dim: int, jit: bool) -> float:
     return _compare(_port_like("gpt", model), trained)
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True], ids=["eager", "jit"])
 def test_muon_adamw_pair_parity_small_matrices(jit):
     """dim 8 (matrices up to 32 x 8): torch's bfloat16 Newton-Schulz reproduced bit for bit, also under jit."""
     assert muon_gap(8, jit=jit) <= 1e-12
@@ -282,6 +283,7 @@ def test_muon_adamw_pair_measured(dim):
     assert gap < 1e-1
 
 
+@pytest.mark.slow
 def test_torch_muon_newton_schulz_is_reproduced():
     from torch.optim._muon import _zeropower_via_newtonschulz
 
