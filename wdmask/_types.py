@@ -214,3 +214,40 @@ class Inventory(Sequence[ParamInfo]):
 
     def __repr__(self) -> str:
         return f"Inventory({len(self)} leaves, {len(self.kinds)} kinds)"
+
+
+def given_inventory(given: Sequence[ParamInfo], expected: Sequence[tuple[Path, tuple[int, ...]]], fn: str,
+                    ) -> dict[Path, ParamInfo]:
+    """An inventory the caller built (``describe(model, example_inputs=...)``), checked against the parameters
+    it is applied to: every expected ``(path, shape)`` must be in it with that shape. The one check both
+    adapters run when an entry point gets ``inventory=`` instead of describing the model again.
+
+    Examples:
+      >>> inv = [ParamInfo(("fc", "weight"), (2, 3)), ParamInfo(("fc", "bias"), (2,))]
+      >>> sorted(given_inventory(inv, [(("fc", "bias"), (2,))], "groups"))
+      [('fc', 'bias')]
+      >>> given_inventory(inv, [(("fc", "bias"), (3,))], "groups")  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      wdmask._errors.MaskError: groups: `inventory` does not describe ...: fc.bias has shape (2,) in the ...
+    """
+    from wdmask._errors import MaskError
+
+    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or not all(
+            isinstance(i, ParamInfo) for i in given):
+        raise TypeError(f"{fn}: `inventory` must be a list of ParamInfo as `describe(...)` returns it, got "
+                        f"{type(given).__name__}")
+    by_path = {i.path: i for i in given}
+    problems = []
+    for path, shape in expected:
+        info = by_path.get(path)
+        if info is None:
+            problems.append(f"{'.'.join(path)} is missing from the inventory")
+        elif tuple(info.shape) != tuple(shape):
+            problems.append(f"{'.'.join(path)} has shape {tuple(info.shape)} in the inventory but {tuple(shape)} "
+                            "here")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise MaskError(f"{fn}: `inventory` does not describe these parameters: {'; '.join(problems[:3])}{more}. "
+                        "Build it from the same model: `describe(model, ...)`")
+    return by_path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from wdmask._depth import with_depth
 from wdmask._engine import decide
 from wdmask._errors import _what, check_bool, check_weight_decay
 from wdmask._rules import RuleLike, Rules, as_rules
+from wdmask._types import ParamInfo, given_inventory
 from wdmask_torch._describe import inventory
 
 __all__ = ["groups"]
@@ -58,9 +59,19 @@ def _per_multiplier(options: Any) -> dict[float, dict[str, Any]]:
     return out
 
 
-def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, fn: str) -> list[Any]:
-    """``inventory`` with clear errors for a model without (trainable) parameters."""
+def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, fn: str,
+                      given: Sequence[ParamInfo] | None = None) -> list[Any]:
+    """``inventory`` with clear errors for a model without (trainable) parameters; ``given`` is an inventory
+    the caller built already (``describe(model, example_inputs=...)``): it is checked against the model's
+    parameters and used instead of describing again."""
+    if given is not None and example_inputs is not None:
+        raise TypeError(f"wdmask_torch.{fn}: pass `inventory=` or `example_inputs=`, not both (the inventory was "
+                        "described with its own example inputs)")
     items = inventory(model, example_inputs, include_frozen=include_frozen, fn=fn)
+    if given is not None:
+        by_path = given_inventory(given, [(info.path, info.shape) for _, p, info in items if p.requires_grad],
+                                  f"wdmask_torch.{fn}")
+        items = [(name, p, by_path.get(info.path, info)) for name, p, info in items]
     if not items:
         everything = list(model.named_parameters())
         name = type(model).__name__
@@ -72,7 +83,7 @@ def checked_inventory(model: Any, example_inputs: Any, *, include_frozen: bool, 
 
 def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
            weight_decay: float | None = None, lr: float | None = None, include_frozen: bool = False,
-           example_inputs: Any = None,
+           example_inputs: Any = None, inventory: Sequence[ParamInfo] | None = None,
            strict: bool = False, named: bool = False,
            options_by_multiplier: Mapping[float, Mapping[str, Any]] | None = None,
            **group_options: Any) -> list[dict[str, Any]]:
@@ -113,6 +124,9 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
         parameter is used (``source="graph"``) and ``feeds_norm`` is known (needed by
         ``presets.standard_scale_invariant``). Without them, parameters that class and name cannot
         classify are reported in an ``UnclassifiedWarning``.
+      inventory: An inventory built already (``wdmask_torch.describe(model, example_inputs=x)``), used
+        instead of describing ``model`` again (checked against its parameters: paths and shapes); not
+        together with ``example_inputs``.
       strict: Raise ``RuleError`` (instead of warning) when a rule matches no parameter or a
         parameter is decided on a guess.
       options_by_multiplier: Extra keys for the group of one multiplier, e.g.
@@ -161,7 +175,7 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
             raise (ValueError if isinstance(lr, (int, float)) and not isinstance(lr, bool) else TypeError)(
                 f"wdmask_torch.groups: `lr` must be a finite real number >= 0, got {type(lr).__name__} {lr!r}")
         lr = float(lr)
-    items = checked_inventory(model, example_inputs, include_frozen=include_frozen, fn="groups")
+    items = checked_inventory(model, example_inputs, include_frozen=include_frozen, fn="groups", given=inventory)
     rules = as_rules(rules)
     infos = [info for _, _, info in items]
     if needs_depth(rules):

@@ -6,7 +6,7 @@ and the report are the neutral core's (``wdmask._audit``), shared with ``wdmask.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -15,6 +15,7 @@ from torch import nn
 from wdmask import presets
 from wdmask._audit import AuditReport, AuditRow, audit_inventory, reference_weight_decay
 from wdmask._rules import RuleLike, Rules
+from wdmask._types import ParamInfo
 from wdmask_torch._apply import checked_inventory
 
 __all__ = ["AuditReport", "AuditRow", "audit", "effective_weight_decay", "param_groups", "reference_weight_decay"]
@@ -124,7 +125,8 @@ def effective_weight_decay(optimizer: Any) -> dict[int, list[float]]:
 
 
 def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
-          example_inputs: Any = None) -> AuditReport:
+          example_inputs: Any = None,
+          inventory: Sequence[ParamInfo] | None = None) -> AuditReport:
     """Compare an existing optimizer's per-parameter weight decay with what ``rules`` decide.
 
     A parameter the rules do not decay must have ``weight_decay == 0``; decayed parameters must
@@ -148,6 +150,9 @@ def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] | 
         example_inputs=x)``): one traced forward pass classifies parameters by their usage (position
         tables, learned tokens) and detects ``feeds_norm`` exactly as ``groups`` did. Nothing about the
         model changes (modes, parameters, buffers and RNG states are restored).
+      inventory: An inventory built already (``wdmask_torch.describe(model, example_inputs=x)``), used
+        instead of describing ``model`` again (checked against its parameters: paths and shapes); not
+        together with ``example_inputs``.
 
     Returns:
       An ``AuditReport``: ``report.ok``, ``report.assert_ok()``, ``print(report)``.
@@ -168,7 +173,8 @@ def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] | 
     """
     rules = presets.standard if rules is None else rules
     groups = [g for _, opt in _labelled(optimizer) for g in param_groups(opt)]
-    items = checked_inventory(model, example_inputs, include_frozen=True, fn="audit")
+    items = checked_inventory(model, example_inputs, include_frozen=True, fn="audit",
+                              given=inventory)
     trainable = [(p, info) for _, p, info in items if p.requires_grad]
     known = {id(p) for _, p, _ in items} | {id(p) for p in model.parameters()}
     by_id = effective_weight_decay(optimizer)

@@ -6,19 +6,22 @@ core's (``wdmask._infer``, algorithm in its docstring), shared with ``wdmask.inf
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
 from wdmask._infer import Inferred, infer_inventory, infer_policy
 from wdmask._rules import Rules
+from wdmask._types import ParamInfo
 from wdmask_torch._apply import checked_inventory
 from wdmask_torch._audit import _labelled, effective_weight_decay, param_groups, policy_of
 
 __all__ = ["infer_rules"]
 
 
-def infer_rules(optimizer: Any, model: nn.Module, *, example_inputs: Any = None) -> Inferred:
+def infer_rules(optimizer: Any, model: nn.Module, *, example_inputs: Any = None,
+                inventory: Sequence[ParamInfo] | None = None) -> Inferred:
     """The shortest rules (vocabulary first, paths only when needed) reproducing ``optimizer``'s decay.
 
     Then its learning-rate multipliers (``lr_decay`` when they are layer-wise decay, else per-path ``lr``)
@@ -35,6 +38,9 @@ def infer_rules(optimizer: Any, model: nn.Module, *, example_inputs: Any = None)
       model: The model (wrappers allowed).
       example_inputs: Inputs for one traced forward pass, as for ``groups``: the inferred rules may then
         use what only the graph knows (``feeds_norm``, roles from usage). Nothing about the model changes.
+      inventory: An inventory built already (``wdmask_torch.describe(model, example_inputs=x)``), used
+        instead of describing ``model`` again (checked against its parameters: paths and shapes); not
+        together with ``example_inputs``.
 
     Returns:
       ``Inferred(rules, weight_decay)``: ``rules`` give every parameter the optimizer holds the
@@ -56,7 +62,8 @@ def infer_rules(optimizer: Any, model: nn.Module, *, example_inputs: Any = None)
     """
     for _, opt in _labelled(optimizer):
         param_groups(opt)  # TypeError for anything without param_groups, before describing the model
-    items = checked_inventory(model, example_inputs, include_frozen=False, fn="infer_rules")
+    items = checked_inventory(model, example_inputs, include_frozen=False, fn="infer_rules",
+                              given=inventory)
     by_id = effective_weight_decay(optimizer)
     actual = {info.path: by_id[id(p)][0] for _, p, info in items if id(p) in by_id}
     if not actual:

@@ -20,7 +20,7 @@ from typing import Any
 from wdmask import presets
 from wdmask._engine import decide
 from wdmask._errors import MaskError, check_bool, check_weight_decay
-from wdmask._jax._describe import describe, describe_flattened, refuse_not_a_model, refuse_torch
+from wdmask._jax._describe import inventory_for, refuse_not_a_model, refuse_torch
 from wdmask._jax._equinox import flatten_params, is_equinox
 from wdmask._jax._linen import NEEDS_SAMPLE_MSG
 from wdmask._jax._tree import Leaf, _unbox, first_difference, flatten, is_box, key_str
@@ -164,7 +164,8 @@ def _short(value: Any, limit: int = 200) -> str:
 
 
 def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
-          flat: tuple[list[Leaf], Any] | None = None, sample_kwargs: Mapping[str, Any] | None = None) -> MaskSpec:
+          flat: tuple[list[Leaf], Any] | None = None, sample_kwargs: Mapping[str, Any] | None = None,
+          given: Sequence[ParamInfo] | None = None) -> MaskSpec:
     """The spec of ``params``; ``flat`` is ``flatten(params)`` when the caller has it already."""
     refuse_torch(params, "mask", "params")
     refuse_torch(model, "mask", "model")
@@ -174,14 +175,8 @@ def _spec(params: PyTree, rules: Rules, model: Any, sample: Any, strict: bool,
     if is_equinox(params) or is_equinox(model):  # the filtered params optax sees, StateIndex state not trainable
         params, flat = flatten_params(params)
     leaves, treedef = flat if flat is not None else flatten(params)
-    inventory: Sequence[ParamInfo]
-    if model is not None:
-        inventory = describe(model, sample, params=params, sample_kwargs=sample_kwargs)
-    else:
-        if sample is not None or sample_kwargs:
-            raise TypeError("wdmask: `sample`/`sample_kwargs` go with `model=` (a linen or NNX module); pass "
-                            "model=... as well")
-        inventory = describe_flattened(params, leaves)
+    inventory = inventory_for(params, leaves, model=model, sample=sample, sample_kwargs=sample_kwargs, given=given,
+                              fn="mask")
     decisions = decide(inventory, rules, strict=strict)
     multipliers = tuple([decisions[leaf.path].multiplier if leaf.trainable else 0.0 for leaf in leaves])
     # full key paths (a variables dict's `params` kept), as `check` compares them with `_paths(tree)`
@@ -203,7 +198,8 @@ def _is_linen(model: Any) -> bool:
 
 
 def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: Any = None,
-         strict: bool = False, sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
+         strict: bool = False, sample_kwargs: Mapping[str, Any] | None = None,
+         inventory: Sequence[ParamInfo] | None = None) -> PyTree:
     r"""Bool pytree with ``params``' structure: ``True`` where the decided multiplier is non-zero.
 
     Leaves outside the ``params`` collection of a variables dict, non-``Param`` NNX variables and
@@ -217,6 +213,8 @@ def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None
       params: a params pytree (dict, ``FrozenDict``, variables dict, ``nnx.State``) or an NNX module.
       rules: ordered rules (``wdmask.presets.standard``, ...); the last match wins.
       model: the linen or NNX module the params belong to: exact layer kinds instead of names.
+      inventory: An inventory built already (``wdmask.describe(model, sample=x)``), used instead of describing
+        again (checked against ``params``' paths and shapes); not together with ``model``/``sample``.
       sample: example inputs of ``model`` (linen: required; NNX: optional): enables roles from usage and
         ``feeds_norm``; non-array leaves are static Python values.
       strict: a rule that matches nothing raises ``RuleError`` instead of warning.
@@ -243,7 +241,7 @@ def mask(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None
             raise TypeError("wdmask.mask: `params` is an NNX module and `model=` is another one; pass "
                             "nnx.state(model, nnx.Param) as `params`, or the module alone")
         params, model = nnx.state(params, nnx.Param), params
-    return _spec(params, as_rules(rules), model, sample, strict, sample_kwargs=sample_kwargs).mask()
+    return _spec(params, as_rules(rules), model, sample, strict, sample_kwargs=sample_kwargs, given=inventory).mask()
 
 
 class DecayState:
@@ -386,7 +384,7 @@ def _adopt(state: Any, fresh: DecayState) -> DecayState:
 
 def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] | None = None, *,
           model: Any = None, sample: Any = None, strict: bool = False,
-          sample_kwargs: Mapping[str, Any] | None = None) -> Any:
+          sample_kwargs: Mapping[str, Any] | None = None, inventory: Sequence[ParamInfo] | None = None) -> Any:
     r"""Add weight decay scaled per leaf by the multiplier ``rules`` decide.
 
     $$u_i \leftarrow g_i + \lambda_t \, m_i \, \theta_i$$
@@ -408,6 +406,8 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] | No
         (``None``): ``wdmask.presets.standard``.
       model: the linen or NNX module the params belong to (exact layer kinds).
       sample: example inputs of ``model`` (linen: required; NNX: optional): roles from usage, ``feeds_norm``.
+      inventory: An inventory built already (``wdmask.describe(model, sample=x)``), used instead of describing
+        again (checked against ``params``' paths and shapes); not together with ``model``/``sample``.
       strict: a rule that matches nothing raises ``RuleError`` at ``init`` instead of warning.
       sample_kwargs: keyword arguments of the model's forward pass (``{"train": False}``).
 
@@ -449,7 +449,8 @@ def decay(weight_decay: ScalarOrSchedule, rules: Rules | Iterable[RuleLike] | No
         key = (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
         spec = cache.get(key)
         if spec is None:
-            spec = cache[key] = _spec(tree, rules, model, sample, strict, (leaves, treedef), sample_kwargs)
+            spec = cache[key] = _spec(tree, rules, model, sample, strict, (leaves, treedef), sample_kwargs,
+                                      given=inventory)
         return spec
 
     def init_fn(params: PyTree) -> DecayState:

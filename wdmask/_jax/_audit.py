@@ -34,7 +34,7 @@ from wdmask import presets
 from wdmask._audit import AuditReport, audit_inventory
 from wdmask._errors import MaskError
 from wdmask._infer import Inferred, infer_inventory
-from wdmask._jax._describe import describe, describe_flattened
+from wdmask._jax._describe import inventory_for
 from wdmask._jax._tree import Leaf, _unbox, first_difference, flatten, is_box, key_str
 from wdmask._optional import JAX, require
 from wdmask._rules import RuleLike, Rules
@@ -240,16 +240,11 @@ def _read(tx_or_mask: Any, params: PyTree) -> tuple[list[Leaf], dict[Path, float
     return leaves, actual, magnitudes, step
 
 
-def _inventory(params: PyTree, leaves: list[Leaf], model: Any, sample: Any) -> Sequence[ParamInfo]:
-    if model is not None:
-        return describe(model, sample, params=params)
-    if sample is not None:
-        raise TypeError("wdmask: `sample` goes with `model=` (a linen module); pass model=... as well")
-    return describe_flattened(params, leaves)
 
 
 def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | None = None, *,
-          model: Any = None, sample: Any = None, ratios: bool | None = None) -> AuditReport:
+          model: Any = None, sample: Any = None, ratios: bool | None = None,
+          inventory: Sequence[ParamInfo] | None = None) -> AuditReport:
     r"""Where an Optax transform's (or a mask's) weight decay disagrees with ``rules``, leaf by leaf.
 
     A transform is read by one zero-gradient probe step from a fresh state (see the module
@@ -268,6 +263,8 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | N
       rules: the rules the transform should follow (default ``None``: ``wdmask.presets.standard``).
       model: the linen or NNX module of ``params`` (exact layer kinds, scan axes).
       sample: example inputs of a linen ``model``.
+      inventory: An inventory built already (``wdmask.describe(model, sample=x)``), used instead of describing
+        again (checked against ``params``' paths and shapes); not together with ``model``/``sample``.
       ratios: compare decay ratios, not only which leaves are decayed; default: ``True`` for a
         transform, ``False`` for a mask.
 
@@ -291,7 +288,7 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | N
     require(*JAX, by="wdmask.audit")
     rules = presets.standard if rules is None else rules
     leaves, actual, magnitudes, step = _read(tx_or_mask, params)
-    inventory = _inventory(params, leaves, model, sample)
+    inventory = inventory_for(params, leaves, model=model, sample=sample, given=inventory, fn="audit")
     compare = magnitudes if ratios is None else bool(ratios)
     return audit_inventory(inventory, {p: [v] for p, v in actual.items()}, rules, ratios=compare,
                            subject="transform" if magnitudes else "mask",
@@ -299,7 +296,7 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | N
 
 
 def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: Any = None,
-                ratios: bool | None = None) -> Inferred:
+                ratios: bool | None = None, inventory: Sequence[ParamInfo] | None = None) -> Inferred:
     """The shortest rules reproducing which leaves an Optax transform (or a mask) decays, and how much.
 
     The search is ``wdmask_torch.infer_rules``' (vocabulary first, paths only when needed, exact
@@ -313,6 +310,8 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
       params: the params pytree.
       model: the linen or NNX module of ``params``: the rules may then use exact kinds and per-layer ndim.
       sample: example inputs of a linen ``model``.
+      inventory: An inventory built already (``wdmask.describe(model, sample=x)``), used instead of describing
+        again (checked against ``params``' paths and shapes); not together with ``model``/``sample``.
       ratios: infer multipliers from decay ratios (default: ``True`` for a transform, ``False`` for a mask).
 
     Returns:
@@ -330,5 +329,5 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
     """
     require(*JAX, by="wdmask.infer_rules")
     leaves, actual, magnitudes, _ = _read(tx_or_mask, params)
-    inventory = _inventory(params, leaves, model, sample)
+    inventory = inventory_for(params, leaves, model=model, sample=sample, given=inventory, fn="infer_rules")
     return infer_inventory(inventory, actual, ratios=magnitudes if ratios is None else bool(ratios))

@@ -157,3 +157,26 @@ def describe_flattened(tree: PyTree, leaves: Sequence[Leaf]) -> Sequence[ParamIn
     if isinstance(tree, type) or is_equinox(tree) or _is_linen(tree) or _is_nnx(tree):
         return describe(tree)
     return refine_from_metadata(describe_tree(leaves), tree, leaves)
+
+
+def inventory_for(params: PyTree, leaves: Sequence[Leaf], *, model: Any, sample: Any, fn: str,
+                  sample_kwargs: Mapping[str, Any] | None = None,
+                  given: Sequence[ParamInfo] | None = None) -> Sequence[ParamInfo]:
+    """The inventory an entry point (``mask``, ``decay``, ``audit``, ``infer_rules``) decides on: ``given``
+    (built already by ``describe``; checked against ``params``' paths and shapes), else ``model`` described
+    with ``sample``, else the params alone."""
+    from wdmask._types import given_inventory
+
+    if given is not None:
+        if model is not None or sample is not None or sample_kwargs:
+            raise TypeError(f"wdmask.{fn}: pass `inventory=` or `model=`/`sample=`, not both (the inventory was "
+                            "described with its own model and sample)")
+        by_path = given_inventory(given, [(leaf.path, tuple(leaf.shape)) for leaf in leaves if leaf.trainable],
+                                  f"wdmask.{fn}")
+        return [by_path[leaf.path] for leaf in leaves if leaf.path in by_path]
+    if model is not None:
+        return describe(model, sample, params=params, sample_kwargs=sample_kwargs)
+    if sample is not None or sample_kwargs:
+        raise TypeError(f"wdmask.{fn}: `sample`/`sample_kwargs` go with `model=` (a linen or NNX module); pass "
+                        "model=... as well")
+    return describe_flattened(params, leaves)
