@@ -404,7 +404,7 @@ def test_demo_table_folds_agreeing_pairs_and_lists_each_disagreement():
 
     from wdmask import ParamInfo
     from wdmask._types import Decision
-    from wdmask_torch._demo import _decisions
+    from wdmask_migrate._demo import _decisions
 
     def pair(i: int, leaf: str, role: str) -> tuple[ParamInfo, ParamInfo]:
         return (ParamInfo(("blocks", str(i), "fc", leaf), (2, 2), layer="linear", role=role),

@@ -22,7 +22,7 @@ import pytest
 import wdmask
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SOURCES = sorted([*(ROOT / "wdmask").rglob("*.py"), *(ROOT / "wdmask_torch").rglob("*.py")])
+SOURCES = sorted(f for pkg in ("wdmask", "wdmask_torch", "wdmask_migrate") for f in (ROOT / pkg).rglob("*.py"))
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
 #: The widest code line a docs page shows whole at a 1280-pixel window (content column of mkdocs-material).
 CODE_WIDTH = 80
@@ -31,10 +31,11 @@ _FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
 
 def _public() -> list[tuple[str, object]]:
     pytest.importorskip("torch")
+    import wdmask_migrate
     import wdmask_torch
 
     out, seen = [], set()
-    for m in (wdmask, wdmask_torch):
+    for m in (wdmask, wdmask_torch, wdmask_migrate):
         for n in m.__all__:
             obj = getattr(m, n)
             if n != "presets" and id(obj) not in seen:  # wdmask_torch.AuditReport is wdmask.AuditReport

@@ -12,7 +12,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACKAGES = ("wdmask", "wdmask_torch")
+PACKAGES = ("wdmask", "wdmask_torch", "wdmask_migrate")
 FRAMEWORKS = ("torch", "jax", "jaxlib", "flax", "optax", "equinox", "numpy")
 #: Framework-neutral core modules: import no framework at all, not even lazily.
 CORE = ("_types", "_errors", "_rules", "_engine", "_usage", "_kinds", "_report", "_pair", "_config", "presets",
@@ -65,6 +65,26 @@ def test_only_dispatch_imports_the_torch_adapter():
     offenders = sorted(m for m in MODULES if m.split(".")[0] == "wdmask" and m != "wdmask._dispatch"
                        and any(i.split(".")[0] == "wdmask_torch" for i in imports(m)))
     assert offenders == []
+
+
+def test_only_dispatch_imports_the_cross_framework_room():
+    offenders = sorted(m for m in MODULES if m.split(".")[0] == "wdmask" and m != "wdmask._dispatch"
+                       and any(i.split(".")[0] == "wdmask_migrate" for i in imports(m)))
+    assert offenders == []
+
+
+def test_the_adapters_do_not_reach_into_each_other():
+    """Migration, porting and the demo need both frameworks: they live in ``wdmask_migrate``. The torch adapter
+    imports no JAX module, and names ``wdmask_migrate`` only in its ``__init__`` (public names loaded on use)."""
+    jax_side = sorted(m for m in MODULES if m.startswith("wdmask_torch")
+                      and any(i.startswith("wdmask._jax") for i in imports(m)))
+    assert jax_side == []
+    room = sorted(m for m in MODULES if m.startswith("wdmask_torch") and m != "wdmask_torch"
+                  and any(i.split(".")[0] == "wdmask_migrate" for i in imports(m)))
+    assert room == []
+    jax_adapter = sorted(m for m in MODULES if m.startswith("wdmask._jax")
+                         and any(i.split(".")[0] in ("wdmask_torch", "wdmask_migrate") for i in imports(m)))
+    assert jax_adapter == []
 
 
 def test_the_torch_adapter_never_imports_the_wdmask_package_itself():

@@ -119,6 +119,6 @@ def compare(torch_model: Any, flax_model_or_params: Any, rules: Rules | Iterable
 
 def run_demo(**options: Any) -> list[float]:
     """The ``wdmask demo`` (torch vs Flax ResNet); needs torch, jax, flax and optax."""
-    from wdmask_torch._demo import run_demo as demo
+    from wdmask_migrate._demo import run_demo as demo
 
     return demo(**options)

@@ -224,8 +224,8 @@ def given_inventory(given: Sequence[ParamInfo], expected: Sequence[tuple[Path, t
 
     Examples:
       >>> inv = [ParamInfo(("fc", "weight"), (2, 3)), ParamInfo(("fc", "bias"), (2,))]
-      >>> sorted(given_inventory(inv, [(("fc", "bias"), (2,))], "groups"))
-      [('fc', 'bias')]
+      >>> given_inventory(inv, [(("fc", "bias"), (2,))], "groups")[("fc", "bias")].shape
+      (2,)
       >>> given_inventory(inv, [(("fc", "bias"), (3,))], "groups")  # doctest: +ELLIPSIS
       Traceback (most recent call last):
       ...

@@ -24,15 +24,22 @@ from wdmask_torch._describe import register_norm as register_norm
 from wdmask_torch._describe import unregister_norm as unregister_norm
 from wdmask_torch._describe import unwrap as unwrap
 from wdmask_torch._infer import infer_rules as infer_rules
-from wdmask_torch._migrate import group_chains as group_chains
-from wdmask_torch._migrate import to_optax as to_optax
 from wdmask_torch._optimizers import Optimizers as Optimizers
 from wdmask_torch._optimizers import Rerouted as Rerouted
 from wdmask_torch._optimizers import optimizers as optimizers
-from wdmask_torch._port import from_flax as from_flax
-from wdmask_torch._port import to_flax as to_flax
-from wdmask_torch._schedule import to_optax_schedule as to_optax_schedule
 
-__all__ = ("AuditReport", "AuditRow", "Optimizers", "Rerouted", "audit", "call_order", "describe", "from_flax",
-           "group_chains", "groups", "infer_rules", "optimizers", "register_norm", "unregister_norm", "to_flax",
-           "to_optax", "to_optax_schedule", "unwrap")
+__all__ = ("AuditReport", "AuditRow", "Optimizers", "Rerouted", "audit", "call_order", "describe", "groups",
+           "infer_rules", "optimizers", "register_norm", "unregister_norm", "unwrap")
+
+#: Migration, porting and schedules need both frameworks: they live in the cross-framework room
+#: (``wdmask_migrate``); these names load it on first use, so the adapter imports neither it nor JAX.
+_MIGRATION = ("from_flax", "group_chains", "to_flax", "to_optax", "to_optax_schedule")
+
+
+def __getattr__(name: str) -> object:
+    if name in _MIGRATION:
+        import wdmask_migrate
+
+        return getattr(wdmask_migrate, name)
+    raise AttributeError(f"module 'wdmask_torch' has no attribute {name!r}")
+

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler as ls
 
-from wdmask_torch._schedule import to_optax_schedule
+from wdmask_migrate._schedule import to_optax_schedule
 
 STEPS = 40
 

@@ -15,9 +15,9 @@ from wdmask import models as flax_models
 from wdmask import presets
 from wdmask._jax._order import flax_inventory
 from wdmask._pair import flax_axes, pair
+from wdmask_migrate._migrate import group_chains, to_optax
+from wdmask_migrate._port import to_flax
 from wdmask_torch import models as torch_models
-from wdmask_torch._migrate import group_chains, to_optax
-from wdmask_torch._port import to_flax
 
 STEPS = 10
 TOL = 1e-12

@@ -20,8 +20,8 @@ import wdmask_torch
 from wdmask import models as flax_models
 from wdmask._jax._order import flax_inventory
 from wdmask._pair import flax_axes, pair
+from wdmask_migrate._port import to_flax
 from wdmask_torch import models as torch_models
-from wdmask_torch._port import to_flax
 
 LR, WD, MOMENTUM = 0.02, 5e-4, 0.9
 ADAM, ADAM_LR = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}, 2e-3

@@ -5,7 +5,7 @@ import io
 import pytest
 from rich.console import Console
 
-from wdmask_torch._demo import run_demo
+from wdmask_migrate._demo import run_demo
 
 
 @pytest.mark.slow

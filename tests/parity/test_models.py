@@ -21,7 +21,7 @@ from wdmask._dispatch import compare
 from wdmask._jax._describe import describe
 from wdmask._jax._order import flax_inventory
 from wdmask._pair import PairError, pair
-from wdmask_torch._port import from_flax, to_flax
+from wdmask_migrate._port import from_flax, to_flax
 
 #: The models whose pairing and port are checked: ResNet-50 (bottlenecks) only with ``-m slow``.
 MODELS = [pytest.param("resnet18"), pytest.param("resnet50", marks=pytest.mark.slow)]

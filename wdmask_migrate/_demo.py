@@ -71,8 +71,8 @@ def _run(console: Any, steps: int, start: float, full: bool) -> list[float]:
     from wdmask._jax._apply import decay
     from wdmask._jax._order import flax_inventory
     from wdmask._pair import flax_axes, pair
+    from wdmask_migrate._port import to_flax
     from wdmask_torch import models as torch_models
-    from wdmask_torch._port import to_flax
 
     rules = presets.standard
     _say(console, "building a ResNet-18-style model in torch and Flax, porting weights ...", start)

@@ -186,7 +186,7 @@ def group_chains(optimizer: torch.optim.Optimizer, *, scheduler: Any = None) -> 
             raise TypeError(f"`scheduler` must be a torch.optim.lr_scheduler object, got {type(scheduler).__name__}")
         if scheduler.optimizer is not optimizer:
             raise TypeError("`scheduler` drives a different optimizer than `optimizer`; pass the pair built together")
-        from wdmask_torch._schedule import to_optax_schedule
+        from wdmask_migrate._schedule import to_optax_schedule
 
         lrs = to_optax_schedule(scheduler)
     return [_chain(kind, group, lrs[g], g) for g, group in enumerate(groups)]
