@@ -9,8 +9,7 @@ op that survives as a ``name`` equation) is *reached*; anything else *escapes*.
 from __future__ import annotations
 
 import itertools
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from wdmask._types import Path
@@ -75,18 +74,27 @@ class UseLists:
         return table.get(id(var), [])
 
 
-#: Held while module classes' ``__call__`` are patched for a trace (NNX, NNX inside ``ToLinen``): the patches are
-#: process-global, so two threads describing at once would record each other's calls and restore each other's
-#: patches. Re-entrant: a trace may describe a bridged model inside.
-PATCH_LOCK = threading.RLock()
+def norm_codes(classes: Iterable[type], kind: Callable[[type], str]) -> frozenset[Any]:
+    """The code objects of the ``__call__`` of the norm classes among ``classes`` (``kind(cls)`` starts with
+    ``norm.``): the jaxpr equations whose ``source_info`` traceback holds one were traced inside a norm module,
+    so the first of them consuming a value from outside takes the norm's input (no tagging, no patching)."""
+    out = set()
+    for cls in classes:
+        if kind(cls).startswith("norm."):
+            code = call_code(cls)
+            if code is not None:
+                out.add(code)
+    return frozenset(out)
 
 
-def restore_calls(saved: dict[type, Any]) -> None:
-    """Undo ``cls.__call__`` patches: ``saved`` maps each patched class to its own ``__call__`` (``None``: it had
-    none and inherited it)."""
-    for cls, orig in saved.items():
-        if orig is None:
-            if "__call__" in cls.__dict__:
-                del cls.__call__
-        else:
-            cls.__call__ = orig  # type: ignore[method-assign]
+def call_code(cls: type) -> Any:
+    """The code object of ``cls.__call__`` (wrappers unwrapped), or ``None``."""
+    import inspect
+
+    fn = next((c.__dict__["__call__"] for c in cls.__mro__ if "__call__" in c.__dict__), None)  # not type's
+    fn = getattr(fn, "__func__", fn)
+    try:
+        fn = inspect.unwrap(fn)
+    except ValueError:  # pragma: no cover - a cycle of __wrapped__
+        return None
+    return getattr(fn, "__code__", None)

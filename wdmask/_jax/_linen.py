@@ -17,10 +17,10 @@ from wdmask._errors import MaskError
 from wdmask._jax._classes import LINEN_KINDS, kind_from_class, module_type_name
 from wdmask._jax._fallback import (
     bridge_tables,
+    bridged_norm_codes,
     describe_untraced,
     own_init,
     refine_bridged,
-    tagging_bridged,
     traced_or_error,
 )
 from wdmask._jax._plain import describe_tree
@@ -62,13 +62,13 @@ def _is_lifted(cls: type) -> bool:
 def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, ...]] | None,
                  tagger: Any, *, bridges: dict[Path, Any] | None = None,
                  prefix: Callable[[], Path | None] | None = None,
-                 bridge_stack: list[Path] | None = None) -> Callable[..., Any]:
+                 bridges_called: set[Path] | None = None) -> Callable[..., Any]:
     """An ``nn.intercept_methods`` interceptor recording classes / per-slice shapes and tagging for feeds_norm.
 
     ``bridges`` collects the ``nnx.bridge.ToLinen`` *instances* (also those made inside ``@nn.compact``);
     ``prefix`` (linen run inside an NNX ``ToNNX``) gives the path to put in front of every module path,
-    or ``None`` for a module outside any bridge (left alone); ``bridge_stack`` gets the path of each ``ToLinen``
-    while it runs (its NNX modules are tagged by ``_fallback.tagging_bridged``).
+    or ``None`` for a module outside any bridge (left alone); ``bridges_called`` gets the path of each ``ToLinen``
+    that runs (its NNX norm inputs are then known from the jaxpr, ``_fallback.bridged_norm_codes``).
     """
     from flax.linen import Module
     from flax.nnx.bridge import ToLinen
@@ -87,12 +87,8 @@ def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, 
         if isinstance(module, ToLinen):
             if bridges is not None:
                 bridges.setdefault(path, module)
-            if bridge_stack is not None:
-                bridge_stack.append(path)
-                try:
-                    return next_fun(*args, **kwargs)
-                finally:
-                    bridge_stack.pop()
+            if bridges_called is not None:
+                bridges_called.add(path)
         is_call = ctx.method_name == "__call__"
         kind = kind_from_class(cls, LINEN_KINDS, "flax.linen") if tagger is not None and is_call else ""
         if kind.startswith("norm.") and args:
@@ -146,12 +142,12 @@ def _trace_linen(model: Any, s: Sample, env: AxisEnv, feeds_norm: bool) -> Linen
         args, kwargs = s.rebuild(arrays)
         return model.apply({"params": params, **others}, *args, rngs=rngs, mutable=True, **kwargs)
 
-    stack: list[Path] = []
+    tagged: set[Path] = set()
     tables = bridge_tables(bridges)
-    with nn.intercept_methods(_interceptor(None, None, tagger, bridge_stack=stack)), \
-            tagging_bridged(bridges, tables, stack, tagger) as tagged:
+    with nn.intercept_methods(_interceptor(None, None, tagger, bridges_called=tagged)):
         traced = trace_sample(forward, params, (abstract(others),), s, tagger.inputs, _slots(params, owners),
-                              axis_env=list(env))
+                              axis_env=list(env), norm_codes=bridged_norm_codes(tables))
+    tagged &= {path for path, table in tables.items() if table is not None}
     return LinenTrace(owners, slices, variables, traced.feeds_norm, traced.usage, bridges, tagged, tables)
 
 
