@@ -47,7 +47,7 @@ MODEL_FAILED_MSG = (
     "arguments; non-array values are passed as static Python values). Pass the params pytree instead to describe "
     "without a forward pass: wdmask.describe(params) (names only), or mask(params, rules)."
 )
-# What flax/jax raise when the class interceptor or the tagging meets code it cannot trace (the model's own
+# What flax/jax raise when the class interceptor or the trace meets code it cannot trace (the model's own
 # call still runs): describing falls back to names. Other errors of a working model are wdmask's and propagate.
 _UNTRACEABLE = (TypeError, ValueError, AttributeError, KeyError, IndexError, NotImplementedError)
 

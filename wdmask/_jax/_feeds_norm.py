@@ -1,46 +1,16 @@
-r"""Jaxpr helpers shared by the usage walk, and the norm-input tags the interceptors put in the trace.
+r"""Jaxpr helpers shared by the usage walk, and how norm inputs are found without tagging or patching.
 
 ``feeds_norm`` itself is decided in ``wdmask._usage`` (``feeds_step``/``feeds_verdict``) from the same walk
 that gives usage (``wdmask._jax._usage``): the producer's output is followed through shape-only ops and its
-own bias; the input of a norm module (tagged here with ``jax.ad_checkpoint.checkpoint_name``, an identity
-op that survives as a ``name`` equation) is *reached*; anything else *escapes*.
+own bias; the input of a norm module is *reached*; anything else *escapes*. A norm module's input is the value
+that the first equations traced inside its class's ``__call__`` consume from outside (``norm_codes``: the
+code objects looked for in each equation's ``source_info`` traceback).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-
-from wdmask._types import Path
-
-_IN = "wdmask_in"
-_ids = itertools.count()
-
-
-class Tagger:
-    """Hands out ``checkpoint_name`` tags for norm inputs during a trace."""
-
-    def __init__(self) -> None:
-        self.inputs: set[str] = set()
-        self.prefix = f"{next(_ids)}"
-
-    def _tag(self, kind: str, x: Any) -> tuple[str, Any] | None:
-        import jax
-        from jax.ad_checkpoint import checkpoint_name
-
-        if not isinstance(x, jax.Array):
-            return None
-        tag = f"{kind}:{self.prefix}:{len(self.inputs)}"
-        return tag, checkpoint_name(x, tag)
-
-    def tag_input(self, path: Path, x: Any) -> Any:
-        """Tag a norm input."""
-        tagged = self._tag(_IN, x)
-        if tagged is None:
-            return x
-        self.inputs.add(tagged[0])
-        return tagged[1]
 
 
 def subjaxprs(eqn: Any) -> Iterator[Any]:

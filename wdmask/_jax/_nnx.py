@@ -9,7 +9,7 @@ kind, the graph decides the role).
 Linen modules wrapped by ``nnx.bridge.ToNNX`` are described by their linen classes: with a sample, an
 ``nn.intercept_methods`` interceptor (the linen one, paths put under the bridge whose ``__call__`` is on the
 Python stack) records every linen
-module the bridge runs, its per-slice shapes (``nn.scan``) and the ``feeds_norm`` tags; without one, the
+module the bridge runs, its per-slice shapes (``nn.scan``) and its norm classes (for ``feeds_norm``); without one, the
 classes readable without a call (the wrapped module, its fields, what its ``setup`` makes); submodules
 made inside ``@nn.compact`` then get kinds from their auto-names, and explicit names are reported
 (``UnclassifiedWarning``).
@@ -76,13 +76,13 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
 
     s = Sample.of(sample, sample_kwargs)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tagger = _feeds_norm.Tagger()  # linen norm inputs under a ToNNX (tagged by the linen interceptor)
     linen: dict[Path, type] = {}
     linen_slices: dict[Path, tuple[int, ...]] = {}
     bridge_paths: dict[int, Path] = {}
-    codes = _feeds_norm.norm_codes({type(m) for _, m in nnx.iter_modules(model)},
-                                   lambda cls: kind_from_class(cls, NNX_KINDS, "flax.nnx"))
-    interceptor = _interceptor(linen, linen_slices, tagger, prefix=lambda: _calling_bridge(bridge_paths))
+    codes = set(_feeds_norm.norm_codes({type(m) for _, m in nnx.iter_modules(model)},
+                                       lambda cls: kind_from_class(cls, NNX_KINDS, "flax.nnx")))
+    # + the linen norm classes run under a ToNNX, added by the interceptor
+    interceptor = _interceptor(linen, linen_slices, codes, prefix=lambda: _calling_bridge(bridge_paths))
 
     def forward(params: Any, rest: Any, arrays: Any) -> Any:
         copy = nnx.merge(graphdef, params, rest)
@@ -94,7 +94,7 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
         with nn.intercept_methods(interceptor):
             return s.call(copy, arrays)
 
-    traced = bind_axes(lambda env: trace_sample(forward, params, (rest,), s, tagger.inputs, axis_env=list(env),
+    traced = bind_axes(lambda env: trace_sample(forward, params, (rest,), s, axis_env=list(env),
                                                 norm_codes=codes))
     paths = leaf_paths(params)
     first = first_uses(traced.closed, len(paths))

@@ -15,8 +15,9 @@ Facts come from a forward flag pass over every value (``_Analysis``, per call co
 (depends on the inputs), **positions** (depends only on inputs read as position ids,
 ``wdmask._usage.read_positions``), **activation** (data, or a parameter broadcast to a batch axis by a
 ``broadcast_in_dim``/``tile`` that grows an axis to a size > 1), and from short backward walks:
-*normalized* (``rsqrt`` of an activation, ``x / sqrt(...)`` of one, or the input of a norm module tagged
-by the interceptor, within a few ``mul``/``div``/``sub``), *from a contraction* (through shape-only ops),
+*normalized* (``rsqrt`` of an activation, ``x / sqrt(...)`` of one, or the input of a norm module, read
+from the equations' ``source_info`` (``_feeds_norm.norm_codes``), within a few ``mul``/``div``/``sub``),
+*from a contraction* (through shape-only ops),
 a gather index built from ``iota``/constants (*constant*) or a loop counter (*loop*).
 
 Limits (reported as "no evidence", never guessed): unknown primitives (``pallas_call``, FFT) that consume
@@ -26,7 +27,7 @@ read as a token table and reported (``UnclassifiedWarning``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from wdmask._jax._feeds_norm import UseLists, subjaxprs
@@ -151,7 +152,6 @@ class _Analysis:
         self.uses = UseLists().uses  # the equations using a variable, per jaxpr
         self._producers: dict[int, dict[int, Any]] = {}
         self._results: dict[tuple[int, tuple[int, ...]], list[int]] = {}
-        self.norm_inputs: frozenset[str] = frozenset()
         self.norm_codes: frozenset[Any] = frozenset()  # code objects of norm classes' ``__call__``
         self._depths: dict[int, int] = {}
         self.slots: dict[int, str] = {}  # id(param invar) -> "kernel" / "bias" by the model's classes
@@ -271,8 +271,6 @@ class _Analysis:
                 return _NORM_INPUT, jaxpr, var  # the input of a norm module
             if eqn is None:
                 return None, jaxpr, var
-            if eqn.primitive.name == "name" and eqn.params.get("name") in self.norm_inputs:
-                return eqn, jaxpr, var  # the input of a norm module
             inside = self.norm_depth(eqn)
             if eqn.primitive.name in ops and eqn.invars:
                 var = eqn.invars[0]
@@ -307,7 +305,7 @@ class _Analysis:
         if eqn is None:
             return False
         name = eqn.primitive.name
-        if name in ("name", "norm_input"):  # inside a norm module, derived from its input (running statistics)
+        if name == "norm_input":  # inside a norm module, derived from its input (running statistics)
             return of == ACT
         if name == "rsqrt":
             return bool(self.flag(eqn.invars[0]) & of)
@@ -589,9 +587,7 @@ class _Feeds:
                         reached, escaped = reached or r, escaped or e
             return reached, escaped
         family, slot = _FAMILY.get(name, "unknown"), ""
-        if name == "name" and eqn.params.get("name") in self.an.norm_inputs:
-            family, slot = "normalize", "input"
-        elif family == "shape_only" and eqn.invars[0] is not var:
+        if family == "shape_only" and eqn.invars[0] is not var:
             family = "unknown"
         own_bias = family == "add" and all(
             v is var or not self.an.flag(v) & (DATA | ACT) for v in eqn.invars)
@@ -605,16 +601,14 @@ class _Feeds:
 
 def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any],
                      position_vars: Sequence[Any] = (), *, abstract_ids: bool = False,
-                     norm_inputs: frozenset[str] = frozenset(), slots: Sequence[str] = (),
+                     slots: Sequence[str] = (),
                      norm_codes: frozenset[Any] = frozenset()) -> tuple[list[tuple[Use, ...]], list[bool], set[int]]:
     """The uses of each of ``param_invars`` (vars of ``closed.jaxpr.invars``), given which vars are inputs
     (``position_vars``: inputs read as position ids), and the indices of the params whose table reading is a
-    guess (gathered by an integer input whose values were not seen, ``abstract_ids``). ``norm_inputs``: the
-    ``checkpoint_name`` tags of norm-module inputs (feeds_norm of each parameter is the second list);
-    ``norm_codes``: the code objects of norm modules' ``__call__``, whose first equations consuming a value
-    outside them take norm inputs (``eqn.source_info``: no tagging)."""
+    guess (gathered by an integer input whose values were not seen, ``abstract_ids``); feeds_norm of each
+    parameter is the second list. ``norm_codes``: the code objects of norm modules' ``__call__``, whose first
+    equations consuming a value from outside them take norm inputs (``eqn.source_info``: no tagging)."""
     an = _Analysis(closed, param_invars, data_vars, position_vars)
-    an.norm_inputs = norm_inputs
     an.norm_codes = norm_codes
     an.slots = {id(v): slot for v, slot in zip(param_invars, slots, strict=False) if slot}
     out, feeds, guessed = [], [], set()
@@ -629,8 +623,8 @@ def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequen
 
 
 def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, ...], sample: Any,
-                 norm_inputs: set[str] | None = None, slots: Mapping[Path, str] | None = None,
-                 axis_env: Sequence[tuple[str, int]] = (), norm_codes: frozenset[Any] = frozenset()) -> UsageTrace:
+                 slots: Mapping[Path, str] | None = None, axis_env: Sequence[tuple[str, int]] = (),
+                 norm_codes: Collection[Any] = ()) -> UsageTrace:
     """Usage of every leaf of ``params`` in ``forward(params, *rest, arrays)``, traced once with
     ``jax.make_jaxpr`` on abstract params and the ``Sample``'s arrays (a batch of one enlarged to two;
     the sample as given if the model rejects that)."""
@@ -650,8 +644,9 @@ def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, .
     found, abstract_ids = sample.positions()
     paths = leaf_paths(params)
     uses, feeds, guessed = usage_from_jaxpr(closed, invars[:n_params], data, [data[k] for k in found],
-                                            abstract_ids=abstract_ids, norm_inputs=frozenset(norm_inputs or ()),
-                                            slots=[(slots or {}).get(p, "") for p in paths], norm_codes=norm_codes)
+                                            abstract_ids=abstract_ids,
+                                            slots=[(slots or {}).get(p, "") for p in paths],
+                                            norm_codes=frozenset(norm_codes))  # filled while tracing
     note_positions([f"sample array {k}" for k in found], sorted({".".join(paths[k]) for k in guessed}))
     merged: dict[Path, bool] = {}
     for path, f in zip(paths, feeds, strict=True):
