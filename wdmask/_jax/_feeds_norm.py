@@ -50,8 +50,9 @@ def norm_codes(classes: Iterable[type], kind: Callable[[type], str]) -> frozense
     so the first of them consuming a value from outside takes the norm's input (no tagging, no patching)."""
     out = set()
     for cls in classes:
-        if kind(cls).startswith("norm."):
-            code = call_code(cls)
+        owner = next((c for c in cls.__mro__ if "__call__" in c.__dict__), None)
+        if owner is not None and kind(owner).startswith("norm."):  # a `__call__` shared with non-norms: not read
+            code = call_code(owner)
             if code is not None:
                 out.add(code)
     return frozenset(out)
