@@ -84,9 +84,9 @@ def test_linen(name: str) -> None:
     assert observed(name, "linen") == expected(name, "linen")
 
 
-#: Known gaps, each a strict xfail (it fails the run the day it passes): Equinox calls a norm without any
-#: interception point, so a Linear whose output goes into `eqx.nn.LayerNorm` is not seen to feed a norm.
-EQUINOX_GAPS = {"linear_ln": "feeds_norm of a producer into an Equinox norm: no norm-input boundary in the jaxpr"}
+#: Known gaps, each a strict xfail (it fails the run the day it passes). None today: a Linear whose output goes
+#: into `eqx.nn.LayerNorm` is seen to feed a norm from the jaxpr's source info.
+EQUINOX_GAPS: dict[str, str] = {}
 
 
 def _gap(name: str) -> list[pytest.MarkDecorator]:

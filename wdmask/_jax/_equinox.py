@@ -173,25 +173,28 @@ def _walk(model: Any) -> tuple[dict[Path, Any], list[tuple[Path, Any]]]:
 def _trace(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None = None,
            slots: Mapping[Path, str] | None = None) -> Any:
     """Usages and feeds_norm of ``model(*sample, **sample_kwargs)`` from one abstract trace
-    (``wdmask._jax._usage.trace_sample``; no norm input is tagged here, so feeds_norm is never True).
+    (``wdmask._jax._usage.trace_sample``; the norm modules' inputs read from the equations' source info:
+    those traced inside a norm class's ``__call__``, ``_feeds_norm.norm_codes``).
 
     Raises:
       MaskError: the model's own call fails on the sample (the model's error is the ``__cause__``).
     """
     import jax
 
+    from wdmask._jax._feeds_norm import norm_codes
     from wdmask._jax._sample import Sample
     from wdmask._jax._usage import trace_sample
 
     eqx = _eqx()
     params, static = eqx.partition(model, is_param)
+    codes = norm_codes({type(m) for m in _walk(model)[0].values()}, lambda cls: _kind(cls)[0])
     s = Sample.of(sample, sample_kwargs)
 
     def forward(p: PyTree, arrays: Any) -> Any:
         return s.call(eqx.combine(p, static), arrays)
 
     try:
-        return trace_sample(forward, params, (), s, slots=slots)
+        return trace_sample(forward, params, (), s, slots=slots, norm_codes=codes)
     except Exception as error:  # the model's own call failing on the sample is the model's error, named as such
         from wdmask._jax._fallback import model_failed
         from wdmask._jax._usage import abstract

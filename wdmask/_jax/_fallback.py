@@ -13,20 +13,19 @@ r"""Describing never crashes on structure it cannot trace: read what can be read
   field or made inside ``@nn.compact`` (the linen trace records the instances): the trace sees one
   opaque module; the wrapped NNX class is built abstractly (``nnx.eval_shape``) and its own classes
   (``nnx.iter_modules``) give the kinds of the leaves under it, the graph their roles; during the
-  ``model.apply`` trace its conv/linear/norm classes are tagged so ``feeds_norm`` crosses the bridge.
+  ``model.apply`` trace the inputs of its norm classes are read from the jaxpr's source info
+  (``bridged_norm_codes``) so ``feeds_norm`` crosses the bridge.
   A class that cannot be built abstractly is reported (``UnclassifiedWarning``).
 * Linen modules inside NNX (``nnx.bridge.ToNNX``) are handled by ``_nnx``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from wdmask._errors import MaskError, UnclassifiedWarning
-from wdmask._jax._feeds_norm import PATCH_LOCK, restore_calls
 from wdmask._jax._tree import PyTree
 from wdmask._types import ParamInfo, Path
 from wdmask._warn import warn
@@ -48,7 +47,7 @@ MODEL_FAILED_MSG = (
     "arguments; non-array values are passed as static Python values). Pass the params pytree instead to describe "
     "without a forward pass: wdmask.describe(params) (names only), or mask(params, rules)."
 )
-# What flax/jax raise when the class interceptor or the tagging meets code it cannot trace (the model's own
+# What flax/jax raise when the class interceptor or the trace meets code it cannot trace (the model's own
 # call still runs): describing falls back to names. Other errors of a working model are wdmask's and propagate.
 _UNTRACEABLE = (TypeError, ValueError, AttributeError, KeyError, IndexError, NotImplementedError)
 
@@ -128,53 +127,15 @@ def _nnx_owners(bridge: Any) -> dict[Path, Any] | None:
     return {tuple(str(p) for p in path): m for path, m in nnx.iter_modules(module)}
 
 
-@contextlib.contextmanager
-def tagging_bridged(bridges: dict[Path, Any], tables: dict[Path, dict[Path, Any] | None], stack: list[Path],
-                    tagger: Any) -> Iterator[set[Path]]:
-    """While a linen ``model.apply`` is traced: tag the NNX conv/linear outputs and norm inputs inside every
-    ``ToLinen`` bridge for ``feeds_norm`` (the NNX module classes' ``__call__`` patched for the trace, as the
-    NNX trace does). ``stack`` holds the paths of the bridges being called (the linen interceptor pushes them);
-    the NNX module made by a bridge gets its paths when its root ``__call__`` runs. Yields the bridge paths
-    whose module was seen (their inner ``feeds_norm`` is known). ``tables``: ``bridge_tables(bridges)``."""
-    from flax import nnx
-
+def bridged_norm_codes(tables: dict[Path, dict[Path, Any] | None]) -> frozenset[Any]:
+    """The ``__call__`` code objects of the NNX norm classes inside the ``ToLinen`` bridges (``bridge_tables``):
+    the linen ``model.apply`` trace reads their inputs from the jaxpr's source info, so ``feeds_norm`` crosses
+    the bridge without patching any class."""
     from wdmask._jax._classes import NNX_KINDS, kind_from_class
+    from wdmask._jax._feeds_norm import norm_codes
 
     classes = {type(m) for t in tables.values() if t for m in t.values()}
-    roots = {path: getattr(b, "nnx_class", None) for path, b in bridges.items()}
-    paths: dict[int, Path] = {}
-    alive: list[Any] = []  # keep the traced modules alive: their ids must not be reused during the trace
-    seen: set[Path] = set()
-    calls: dict[type, Any] = {}  # each class's own __call__, read under the lock
-
-    def patched(cls: type) -> Any:
-        inner, kind = calls[cls], kind_from_class(cls, NNX_KINDS, "flax.nnx")
-
-        def recorded(self: Any, *a: Any, **k: Any) -> Any:
-            if id(self) not in paths and stack and roots.get(stack[-1]) is type(self):
-                alive.append(self)
-                seen.add(stack[-1])
-                for rel, m in nnx.iter_modules(self):
-                    paths.setdefault(id(m), (*stack[-1], *(str(p) for p in rel)))
-                    alive.append(m)
-            path = paths.get(id(self))
-            if path is None:
-                return inner(self, *a, **k)
-            if kind.startswith("norm.") and a:
-                a = (tagger.tag_input(path, a[0]), *a[1:])
-            return inner(self, *a, **k)
-
-        return recorded
-
-    with PATCH_LOCK:  # the class patches are process-global: one patching trace at a time
-        saved = {cls: cls.__dict__.get("__call__") for cls in classes}
-        calls.update({cls: cls.__call__ for cls in classes})
-        try:
-            for cls in classes:
-                cls.__call__ = patched(cls)  # type: ignore[method-assign]
-            yield seen
-        finally:
-            restore_calls(saved)
+    return norm_codes(classes, lambda cls: kind_from_class(cls, NNX_KINDS, "flax.nnx"))
 
 
 def bridge_tables(bridges: dict[Path, Any]) -> dict[Path, dict[Path, Any] | None]:

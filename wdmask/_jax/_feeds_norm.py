@@ -1,47 +1,16 @@
-r"""Jaxpr helpers shared by the usage walk, and the norm-input tags the interceptors put in the trace.
+r"""Jaxpr helpers shared by the usage walk, and how norm inputs are found without tagging or patching.
 
 ``feeds_norm`` itself is decided in ``wdmask._usage`` (``feeds_step``/``feeds_verdict``) from the same walk
 that gives usage (``wdmask._jax._usage``): the producer's output is followed through shape-only ops and its
-own bias; the input of a norm module (tagged here with ``jax.ad_checkpoint.checkpoint_name``, an identity
-op that survives as a ``name`` equation) is *reached*; anything else *escapes*.
+own bias; the input of a norm module is *reached*; anything else *escapes*. A norm module's input is the value
+that the first equations traced inside its class's ``__call__`` consume from outside (``norm_codes``: the
+code objects looked for in each equation's ``source_info`` traceback).
 """
 
 from __future__ import annotations
 
-import itertools
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-
-from wdmask._types import Path
-
-_IN = "wdmask_in"
-_ids = itertools.count()
-
-
-class Tagger:
-    """Hands out ``checkpoint_name`` tags for norm inputs during a trace."""
-
-    def __init__(self) -> None:
-        self.inputs: set[str] = set()
-        self.prefix = f"{next(_ids)}"
-
-    def _tag(self, kind: str, x: Any) -> tuple[str, Any] | None:
-        import jax
-        from jax.ad_checkpoint import checkpoint_name
-
-        if not isinstance(x, jax.Array):
-            return None
-        tag = f"{kind}:{self.prefix}:{len(self.inputs)}"
-        return tag, checkpoint_name(x, tag)
-
-    def tag_input(self, path: Path, x: Any) -> Any:
-        """Tag a norm input."""
-        tagged = self._tag(_IN, x)
-        if tagged is None:
-            return x
-        self.inputs.add(tagged[0])
-        return tagged[1]
 
 
 def subjaxprs(eqn: Any) -> Iterator[Any]:
@@ -75,18 +44,28 @@ class UseLists:
         return table.get(id(var), [])
 
 
-#: Held while module classes' ``__call__`` are patched for a trace (NNX, NNX inside ``ToLinen``): the patches are
-#: process-global, so two threads describing at once would record each other's calls and restore each other's
-#: patches. Re-entrant: a trace may describe a bridged model inside.
-PATCH_LOCK = threading.RLock()
+def norm_codes(classes: Iterable[type], kind: Callable[[type], str]) -> frozenset[Any]:
+    """The code objects of the ``__call__`` of the norm classes among ``classes`` (``kind(cls)`` starts with
+    ``norm.``): the jaxpr equations whose ``source_info`` traceback holds one were traced inside a norm module,
+    so the first of them consuming a value from outside takes the norm's input (no tagging, no patching)."""
+    out = set()
+    for cls in classes:
+        owner = next((c for c in cls.__mro__ if "__call__" in c.__dict__), None)
+        if owner is not None and kind(owner).startswith("norm."):  # a `__call__` shared with non-norms: not read
+            code = call_code(owner)
+            if code is not None:
+                out.add(code)
+    return frozenset(out)
 
 
-def restore_calls(saved: dict[type, Any]) -> None:
-    """Undo ``cls.__call__`` patches: ``saved`` maps each patched class to its own ``__call__`` (``None``: it had
-    none and inherited it)."""
-    for cls, orig in saved.items():
-        if orig is None:
-            if "__call__" in cls.__dict__:
-                del cls.__call__
-        else:
-            cls.__call__ = orig  # type: ignore[method-assign]
+def call_code(cls: type) -> Any:
+    """The code object of ``cls.__call__`` (wrappers unwrapped), or ``None``."""
+    import inspect
+
+    fn = next((c.__dict__["__call__"] for c in cls.__mro__ if "__call__" in c.__dict__), None)  # not type's
+    fn = getattr(fn, "__func__", fn)
+    try:
+        fn = inspect.unwrap(fn)
+    except ValueError:  # pragma: no cover - a cycle of __wrapped__
+        return None
+    return getattr(fn, "__code__", None)

@@ -17,10 +17,10 @@ from wdmask._errors import MaskError
 from wdmask._jax._classes import LINEN_KINDS, kind_from_class, module_type_name
 from wdmask._jax._fallback import (
     bridge_tables,
+    bridged_norm_codes,
     describe_untraced,
     own_init,
     refine_bridged,
-    tagging_bridged,
     traced_or_error,
 )
 from wdmask._jax._plain import describe_tree
@@ -50,7 +50,7 @@ class LinenTrace(NamedTuple):
     feeds_norm: dict[Path, bool] | None  # params leaf path -> feeds a norm (kernel/bias of a producer); None: untraced
     usage: dict[Path, tuple[Use, ...]] | None = None  # params leaf path -> uses; None if not traced
     bridges: dict[Path, Any] | None = None  # module path -> nnx.bridge.ToLinen instance seen in the init trace
-    tagged_bridges: set[Path] | None = None  # bridges whose NNX module was tagged in the apply trace (feeds_norm)
+    tagged_bridges: set[Path] | None = None  # bridges whose NNX module ran in the apply trace (feeds_norm)
     bridge_tables: dict[Path, Any] | None = None  # bridge path -> its NNX modules by relative path (None: unbuilt)
 
 
@@ -60,18 +60,21 @@ def _is_lifted(cls: type) -> bool:
 
 
 def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, ...]] | None,
-                 tagger: Any, *, bridges: dict[Path, Any] | None = None,
+                 codes: set[Any] | None, *, bridges: dict[Path, Any] | None = None,
                  prefix: Callable[[], Path | None] | None = None,
-                 bridge_stack: list[Path] | None = None) -> Callable[..., Any]:
-    """An ``nn.intercept_methods`` interceptor recording classes / per-slice shapes and tagging for feeds_norm.
+                 bridges_called: set[Path] | None = None) -> Callable[..., Any]:
+    """An ``nn.intercept_methods`` interceptor recording classes / per-slice shapes and, in ``codes``, the
+    ``__call__`` code of every linen norm class that runs (its input is then read from the jaxpr: feeds_norm).
 
     ``bridges`` collects the ``nnx.bridge.ToLinen`` *instances* (also those made inside ``@nn.compact``);
     ``prefix`` (linen run inside an NNX ``ToNNX``) gives the path to put in front of every module path,
-    or ``None`` for a module outside any bridge (left alone); ``bridge_stack`` gets the path of each ``ToLinen``
-    while it runs (its NNX modules are tagged by ``_fallback.tagging_bridged``).
+    or ``None`` for a module outside any bridge (left alone); ``bridges_called`` gets the path of each ``ToLinen``
+    that runs (its NNX norm inputs are then known from the jaxpr, ``_fallback.bridged_norm_codes``).
     """
     from flax.linen import Module
     from flax.nnx.bridge import ToLinen
+
+    from wdmask._jax._feeds_norm import call_code
 
     def interceptor(next_fun: Callable[..., Any], args: Any, kwargs: Any, ctx: Any) -> Any:
         module = ctx.module
@@ -87,16 +90,14 @@ def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, 
         if isinstance(module, ToLinen):
             if bridges is not None:
                 bridges.setdefault(path, module)
-            if bridge_stack is not None:
-                bridge_stack.append(path)
-                try:
-                    return next_fun(*args, **kwargs)
-                finally:
-                    bridge_stack.pop()
+            if bridges_called is not None:
+                bridges_called.add(path)
         is_call = ctx.method_name == "__call__"
-        kind = kind_from_class(cls, LINEN_KINDS, "flax.linen") if tagger is not None and is_call else ""
-        if kind.startswith("norm.") and args:
-            args = (tagger.tag_input(path, args[0]), *args[1:])
+        kind = kind_from_class(cls, LINEN_KINDS, "flax.linen") if codes is not None and is_call else ""
+        if kind.startswith("norm."):
+            code = call_code(cls)
+            if code is not None:
+                codes.add(code)  # its inputs are read from the jaxpr's source info (``_feeds_norm.norm_codes``)
         out = next_fun(*args, **kwargs)
         if slices is not None:
             params = module.variables.get("params", {}) if module.scope is not None else {}
@@ -121,7 +122,6 @@ def _trace_linen(model: Any, s: Sample, env: AxisEnv, feeds_norm: bool) -> Linen
     import flax.linen as nn
     import jax
 
-    from wdmask._jax import _feeds_norm
     from wdmask._jax._usage import abstract, trace_sample
 
     owners: dict[Path, type] = {}
@@ -139,19 +139,18 @@ def _trace_linen(model: Any, s: Sample, env: AxisEnv, feeds_norm: bool) -> Linen
         return LinenTrace(owners, slices, variables, None, bridges=bridges)
     params = variables.get("params", {}) if isinstance(variables, Mapping) else {}
     others = {k: v for k, v in variables.items() if k != "params"} if isinstance(variables, Mapping) else {}
-    tagger = _feeds_norm.Tagger()
+    codes: set[Any] = set(bridged_norm_codes(tables := bridge_tables(bridges)))
 
     def forward(params: Any, others: Any, arrays: Any) -> Any:
         rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
         args, kwargs = s.rebuild(arrays)
         return model.apply({"params": params, **others}, *args, rngs=rngs, mutable=True, **kwargs)
 
-    stack: list[Path] = []
-    tables = bridge_tables(bridges)
-    with nn.intercept_methods(_interceptor(None, None, tagger, bridge_stack=stack)), \
-            tagging_bridged(bridges, tables, stack, tagger) as tagged:
-        traced = trace_sample(forward, params, (abstract(others),), s, tagger.inputs, _slots(params, owners),
-                              axis_env=list(env))
+    tagged: set[Path] = set()
+    with nn.intercept_methods(_interceptor(None, None, codes, bridges_called=tagged)):
+        traced = trace_sample(forward, params, (abstract(others),), s, _slots(params, owners),
+                              axis_env=list(env), norm_codes=codes)
+    tagged &= {path for path, table in tables.items() if table is not None}
     return LinenTrace(owners, slices, variables, traced.feeds_norm, traced.usage, bridges, tagged, tables)
 
 

@@ -1,13 +1,15 @@
 """An NNX module -> inventory: classes from ``nnx.iter_modules``, leaves from ``nnx.state(model, nnx.Param)``.
 
 With a ``sample``, one abstract forward pass (``jax.make_jaxpr`` of ``nnx.merge(graphdef, params, rest)(*sample)``,
-params as invars) gives the module call order, ``feeds_norm`` (conv/linear outputs and norm inputs are
-tagged by patching each module class's ``__call__`` for the trace, see ``_feeds_norm``) and every
-parameter's usage (``_usage``: the class keeps the layer kind, the graph decides the role).
+params as invars) gives the module call order (the order the parameters are first used), ``feeds_norm``
+(norm inputs read from the equations' ``source_info``: traced inside a norm class's ``__call__``; no class is
+patched, see ``_feeds_norm.norm_codes``) and every parameter's usage (``_usage``: the class keeps the layer
+kind, the graph decides the role).
 
 Linen modules wrapped by ``nnx.bridge.ToNNX`` are described by their linen classes: with a sample, an
-``nn.intercept_methods`` interceptor (the linen one, paths put under the bridge's) records every linen
-module the bridge runs, its per-slice shapes (``nn.scan``) and the ``feeds_norm`` tags; without one, the
+``nn.intercept_methods`` interceptor (the linen one, paths put under the bridge whose ``__call__`` is on the
+Python stack) records every linen
+module the bridge runs, its per-slice shapes (``nn.scan``) and its norm classes (for ``feeds_norm``); without one, the
 classes readable without a call (the wrapped module, its fields, what its ``setup`` makes); submodules
 made inside ``@nn.compact`` then get kinds from their auto-names, and explicit names are reported
 (``UnclassifiedWarning``).
@@ -59,63 +61,67 @@ class NnxTrace(NamedTuple):
 
 
 def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | None = None) -> NnxTrace:
-    """One ``jax.make_jaxpr`` of the forward pass on a merged copy of ``model`` (the model is not touched)."""
+    """One ``jax.make_jaxpr`` of the forward pass on a merged copy of ``model`` (the model is not touched).
+
+    Nothing is patched: the norm modules' inputs are read from the jaxpr (``norm_codes``, each equation's
+    ``source_info`` shows the norm ``__call__`` it was traced in), the call order from the order in which the
+    parameters are first used, and linen modules under an ``nnx.bridge.ToNNX`` from linen's own
+    ``nn.intercept_methods`` (the bridge they run in read from the Python stack)."""
     import flax.linen as nn
     from flax import nnx
 
     from wdmask._jax import _feeds_norm
     from wdmask._jax._linen import _interceptor
-    from wdmask._jax._usage import trace_sample
+    from wdmask._jax._usage import first_uses, leaf_paths, trace_sample
 
     s = Sample.of(sample, sample_kwargs)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    order: dict[Path, None] = {}
-    tagger = _feeds_norm.Tagger()
-    kinds: dict[type, str] = {}
     linen: dict[Path, type] = {}
     linen_slices: dict[Path, tuple[int, ...]] = {}
-    inside: list[Path] = []  # paths of the ToNNX bridges being called, innermost last
-    interceptor = _interceptor(linen, linen_slices, tagger, prefix=lambda: inside[-1] if inside else None)
+    bridge_paths: dict[int, Path] = {}
+    codes = set(_feeds_norm.norm_codes({type(m) for _, m in nnx.iter_modules(model)},
+                                       lambda cls: kind_from_class(cls, NNX_KINDS, "flax.nnx")))
+    # + the linen norm classes run under a ToNNX, added by the interceptor
+    interceptor = _interceptor(linen, linen_slices, codes, prefix=lambda: _calling_bridge(bridge_paths))
 
     def forward(params: Any, rest: Any, arrays: Any) -> Any:
         copy = nnx.merge(graphdef, params, rest)
-        modules = list(nnx.iter_modules(copy))
-        paths = {id(m): tuple(str(p) for p in path) for path, m in modules}
-        classes = {type(m) for _, m in modules}
-        saved = {cls: cls.__dict__.get("__call__") for cls in classes}
-        for cls in classes:
-            kinds[cls] = kind_from_class(cls, NNX_KINDS, "flax.nnx")
-        try:
-            for cls in classes:
-                inner = cls.__call__
-
-                def recorded(self: Any, *a: Any, _inner: Any = inner, _kind: str = kinds[cls], **k: Any) -> Any:
-                    path = paths.get(id(self))
-                    if path is None:
-                        return _inner(self, *a, **k)
-                    order.setdefault(path, None)
-                    if _kind.startswith("norm.") and a:
-                        a = (tagger.tag_input(path, a[0]), *a[1:])
-                    if isinstance(self, nnx.bridge.ToNNX):  # its linen modules: classes via the interceptor
-                        inside.append(path)
-                        try:
-                            with nn.intercept_methods(interceptor):
-                                out = _inner(self, *a, **k)
-                        finally:
-                            inside.pop()
-                        for p in list(linen):  # linen modules in call order, right after their bridge
-                            order.setdefault(p, None)
-                        return out
-                    return _inner(self, *a, **k)
-
-                cls.__call__ = recorded  # type: ignore[method-assign]
+        bridge_paths.clear()
+        bridge_paths.update({id(m): tuple(str(p) for p in path) for path, m in nnx.iter_modules(copy)
+                             if isinstance(m, nnx.bridge.ToNNX)})
+        if not bridge_paths:
             return s.call(copy, arrays)
-        finally:
-            _feeds_norm.restore_calls(saved)
+        with nn.intercept_methods(interceptor):
+            return s.call(copy, arrays)
 
-    with _feeds_norm.PATCH_LOCK:  # the class patches are process-global: one patching trace at a time
-        traced = bind_axes(lambda env: trace_sample(forward, params, (rest,), s, tagger.inputs, axis_env=list(env)))
-    return NnxTrace(list(order), traced.feeds_norm, traced.usage, linen, linen_slices)
+    traced = bind_axes(lambda env: trace_sample(forward, params, (rest,), s, axis_env=list(env),
+                                                norm_codes=codes))
+    paths = leaf_paths(params)
+    first = first_uses(traced.closed, len(paths))
+    owners: dict[Path, float] = {}
+    for path, k in zip(paths, first, strict=True):
+        owners[path[:-1]] = min(owners.get(path[:-1], k), k)
+    order = sorted((p for p, k in owners.items() if k != float("inf")), key=owners.__getitem__)
+    return NnxTrace(order, traced.feeds_norm, traced.usage, linen, linen_slices)
+
+
+def _calling_bridge(bridge_paths: dict[int, Path]) -> Path | None:
+    """The path of the innermost ``nnx.bridge.ToNNX`` whose ``__call__`` is on the Python stack, or ``None``."""
+    import sys
+
+    from flax import nnx
+
+    from wdmask._jax import _feeds_norm
+
+    code = _feeds_norm.call_code(nnx.bridge.ToNNX)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            path = bridge_paths.get(id(frame.f_locals.get("self")))
+            if path is not None:
+                return path
+        frame = frame.f_back
+    return None
 
 
 def _trace_or_fall_back(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) -> NnxTrace | None:

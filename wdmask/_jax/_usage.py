@@ -15,8 +15,9 @@ Facts come from a forward flag pass over every value (``_Analysis``, per call co
 (depends on the inputs), **positions** (depends only on inputs read as position ids,
 ``wdmask._usage.read_positions``), **activation** (data, or a parameter broadcast to a batch axis by a
 ``broadcast_in_dim``/``tile`` that grows an axis to a size > 1), and from short backward walks:
-*normalized* (``rsqrt`` of an activation, ``x / sqrt(...)`` of one, or the input of a norm module tagged
-by the interceptor, within a few ``mul``/``div``/``sub``), *from a contraction* (through shape-only ops),
+*normalized* (``rsqrt`` of an activation, ``x / sqrt(...)`` of one, or the input of a norm module, read
+from the equations' ``source_info`` (``_feeds_norm.norm_codes``), within a few ``mul``/``div``/``sub``),
+*from a contraction* (through shape-only ops),
 a gather index built from ``iota``/constants (*constant*) or a loop counter (*loop*).
 
 Limits (reported as "no evidence", never guessed): unknown primitives (``pallas_call``, FFT) that consume
@@ -26,7 +27,7 @@ read as a token table and reported (``UnclassifiedWarning``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from wdmask._jax._feeds_norm import UseLists, subjaxprs
@@ -129,6 +130,18 @@ class _Links:
         return []
 
 
+class _NormInputEqn:
+    """What ``_Analysis._source`` returns where its walk leaves a norm module (the module's input)."""
+
+    class primitive:
+        name = "norm_input"
+
+    invars: tuple[Any, ...] = ()
+
+
+_NORM_INPUT = _NormInputEqn()
+
+
 class _Analysis:
     """Per-variable flags (DATA/ACT/PARAM), use lists and producers of every reachable jaxpr."""
 
@@ -139,7 +152,8 @@ class _Analysis:
         self.uses = UseLists().uses  # the equations using a variable, per jaxpr
         self._producers: dict[int, dict[int, Any]] = {}
         self._results: dict[tuple[int, tuple[int, ...]], list[int]] = {}
-        self.norm_inputs: frozenset[str] = frozenset()
+        self.norm_codes: frozenset[Any] = frozenset()  # code objects of norm classes' ``__call__``
+        self._depths: dict[int, int] = {}
         self.slots: dict[int, str] = {}  # id(param invar) -> "kernel" / "bias" by the model's classes
         constvars = {id(v) for v in closed.jaxpr.constvars}
         self.root_consts_are_inputs = any(id(v) in constvars for v in data_vars)
@@ -229,15 +243,35 @@ class _Analysis:
 
     # -- backward questions about an operand -------------------------------------------------------
 
-    def _source(self, var: Any, jaxpr: Any, ops: frozenset[str]) -> tuple[Any, Any, Any]:
+    def norm_depth(self, eqn: Any) -> int:
+        """How many norm-module ``__call__`` frames (``norm_codes``) were on the Python stack when ``eqn`` was
+        traced (its ``source_info`` traceback): an equation computed inside a norm module has more than the one
+        that produced its input."""
+        if not self.norm_codes or eqn is None:
+            return 0
+        depth = self._depths.get(id(eqn))
+        if depth is None:
+            tb = getattr(eqn.source_info, "traceback", None)
+            codes = tb.raw_frames()[0] if tb is not None else ()
+            depth = self._depths[id(eqn)] = sum(1 for c in codes if c in self.norm_codes)
+        return depth
+
+    def norm_input(self, var: Any, jaxpr: Any, consumer: Any) -> bool:
+        """``consumer`` (an equation using ``var``) runs inside a norm module that ``var``'s producer is outside
+        of: ``var`` is that module's input."""
+        return bool(self.norm_codes) and self.norm_depth(consumer) > self.norm_depth(self.producer(jaxpr, var))
+
+    def _source(self, var: Any, jaxpr: Any, ops: frozenset[str], inside: int = 0) -> tuple[Any, Any, Any]:
         """Walk back from ``var`` through ``ops`` (operand 0) and out of sub-jaxpr calls:
-        ``(producing eqn or None, its jaxpr, the var)``."""
+        ``(producing eqn or None, its jaxpr, the var)``; ``(_NORM_INPUT, ...)`` where the walk leaves a norm
+        module (``inside``: the norm depth of the equation using ``var``)."""
         for _ in range(64):
             eqn = self.producer(jaxpr, var)
+            if inside and self.norm_depth(eqn) < inside:
+                return _NORM_INPUT, jaxpr, var  # the input of a norm module
             if eqn is None:
                 return None, jaxpr, var
-            if eqn.primitive.name == "name" and eqn.params.get("name") in self.norm_inputs:
-                return eqn, jaxpr, var  # the input of a norm module
+            inside = self.norm_depth(eqn)
             if eqn.primitive.name in ops and eqn.invars:
                 var = eqn.invars[0]
                 continue
@@ -246,7 +280,7 @@ class _Analysis:
                 sub = subs[0]
                 k = eqn.outvars.index(var) if var in eqn.outvars else -1
                 if 0 <= k < len(sub.outvars) and _is_var(sub.outvars[k]):
-                    jaxpr, var = sub, sub.outvars[k]
+                    jaxpr, var, inside = sub, sub.outvars[k], 0  # a cached jit's equations keep their first trace's
                     continue
             return eqn, jaxpr, var
         return None, jaxpr, var  # pragma: no cover - a 64-op chain of reshapes
@@ -263,14 +297,15 @@ class _Analysis:
         eqn, _, _ = self._source(var, jaxpr, _SHAPE_ONLY)
         return eqn is not None and _FAMILY.get(eqn.primitive.name) == "contract"
 
-    def normalized(self, var: Any, jaxpr: Any, depth: int = 3, of: int = ACT) -> bool:
+    def normalized(self, var: Any, jaxpr: Any, depth: int = 3, of: int = ACT, inside: int = 0) -> bool:
         """``var`` is a value just divided by its own RMS / std (see the module docstring): an activation, or
-        with ``of=PARAM`` a parameter (weight norm, weight standardization)."""
-        eqn, jx, _ = self._source(var, jaxpr, _SHAPE_ONLY)
+        with ``of=PARAM`` a parameter (weight norm, weight standardization). ``inside``: the norm depth of the
+        equation using ``var``."""
+        eqn, jx, _ = self._source(var, jaxpr, _SHAPE_ONLY, inside)
         if eqn is None:
             return False
         name = eqn.primitive.name
-        if name == "name":  # inside a norm module, derived from its input (running statistics)
+        if name == "norm_input":  # inside a norm module, derived from its input (running statistics)
             return of == ACT
         if name == "rsqrt":
             return bool(self.flag(eqn.invars[0]) & of)
@@ -279,7 +314,8 @@ class _Analysis:
             if den is not None and den.primitive.name == "sqrt" and self.flag(den.invars[0]) & of:
                 return True
         if name in ("mul", "div", "sub") and depth > 0:
-            return any(_is_var(v) and self.normalized(v, jx, depth - 1, of) for v in eqn.invars)
+            inner = self.norm_depth(eqn)
+            return any(_is_var(v) and self.normalized(v, jx, depth - 1, of, inner) for v in eqn.invars)
         return False
 
     def ancestors(self, var: Any, jaxpr: Any, limit: int = 256) -> set[int]:
@@ -425,7 +461,7 @@ class _Walker:
                 family = "nonlinear"  # a select on a parameter's own values is piecewise (softplus)
         if act and family in ("add", "mul"):
             other = next(v for v in eqn.invars if v is not var)
-            facts["normalized"] = an.normalized(other, jaxpr)
+            facts["normalized"] = an.normalized(other, jaxpr, inside=an.norm_depth(eqn))
             facts["non_singleton"] = _non_singleton(var)
             if family == "add":
                 facts["from_contraction"] = an.straight_from_contraction(other, jaxpr)
@@ -539,6 +575,8 @@ class _Feeds:
         name = eqn.primitive.name
         if name == "while":
             return False, True
+        if self.an.norm_input(var, jaxpr, eqn):  # also a call (jit) made inside a norm module
+            return True, False
         links = _Links.inputs(eqn)
         if links:
             reached = escaped = False
@@ -549,10 +587,7 @@ class _Feeds:
                         reached, escaped = reached or r, escaped or e
             return reached, escaped
         family, slot = _FAMILY.get(name, "unknown"), ""
-        if name == "name":
-            if eqn.params.get("name") in self.an.norm_inputs:
-                family, slot = "normalize", "input"
-        elif family == "shape_only" and eqn.invars[0] is not var:
+        if family == "shape_only" and eqn.invars[0] is not var:
             family = "unknown"
         own_bias = family == "add" and all(
             v is var or not self.an.flag(v) & (DATA | ACT) for v in eqn.invars)
@@ -566,14 +601,15 @@ class _Feeds:
 
 def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any],
                      position_vars: Sequence[Any] = (), *, abstract_ids: bool = False,
-                     norm_inputs: frozenset[str] = frozenset(), slots: Sequence[str] = (),
-                     ) -> tuple[list[tuple[Use, ...]], list[bool], set[int]]:
+                     slots: Sequence[str] = (),
+                     norm_codes: frozenset[Any] = frozenset()) -> tuple[list[tuple[Use, ...]], list[bool], set[int]]:
     """The uses of each of ``param_invars`` (vars of ``closed.jaxpr.invars``), given which vars are inputs
     (``position_vars``: inputs read as position ids), and the indices of the params whose table reading is a
-    guess (gathered by an integer input whose values were not seen, ``abstract_ids``). ``norm_inputs``: the
-    ``checkpoint_name`` tags of norm-module inputs (feeds_norm of each parameter is the second list)."""
+    guess (gathered by an integer input whose values were not seen, ``abstract_ids``); feeds_norm of each
+    parameter is the second list. ``norm_codes``: the code objects of norm modules' ``__call__``, whose first
+    equations consuming a value from outside them take norm inputs (``eqn.source_info``: no tagging)."""
     an = _Analysis(closed, param_invars, data_vars, position_vars)
-    an.norm_inputs = norm_inputs
+    an.norm_codes = norm_codes
     an.slots = {id(v): slot for v, slot in zip(param_invars, slots, strict=False) if slot}
     out, feeds, guessed = [], [], set()
     for k, v in enumerate(param_invars):
@@ -587,8 +623,8 @@ def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequen
 
 
 def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, ...], sample: Any,
-                 norm_inputs: set[str] | None = None, slots: Mapping[Path, str] | None = None,
-                 axis_env: Sequence[tuple[str, int]] = ()) -> UsageTrace:
+                 slots: Mapping[Path, str] | None = None, axis_env: Sequence[tuple[str, int]] = (),
+                 norm_codes: Collection[Any] = ()) -> UsageTrace:
     """Usage of every leaf of ``params`` in ``forward(params, *rest, arrays)``, traced once with
     ``jax.make_jaxpr`` on abstract params and the ``Sample``'s arrays (a batch of one enlarged to two;
     the sample as given if the model rejects that)."""
@@ -608,13 +644,39 @@ def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, .
     found, abstract_ids = sample.positions()
     paths = leaf_paths(params)
     uses, feeds, guessed = usage_from_jaxpr(closed, invars[:n_params], data, [data[k] for k in found],
-                                            abstract_ids=abstract_ids, norm_inputs=frozenset(norm_inputs or ()),
-                                            slots=[(slots or {}).get(p, "") for p in paths])
+                                            abstract_ids=abstract_ids,
+                                            slots=[(slots or {}).get(p, "") for p in paths],
+                                            norm_codes=frozenset(norm_codes))  # filled while tracing
     note_positions([f"sample array {k}" for k in found], sorted({".".join(paths[k]) for k in guessed}))
     merged: dict[Path, bool] = {}
     for path, f in zip(paths, feeds, strict=True):
         merged[path] = merged.get(path, True) and f
     return UsageTrace(closed, merge_uses(paths, uses), merged)
+
+
+def first_uses(closed: Any, n_params: int) -> list[float]:
+    """For each of the first ``n_params`` invars of ``closed``: the position of the first equation using it, in
+    trace order (sub-jaxprs walked where they are called); ``inf`` if unused. Parameters are used in the order
+    their modules are called: this gives the call order without intercepting any call."""
+    first: list[float] = [float("inf")] * n_params
+    counter = [0]
+
+    def walk(jaxpr: Any, tracked: dict[int, int]) -> None:
+        for eqn in jaxpr.eqns:
+            counter[0] += 1
+            here = counter[0]
+            for sub, mapping in _Links.inputs(eqn):  # inside a call: the equations it runs order the params
+                inner = {id(sub.invars[i]): tracked[id(eqn.invars[k])] for k, i in mapping
+                         if _is_var(eqn.invars[k]) and id(eqn.invars[k]) in tracked}
+                if inner:
+                    walk(sub, inner)
+            for v in eqn.invars:
+                k = tracked.get(id(v)) if _is_var(v) else None
+                if k is not None and first[k] == float("inf"):
+                    first[k] = here
+
+    walk(closed.jaxpr, {id(v): k for k, v in enumerate(closed.jaxpr.invars[:n_params])})
+    return first
 
 
 class UsageTrace(NamedTuple):
