@@ -213,6 +213,9 @@ def _normalize_labels(labels: Any, n: int) -> Any:
 
     if callable(labels):
         return lambda params: fix(labels(params))
+    if not jax.tree.leaves(labels):
+        raise ValueError(f"`labels` {labels!r} holds no label; give one per Flax params leaf (a pytree of the "
+                         f"params' structure with 'group0'..'group{n - 1}' or ints), or pass the Flax model instead")
     return fix(labels)
 
 

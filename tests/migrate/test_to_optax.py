@@ -228,6 +228,13 @@ def test_label_spelled_unlike_a_group_key_is_rejected_clearly(label):
         to_optax(opt, labels={**GROUP_OF, "a": label})
 
 
+@pytest.mark.parametrize("labels", [[], {}, {"a": {}}], ids=["list", "dict", "nested"])
+def test_labels_without_a_label_are_refused_at_once(labels):
+    opt, _, _ = _setup("adamw")  # used to be accepted, then fail inside optax at tx.init
+    with pytest.raises(ValueError, match=r"`labels` .* holds no label; give one per Flax params leaf"):
+        to_optax(opt, labels=labels)
+
+
 def test_scheduler_of_another_optimizer():
     opt, _, _ = _setup("adamw")
     other, _, _ = _setup("adamw")
