@@ -259,8 +259,9 @@ def _lr_scale(lr: float | tuple[float, ...], info: Any) -> float:
 def call_order(model: nn.Module, example_inputs: Any) -> list[tuple[str, ...]]:
     """Module paths (canonical, ``()`` for the root) in the order their ``forward`` first runs on ``example_inputs``.
 
-    One forward pass under ``torch.no_grad()`` in ``eval()`` mode with forward pre-hooks, removed (and the
-    modes and RNG restored) afterwards. Used to order blocks for depths; the usage trace may supply it instead.
+    One forward pass with forward pre-hooks, driven like every traced pass (``_snapshot.untouched``: eval
+    modes by assignment, parameters, buffers, modes and RNG states restored, hooks removed even on error).
+    Used to order blocks for depths; the usage trace may supply it instead.
 
     Examples:
       >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
@@ -268,12 +269,12 @@ def call_order(model: nn.Module, example_inputs: Any) -> list[tuple[str, ...]]:
       [(), ('0',), ('1',), ('2',)]
     """
     from wdmask_torch._describe import canonical_path, unwrap
+    from wdmask_torch._feeds_norm import _split
+    from wdmask_torch._snapshot import untouched
 
     inner = unwrap(model)
     order: list[tuple[str, ...]] = []
     seen: set[int] = set()
-    handles = []
-    modes = [(m, m.training) for m in inner.modules()]
 
     def hook_for(name: str) -> Any:
         def hook(module: nn.Module, args: Any) -> None:
@@ -282,19 +283,15 @@ def call_order(model: nn.Module, example_inputs: Any) -> list[tuple[str, ...]]:
                 order.append(canonical_path(name) if name else ())
         return hook
 
-    try:
-        for name, module in inner.named_modules():
-            handles.append(module.register_forward_pre_hook(hook_for(name)))
-        for m, _ in modes:
-            m.training = False
-        args, kwargs = ((example_inputs,), {}) if not isinstance(example_inputs, (tuple, dict)) else (
-            (example_inputs, {}) if isinstance(example_inputs, tuple) else ((), example_inputs))
-        with torch.no_grad(), torch.random.fork_rng():
+    handles = []
+    args, kwargs = _split(example_inputs)
+    with untouched(inner):  # eval modes by assignment; tensors, modes and RNG states restored, one pass at a time
+        try:
+            for name, module in inner.named_modules():
+                handles.append(module.register_forward_pre_hook(hook_for(name)))
             inner(*args, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in modes:
-            m.training = training
+        finally:
+            for h in handles:
+                h.remove()
     return order
 

@@ -386,3 +386,25 @@ def test_describing_random_module_trees_changes_nothing(tree: Any, modes: list[b
         else:
             wdmask_torch.describe(model, x, include_frozen=True)
     assert observe(model) == before
+
+
+def test_groups_with_layer_decay_and_example_inputs_leave_buffers_as_they_were():
+    """The depth order of `presets.layer_decay` comes from a traced pass too: it must leave the model as it was."""
+    from wdmask import presets
+
+    class Counted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Linear(2, 2) for _ in range(2)])
+            self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+        def forward(self, x):
+            self.calls += 1
+            for b in self.blocks:
+                x = b(x)
+            return x
+
+    model = Counted()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    wdmask_torch.groups(model, presets.standard + presets.layer_decay(0.5), lr=0.1, example_inputs=torch.ones(2, 2))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
