@@ -372,7 +372,8 @@ def classify(uses: Iterable[Use], known: str = "other") -> tuple[str, str] | Non
     return None
 
 
-def with_usage(info: ParamInfo, uses: tuple[Use, ...] | None) -> ParamInfo:
+def with_usage(info: ParamInfo, uses: tuple[Use, ...] | None,
+               contract_axes: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> ParamInfo:
     """``info`` with the graph's evidence: the class's layer kind is kept when known, the graph decides the
     role (``classify(uses, known=info.layer)``, ``source="graph"``); no evidence leaves ``info`` as it is
     (only ``usage`` is recorded).
@@ -385,6 +386,8 @@ def with_usage(info: ParamInfo, uses: tuple[Use, ...] | None) -> ParamInfo:
     """
     if uses is None:
         return info
+    if contract_axes is not None:
+        info = dataclasses.replace(info, contract_axes=contract_axes)
     names = usage_names(uses)
     found = classify(uses, known=info.layer)
     if found is None:

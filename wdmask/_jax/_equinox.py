@@ -256,11 +256,12 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
         role = _EQX_ROLES.get(base, {}).get(name) or role_from_name(kind, name, owner_path[-1] if owner_path else "")
         classes[path] = (module, kind, role, base)
     feeds: Mapping[Path, bool] | None = None
+    contract: Mapping[Path, Any] = {}
     if uses is None and (sample is not None or sample_kwargs):
         slots = {path: role for path, (_, kind, role, base) in classes.items()
                  if base and kind in ("conv", "linear") and role in ("kernel", "bias")}
         traced = _trace(model, sample, sample_kwargs, slots)
-        uses, feeds = traced.usage, traced.feeds_norm
+        uses, feeds, contract = traced.usage, traced.feeds_norm, traced.contract_axes
     out = []
     for path, (module, kind, role, base) in classes.items():
         shape, dtype = shapes[path]
@@ -270,7 +271,7 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
         info = ParamInfo(path, shape, dtype, kind, role, stacked, None if feeds is None else feeds.get(path, False),
                          module_type(type(module)), source)
         if uses is not None:
-            info = with_usage(info, uses.get(path, ()))
+            info = with_usage(info, uses.get(path, ()), contract.get(path))
         out.append(info)
     if uses is None:  # no graph: a second embedding table may hold positions
         from wdmask._jax._plain import guess_extra_tables

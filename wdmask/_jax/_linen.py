@@ -52,6 +52,7 @@ class LinenTrace(NamedTuple):
     bridges: dict[Path, Any] | None = None  # module path -> nnx.bridge.ToLinen instance seen in the init trace
     tagged_bridges: set[Path] | None = None  # bridges whose NNX module ran in the apply trace (feeds_norm)
     bridge_tables: dict[Path, Any] | None = None  # bridge path -> its NNX modules by relative path (None: unbuilt)
+    contract_axes: dict[Path, Any] | None = None  # kernel leaf path -> traced (reduction, output) axes
 
 
 def _is_lifted(cls: type) -> bool:
@@ -151,7 +152,8 @@ def _trace_linen(model: Any, s: Sample, env: AxisEnv, feeds_norm: bool) -> Linen
         traced = trace_sample(forward, params, (abstract(others),), s, _slots(params, owners),
                               axis_env=list(env), norm_codes=codes)
     tagged &= {path for path, table in tables.items() if table is not None}
-    return LinenTrace(owners, slices, variables, traced.feeds_norm, traced.usage, bridges, tagged, tables)
+    return LinenTrace(owners, slices, variables, traced.feeds_norm, traced.usage, bridges, tagged, tables,
+                      traced.contract_axes)
 
 
 
@@ -220,7 +222,8 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
             feeds = trace.feeds_norm.get(leaf.path, False)
         info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
                          module_type_name(cls), "type", declared, stacked_axes=axes)
-        out.append(with_usage(info, trace.usage.get(leaf.path) if trace.usage is not None else None))
+        out.append(with_usage(info, trace.usage.get(leaf.path) if trace.usage is not None else None,
+                              (trace.contract_axes or {}).get(leaf.path)))
     return refine_bridged(out, model, trace), list(trace.owners)
 
 

@@ -58,6 +58,7 @@ class NnxTrace(NamedTuple):
     usage: dict[Path, tuple[Use, ...]]  # param leaf path -> uses
     linen: dict[Path, type] | None = None  # linen module path (under a ToNNX) -> class, from the interceptor
     linen_slices: dict[Path, tuple[int, ...]] | None = None  # leaf path -> per-slice shape inside linen
+    contract_axes: dict[Path, Any] | None = None  # kernel leaf path -> traced (reduction, output) axes
 
 
 def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | None = None) -> NnxTrace:
@@ -102,7 +103,7 @@ def trace_nnx(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | Non
     for path, k in zip(paths, first, strict=True):
         owners[path[:-1]] = min(owners.get(path[:-1], k), k)
     order = sorted((p for p, k in owners.items() if k != float("inf")), key=owners.__getitem__)
-    return NnxTrace(order, traced.feeds_norm, traced.usage, linen, linen_slices)
+    return NnxTrace(order, traced.feeds_norm, traced.usage, linen, linen_slices, traced.contract_axes)
 
 
 def _calling_bridge(bridge_paths: dict[int, Path]) -> Path | None:
@@ -210,7 +211,8 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
             feeds = trace.feeds_norm.get(leaf.path, False)
         info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
                          module_type_name(type(module)), "type", declared, stacked_axes=axes)
-        out.append(with_usage(info, trace.usage.get(leaf.path) if trace is not None else None))
+        out.append(with_usage(info, trace.usage.get(leaf.path) if trace is not None else None,
+                              (trace.contract_axes or {}).get(leaf.path) if trace is not None else None))
     if not all(trusted):  # a leaf without evidence: stacked like its layer's other leaves (nnx.vmap stacks alike)
         agreed = agree_with_siblings([i.path for i in out], [i.shape for i in out], [i.stacked_axes for i in out],
                                      trusted)
@@ -311,4 +313,5 @@ def _bridged(leaf: Leaf, bridge_path: Path, static: dict[Path, type], trace: Nnx
         feeds = trace.feeds_norm.get(leaf.path, False)
     info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds, module_type_name(cls),
                      "type", "", stacked_axes=axes)
-    return with_usage(info, trace.usage.get(leaf.path) if trace is not None else None)
+    return with_usage(info, trace.usage.get(leaf.path) if trace is not None else None,
+                      (trace.contract_axes or {}).get(leaf.path) if trace is not None else None)

@@ -651,7 +651,7 @@ def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, .
     merged: dict[Path, bool] = {}
     for path, f in zip(paths, feeds, strict=True):
         merged[path] = merged.get(path, True) and f
-    return UsageTrace(closed, merge_uses(paths, uses), merged)
+    return UsageTrace(closed, merge_uses(paths, uses), merged, {})
 
 
 def first_uses(closed: Any, n_params: int) -> list[float]:
@@ -685,6 +685,9 @@ class UsageTrace(NamedTuple):
     closed: Any
     usage: dict[Path, tuple[Use, ...]]
     feeds_norm: dict[Path, bool]
+    #: kernel leaf path -> (reduction axes, output axes) in the leaf's full shape, as the traced contraction
+    #: with the activations reads them (stacked axes are neither); absent when unknown or inconsistent
+    contract_axes: dict[Path, tuple[tuple[int, ...], tuple[int, ...]]]
 
 
 def abstract(tree: PyTree) -> PyTree:
