@@ -81,11 +81,11 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
-from wdmask._types import ParamInfo
+from wdmask._types import ParamInfo, Path
 
 __all__ = [
     "FAMILIES", "FOLLOW", "USAGES", "Facts", "Use", "classify", "feeds_step", "feeds_verdict", "follow_nonlinear",
-    "is_position_ids", "note_positions", "read_positions", "resolve", "usage_names", "with_usage",
+    "from_graph", "is_position_ids", "param_info", "note_positions", "read_positions", "resolve", "usage_names",
 ]
 
 #: The neutral usage vocabulary, in priority order (the first present decides).
@@ -372,25 +372,43 @@ def classify(uses: Iterable[Use], known: str = "other") -> tuple[str, str] | Non
     return None
 
 
-def with_usage(info: ParamInfo, uses: tuple[Use, ...] | None,
-               contract_axes: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> ParamInfo:
-    """``info`` with the graph's evidence: the class's layer kind is kept when known, the graph decides the
-    role (``classify(uses, known=info.layer)``, ``source="graph"``); no evidence leaves ``info`` as it is
-    (only ``usage`` is recorded).
+def from_graph(layer: str, role: str, source: str, uses: Iterable[Use] | None) -> tuple[str, str, str, tuple[str, ...]]:
+    """``(layer, role, source, usage)`` of a leaf: what its class or names say (``layer``, ``role``, ``source``),
+    decided by the traced forward pass's ``uses`` when it gives evidence -- the class's layer kind is kept when
+    known, the graph decides the role (``classify(uses, known=layer)``, ``source="graph"``). ``uses=None`` (no
+    trace) and uses without evidence leave the three as they are; ``usage`` lists what the trace saw.
+
+    Both adapters' describe call this once per leaf, with every other fact known (one pass, no patch-up).
 
     Examples:
-      >>> info = ParamInfo(("blk", "lambda1"), (8,), source="type")
-      >>> new = with_usage(info, (Use("mul"),))
-      >>> new.role, new.source, new.usage
-      ('gain', 'graph', ('mul',))
+      >>> from_graph("other", "other", "type", (Use("mul"),))
+      ('other', 'gain', 'graph', ('mul',))
+      >>> from_graph("norm.layer", "scale", "type", None)
+      ('norm.layer', 'scale', 'type', ())
     """
     if uses is None:
-        return info
-    if contract_axes is not None:
-        info = dataclasses.replace(info, contract_axes=contract_axes)
-    names = usage_names(uses)
-    found = classify(uses, known=info.layer)
+        return layer, role, source, ()
+    uses = tuple(uses)
+    found = classify(uses, known=layer)
     if found is None:
-        return dataclasses.replace(info, usage=names)
-    layer, role = found
-    return dataclasses.replace(info, layer=layer, role=role, source="graph", usage=names)
+        return layer, role, source, usage_names(uses)
+    return found[0], found[1], "graph", usage_names(uses)
+
+
+def param_info(path: Path, shape: tuple[int, ...], dtype: str = "float32", *, layer: str = "other",
+               role: str = "other", source: str = "shape", stacked_axes: Sequence[int] = (),
+               feeds_norm: bool | None = None, module_type: str = "", declared: str = "",
+               aliases: tuple[str, ...] = (), uses: Iterable[Use] | None = None,
+               contract_axes: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> ParamInfo:
+    """The one constructor of a described leaf: every fact known first (what the class or names say, the stacked
+    axes, feeds_norm, the declaration, the trace's ``uses`` and ``contract_axes``), the graph's evidence applied
+    by ``from_graph``; no stage patches it afterwards.
+
+    Examples:
+      >>> info = param_info(("blk", "lambda1"), (8,), source="type", uses=(Use("mul"),))
+      >>> info.role, info.source, info.usage
+      ('gain', 'graph', ('mul',))
+    """
+    layer, role, source, usage = from_graph(layer, role, source, uses)
+    return ParamInfo(path, shape, dtype, layer, role, len(stacked_axes), feeds_norm, module_type, source, declared,
+                     aliases, tuple(stacked_axes), usage, contract_axes=contract_axes)

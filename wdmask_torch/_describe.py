@@ -27,7 +27,7 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 from wdmask._errors import check_bool
 from wdmask._kinds import kind_from_name, role_from_name
 from wdmask._types import LAYER_KINDS, SOURCES, ParamInfo
-from wdmask._usage import classify, note_positions, usage_names
+from wdmask._usage import Use, note_positions, param_info
 
 if TYPE_CHECKING:
     from wdmask_torch._usage import Trace
@@ -418,20 +418,14 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
                           for (m, leaf), n in zip(mine, all_names, strict=True)]
             layer, role, module_type, source = _best(candidates)
             aliases = tuple(dict.fromkeys(n for n in all_names if n != dotted))
-        usage: tuple[str, ...] = ()
+        uses = None
         if graph is not None:
-            uses = graph.uses.get(key, ())
-            if uses:
-                usage = usage_names(uses)
-                found = classify(uses, known=layer)
-                if found is not None:
-                    (layer, role), source = found, "graph"
-            elif key not in graph.touched:
-                usage = ("unused",)
+            uses = graph.uses.get(key, ()) or ((Use("unused"),) if key not in graph.touched else ())
         feeds_norm = None if graph is None else graph.feeds.get(key, False)
         declared = "no_decay" if declared_by.any_of((dotted, *all_names), p) else ""
-        info = ParamInfo(tuple(dotted.split(".")), tuple(p.shape), memo.dtype_name(p.dtype), layer, role, 0,
-                         feeds_norm, module_type, source, declared, aliases, (), usage)
+        info = param_info(tuple(dotted.split(".")), tuple(p.shape), memo.dtype_name(p.dtype), layer=layer, role=role,
+                          source=source, feeds_norm=feeds_norm, module_type=module_type, declared=declared,
+                          aliases=aliases, uses=uses)
         yield name, p, info
 
 

@@ -35,7 +35,7 @@ from wdmask._jax._equinox import describe_equinox, is_equinox
 from wdmask._jax._linen import describe_linen_traced
 from wdmask._jax._nnx import describe_nnx_traced
 from wdmask._jax._plain import describe_tree
-from wdmask._jax._stacks import refine_from_metadata
+from wdmask._jax._stacks import stacked_by_metadata
 from wdmask._jax._tree import Leaf, PyTree, flatten, in_call_order
 from wdmask._optional import JAX, require
 from wdmask._types import ParamInfo
@@ -148,7 +148,7 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
         raise TypeError("describe(): `sample`/`sample_kwargs` only go with a linen or NNX module; a params pytree "
                         "is described by its names (pass the module to get exact classes, usage and feeds_norm)")
     leaves, _ = flatten(params_or_model)
-    return list(refine_from_metadata(describe_tree(leaves), params_or_model, leaves))
+    return list(describe_tree(leaves, stacked_by_metadata(params_or_model, leaves)))
 
 
 def describe_flattened(tree: PyTree, leaves: Sequence[Leaf]) -> Sequence[ParamInfo]:
@@ -156,7 +156,7 @@ def describe_flattened(tree: PyTree, leaves: Sequence[Leaf]) -> Sequence[ParamIn
     ``Inventory`` of kinds the name-only describe gives (``decide`` decides once per kind)."""
     if isinstance(tree, type) or is_equinox(tree) or _is_linen(tree) or _is_nnx(tree):
         return describe(tree)
-    return refine_from_metadata(describe_tree(leaves), tree, leaves)
+    return describe_tree(leaves, stacked_by_metadata(tree, leaves))
 
 
 def inventory_for(params: PyTree, leaves: Sequence[Leaf], *, model: Any, sample: Any, fn: str,

@@ -30,10 +30,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from wdmask._errors import MaskError
+from wdmask._jax._plain import extra_tables
 from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, key_str, owner_of
 from wdmask._kinds import kind_from_name, role_from_name
 from wdmask._types import ParamInfo, Path
-from wdmask._usage import with_usage
+from wdmask._usage import param_info
 
 __all__ = ["describe_equinox", "flatten_params", "is_equinox", "trainable"]
 
@@ -262,22 +263,20 @@ def describe_equinox(model: Any, params: PyTree | None = None, uses: Mapping[Pat
                  if base and kind in ("conv", "linear") and role in ("kernel", "bias")}
         traced = _trace(model, sample, sample_kwargs, slots)
         uses, feeds, contract = traced.usage, traced.feeds_norm, traced.contract_axes
-    out = []
+    facts = []
     for path, (module, kind, role, base) in classes.items():
         shape, dtype = shapes[path]
         ndim = _layer_ndim(base, kind, role, module)
         stacked = len(shape) - ndim if ndim is not None and len(shape) > ndim else 0
-        source = "type" if base else "name" if kind != "other" else "shape"
-        info = ParamInfo(path, shape, dtype, kind, role, stacked, None if feeds is None else feeds.get(path, False),
-                         module_type(type(module)), source)
-        if uses is not None:
-            info = with_usage(info, uses.get(path, ()), contract.get(path))
-        out.append(info)
+        facts.append({"path": path, "shape": shape, "dtype": dtype, "layer": kind, "role": role,
+                      "stacked_axes": tuple(range(stacked)), "module_type": module_type(type(module)),
+                      "source": "type" if base else "name" if kind != "other" else "shape",
+                      "feeds_norm": None if feeds is None else feeds.get(path, False)})
     if uses is None:  # no graph: a second embedding table may hold positions
-        from wdmask._jax._plain import guess_extra_tables
-
-        return guess_extra_tables(out)
-    return out
+        for k in extra_tables(facts):
+            facts[k]["role"] = "other"
+    return [param_info(**f, uses=None if uses is None else uses.get(f["path"], ()),
+                       contract_axes=contract.get(f["path"])) for f in facts]
 
 
 def flatten_params(params: PyTree) -> tuple[PyTree, tuple[list[Leaf], Any]]:

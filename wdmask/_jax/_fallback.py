@@ -85,7 +85,7 @@ def describe_untraced(model: Any, sample: Any, params: PyTree | None, error: Bas
 
     from wdmask._jax._plain import describe_tree
     from wdmask._jax._sample import Sample, bind_axes, trace_shapes
-    from wdmask._jax._stacks import refine_from_metadata
+    from wdmask._jax._stacks import stacked_by_metadata
     from wdmask._jax._tree import flatten
 
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
@@ -104,7 +104,7 @@ def describe_untraced(model: Any, sample: Any, params: PyTree | None, error: Bas
         "metadata only (explicit names such as `bn1` stay unclassified)",
         UnclassifiedWarning)
     leaves = flatten(tree)[0]
-    return list(refine_from_metadata(describe_tree(leaves), tree, leaves))
+    return list(describe_tree(leaves, stacked_by_metadata(tree, leaves)))
 
 
 def _nnx_owners(bridge: Any) -> dict[Path, Any] | None:
@@ -167,51 +167,39 @@ def _bridges(model: Any) -> dict[Path, Any]:
     return found
 
 
-def refine_bridged(inventory: list[ParamInfo], model: Any, trace: Any) -> list[ParamInfo]:
-    """Kinds of leaves under ``nnx.bridge.ToLinen`` from the wrapped NNX module's own classes.
-
-    The bridges are the instances the linen trace saw (``trace.bridges``: also those created inside
-    ``@nn.compact``) and those reachable as dataclass fields; the graph's usage (``trace.usage``) then
-    decides the role with the class's kind, as for any other leaf. A wrapped class that cannot be built
-    abstractly leaves its leaves as the trace described them and says so (``UnclassifiedWarning``).
-    """
+def linen_bridges(model: Any, trace: Any) -> dict[Path, tuple[Any, dict[Path, Any] | None]]:
+    """Every ``nnx.bridge.ToLinen`` of a linen model by path -> ``(bridge, the NNX modules it wraps by relative
+    path)`` (``None``: the wrapped class cannot be built abstractly). The bridges are the instances the linen trace saw
+    (``trace.bridges``: also those created inside ``@nn.compact``) and those reachable as dataclass fields."""
     bridges = dict(getattr(trace, "bridges", None) or {})
     for path, b in _bridges(model).items():
         bridges.setdefault(path, b)
-    if not bridges:
-        return inventory
-    from wdmask._jax._classes import NNX_KINDS, kind_from_class, module_type_name
-    from wdmask._jax._tree import owner_of
-    from wdmask._kinds import role_from_name
-    from wdmask._usage import with_usage
-
     known = getattr(trace, "bridge_tables", None) or {}
-    inner = {path: known[path] if path in known else _nnx_owners(b) for path, b in bridges.items()}
-    usage = getattr(trace, "usage", None)
-    failed: dict[Path, str] = {}
-    out = []
-    for info in inventory:
-        root = next((p for p in sorted(inner, key=len, reverse=True) if info.path[:len(p)] == p), None)
-        table = inner.get(root) if root is not None else None
-        if table is None:
-            if root is not None:
-                failed.setdefault(root, getattr(bridges[root], "nnx_class", type(bridges[root])).__name__)
-            out.append(info)
-            continue
-        rel = info.path[len(root):]
-        owner_path, module = owner_of(rel, table)
-        if module is None:  # pragma: no cover - the wrapped module itself owns the rest
-            out.append(info)
-            continue
-        kind = kind_from_class(type(module), NNX_KINDS, "flax.nnx")
-        role = role_from_name(kind, rel[-1], owner_path[-1] if owner_path else "")
-        feeds = info.feeds_norm if root in (trace.tagged_bridges or ()) else None  # its norms seen in the trace
-        new = dataclasses.replace(info, layer=kind, role=role, module_type=module_type_name(type(module)),
-                                  source="type", feeds_norm=feeds)
-        out.append(with_usage(new, usage.get(info.path)) if usage is not None else new)
-    if failed:
-        where = ", ".join(f"`{'.'.join(p) or '<root>'}` ({name})" for p, name in failed.items())
-        warn(f"describe(): could not build the NNX module wrapped by nnx.bridge.ToLinen at {where} "
-                      "abstractly; its leaves keep the kinds the linen trace and their names give (the NNX classes "
-                      "are unknown)", UnclassifiedWarning)
-    return out
+    return {path: (b, known[path] if path in known else _nnx_owners(b)) for path, b in bridges.items()}
+
+
+def bridged_owner(path: Path, tables: Mapping[Path, tuple[Any, dict[Path, Any] | None]]
+                  ) -> tuple[Path, Path, Any] | None:
+    """``(bridge path, owner path relative to it, NNX module)`` of a leaf under a ``ToLinen`` bridge whose wrapped
+    module could be built (``linen_bridges``); ``None`` for any other leaf."""
+    from wdmask._jax._tree import owner_of
+
+    root = next((p for p in sorted(tables, key=len, reverse=True) if path[:len(p)] == p), None)
+    table = tables[root][1] if root is not None else None
+    if root is None or table is None:
+        return None
+    owner_path, module = owner_of(path[len(root):], table)
+    return None if module is None else (root, owner_path, module)
+
+
+def warn_unbuilt_bridges(tables: Mapping[Path, tuple[Any, dict[Path, Any] | None]], paths: list[Path]) -> None:
+    """``UnclassifiedWarning`` naming the ``ToLinen`` bridges holding some of ``paths`` whose NNX module could not be
+    built abstractly (their leaves keep the kinds the linen trace and their names give)."""
+    failed = {root: getattr(b, "nnx_class", type(b)).__name__ for root, (b, table) in tables.items()
+              if table is None and any(p[:len(root)] == root for p in paths)}
+    if not failed:
+        return
+    where = ", ".join(f"`{'.'.join(p) or '<root>'}` ({name})" for p, name in failed.items())
+    warn(f"describe(): could not build the NNX module wrapped by nnx.bridge.ToLinen at {where} "
+         "abstractly; its leaves keep the kinds the linen trace and their names give (the NNX classes "
+         "are unknown)", UnclassifiedWarning)

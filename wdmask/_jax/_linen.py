@@ -14,14 +14,16 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from wdmask._errors import MaskError
-from wdmask._jax._classes import LINEN_KINDS, kind_from_class, module_type_name
+from wdmask._jax._classes import LINEN_KINDS, NNX_KINDS, kind_from_class, module_type_name
 from wdmask._jax._fallback import (
     bridge_tables,
     bridged_norm_codes,
+    bridged_owner,
     describe_untraced,
+    linen_bridges,
     own_init,
-    refine_bridged,
     traced_or_error,
+    warn_unbuilt_bridges,
 )
 from wdmask._jax._plain import describe_tree
 from wdmask._jax._sample import AxisEnv, Sample, bind_axes, trace_shapes
@@ -29,7 +31,7 @@ from wdmask._jax._stacks import box_metadata, slice_axes
 from wdmask._jax._tree import PyTree, _unbox, first_difference, flatten, owner_of, shape_difference
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
-from wdmask._usage import Use, with_usage
+from wdmask._usage import Use, param_info
 
 NEEDS_SAMPLE_MSG = (
     "describing a linen module needs `sample`: example inputs for `model.init` (an array, or a tuple of "
@@ -204,6 +206,8 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
     # Declarations live in the boxes of the model's own init: also known when `params` were unboxed.
     declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
     meta = {**box_metadata(trace.variables), **box_metadata(params)}  # partition names: which axis is stacked
+    tables = linen_bridges(model, trace)
+    usage, contract = trace.usage, trace.contract_axes or {}
     out = []
     for leaf in leaves:
         if not leaf.trainable:
@@ -215,16 +219,21 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
             continue
         kind = kind_from_class(cls, LINEN_KINDS, "flax.linen")
         role = role_from_name(kind, name, owner_path[-1] if owner_path else "")
-        declared = "no_decay" if leaf.declared or leaf.path in declared_paths else ""
-        axes = slice_axes(leaf.shape, trace.slice_shapes.get(leaf.path), meta.get(leaf.path))
-        feeds = None
-        if trace.feeds_norm is not None:
-            feeds = trace.feeds_norm.get(leaf.path, False)
-        info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
-                         module_type_name(cls), "type", declared, stacked_axes=axes)
-        out.append(with_usage(info, trace.usage.get(leaf.path) if trace.usage is not None else None,
-                              (trace.contract_axes or {}).get(leaf.path)))
-    return refine_bridged(out, model, trace), list(trace.owners)
+        feeds = None if trace.feeds_norm is None else trace.feeds_norm.get(leaf.path, False)
+        bridged = bridged_owner(leaf.path, tables)
+        if bridged is not None:  # under an nnx.bridge.ToLinen: the wrapped NNX module's own class
+            root, rel_owner, module = bridged
+            cls, kind = type(module), kind_from_class(type(module), NNX_KINDS, "flax.nnx")
+            role = role_from_name(kind, name, rel_owner[-1] if rel_owner else "")
+            feeds = feeds if root in (trace.tagged_bridges or ()) else None  # its norms seen in the trace
+        out.append(param_info(
+            leaf.path, leaf.shape, leaf.dtype, layer=kind, role=role, source="type",
+            stacked_axes=slice_axes(leaf.shape, trace.slice_shapes.get(leaf.path), meta.get(leaf.path)),
+            feeds_norm=feeds, module_type=module_type_name(cls),
+            declared="no_decay" if leaf.declared or leaf.path in declared_paths else "",
+            uses=None if usage is None else usage.get(leaf.path), contract_axes=contract.get(leaf.path)))
+    warn_unbuilt_bridges(tables, [info.path for info in out])
+    return out, list(trace.owners)
 
 
 def linen_call_order(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | None = None) -> list[Path]:

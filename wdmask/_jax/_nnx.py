@@ -17,7 +17,6 @@ made inside ``@nn.compact`` then get kinds from their auto-names, and explicit n
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -30,6 +29,7 @@ from wdmask._jax._classes import (
     kind_from_class,
     module_type_name,
 )
+from wdmask._jax._plain import extra_tables
 from wdmask._jax._sample import Sample, bind_axes, trace_shapes
 from wdmask._jax._stacks import (
     agree_with_siblings,
@@ -41,12 +41,11 @@ from wdmask._jax._stacks import (
     nnx_axes_evidence,
     nnx_layer_shape,
     slice_axes,
-    with_axes,
 )
 from wdmask._jax._tree import Leaf, PyTree, first_difference, flatten, owner_of, shape_difference
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
-from wdmask._usage import Use, with_usage
+from wdmask._usage import Use, param_info
 from wdmask._warn import warn
 
 
@@ -184,10 +183,10 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
                             "nnx.state(model, nnx.Param) of this model")
     declared_paths = {leaf.path for leaf in model_leaves if leaf.declared}
     meta = box_metadata(nnx.state(model, nnx.Param))  # sharding names / param_scan_axis: which axis is stacked
-    out = []
+    facts: list[dict[str, Any]] = []  # per trainable leaf: what is known before it is built
     static: dict[Path, dict[Path, type]] = {}  # ToNNX path -> its linen classes readable without a call
     unknown: list[str] = []  # bridged leaves whose linen class is not known (described from names)
-    trusted: list[bool] = []  # per entry of `out`: its stacked axes rest on evidence, not on a rank guess
+    trusted: list[bool] = []  # per leaf: its stacked axes rest on evidence, not on a rank guess
     owned = [(leaf, *owner_of(leaf.path, owners)) for leaf in leaves if leaf.trainable]
     learned = _learned_stack_names(owned, meta)
     for leaf, owner_path, module in owned:
@@ -195,32 +194,30 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
         if isinstance(module, nnx.bridge.ToNNX):
             if owner_path not in static:
                 static[owner_path] = _linen_classes(module)
-            info = _bridged(leaf, owner_path, static[owner_path], trace, meta.get(leaf.path), unknown)
-            out.append(dataclasses.replace(info, declared="no_decay" if leaf.declared or leaf.path in declared_paths
-                                           else info.declared))
+            fact = _bridged(leaf, owner_path, static[owner_path], trace, meta.get(leaf.path), unknown)
             trusted.append(True)
-            continue
-        kind = kind_from_class(type(module), NNX_KINDS, "flax.nnx")
-        role = role_from_name(kind, name, owner_path[-1] if owner_path else "")
-        ranked = _stacked_from_ndim(leaf.shape, expected_ndim(kind, role, module))
-        axes, evidence = nnx_axes_evidence(leaf.shape, module, kind, role, ranked, meta.get(leaf.path), learned)
-        trusted.append(bool(evidence))
-        declared = "no_decay" if leaf.declared or leaf.path in declared_paths else ""
-        feeds = None
-        if trace is not None:
-            feeds = trace.feeds_norm.get(leaf.path, False)
-        info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds,
-                         module_type_name(type(module)), "type", declared, stacked_axes=axes)
-        out.append(with_usage(info, trace.usage.get(leaf.path) if trace is not None else None,
-                              (trace.contract_axes or {}).get(leaf.path) if trace is not None else None))
+        else:
+            kind = kind_from_class(type(module), NNX_KINDS, "flax.nnx")
+            role = role_from_name(kind, name, owner_path[-1] if owner_path else "")
+            ranked = _stacked_from_ndim(leaf.shape, expected_ndim(kind, role, module))
+            axes, evidence = nnx_axes_evidence(leaf.shape, module, kind, role, ranked, meta.get(leaf.path), learned)
+            trusted.append(bool(evidence))
+            fact = {"layer": kind, "role": role, "stacked_axes": axes, "module_type": module_type_name(type(module)),
+                    "source": "type", "feeds_norm": None if trace is None else trace.feeds_norm.get(leaf.path, False)}
+        declared = leaf.declared or leaf.path in declared_paths
+        facts.append({"path": leaf.path, "shape": leaf.shape, "dtype": leaf.dtype,
+                      "declared": "no_decay" if declared else "", **fact})
     if not all(trusted):  # a leaf without evidence: stacked like its layer's other leaves (nnx.vmap stacks alike)
-        agreed = agree_with_siblings([i.path for i in out], [i.shape for i in out], [i.stacked_axes for i in out],
-                                     trusted)
-        out = [with_axes(info, axes) for info, axes in zip(out, agreed, strict=True)]
+        agreed = agree_with_siblings([f["path"] for f in facts], [f["shape"] for f in facts],
+                                     [f["stacked_axes"] for f in facts], trusted)
+        for f, axes in zip(facts, agreed, strict=True):
+            f["stacked_axes"] = axes
     if trace is None:  # no graph: a second embedding table may hold positions
-        from wdmask._jax._plain import guess_extra_tables
-
-        out = guess_extra_tables(out)
+        for k in extra_tables(facts):
+            facts[k]["role"] = "other"
+    out = [param_info(**f, uses=None if trace is None else trace.usage.get(f["path"]),
+                      contract_axes=None if trace is None else (trace.contract_axes or {}).get(f["path"]))
+           for f in facts]
     if unknown:
         warn(
             f"describe(): {len(unknown)} parameter(s) of linen modules wrapped by nnx.bridge.ToNNX have no known "
@@ -280,9 +277,10 @@ def _linen_classes(bridge: Any) -> dict[Path, type]:
 
 
 def _bridged(leaf: Leaf, bridge_path: Path, static: dict[Path, type], trace: NnxTrace | None,
-             meta: Any, unknown: list[str]) -> ParamInfo:
-    """A leaf of a linen module wrapped by ``nnx.bridge.ToNNX``: its linen class from the trace's interceptor
-    (with a sample) or from what the module states without a call, else from its names (listed in ``unknown``)."""
+             meta: Any, unknown: list[str]) -> dict[str, Any]:
+    """What is known of a leaf of a linen module wrapped by ``nnx.bridge.ToNNX`` (``param_info`` arguments): its
+    linen class from the trace's interceptor (with a sample) or from what the module states without a call, else
+    its names (listed in ``unknown``)."""
     from wdmask._jax._plain import describe_tree
 
     rel = leaf.path[len(bridge_path):]
@@ -298,20 +296,15 @@ def _bridged(leaf: Leaf, bridge_path: Path, static: dict[Path, type], trace: Nnx
     if cls is None and rel[:-1] in static:  # the immediate owner only: an ancestor's class is not the leaf's
         cls, owner_name = static[rel[:-1]], (rel[-2] if len(rel) >= 2 else "")
     if cls is None:  # names: an auto-name (`Dense_0`) gives the kind; an explicit one (`head`) is reported
-        info = describe_tree([leaf])[0]
+        info = describe_tree([leaf], {leaf.path: a} if (a := metadata_axes(leaf.shape, meta)) is not None else None)[0]
         if info.layer == "other":
             unknown.append(".".join(leaf.path))
-        return with_usage(with_axes(info, metadata_axes(info.shape, meta)),
-                          trace.usage.get(leaf.path) if trace is not None else None)
+        return {"layer": info.layer, "role": info.role, "stacked_axes": info.stacked_axes, "source": info.source,
+                "module_type": "", "feeds_norm": None}
     kind = kind_from_class(cls, LINEN_KINDS, "flax.linen")
     role = role_from_name(kind, name, owner_name)
     if axes is None:
         axes = nnx_axes(leaf.shape, None, kind, role, _stacked_from_ndim(leaf.shape, expected_ndim(
             kind, role, None, owner_name)), meta)
-    feeds = None
-    if trace is not None:
-        feeds = trace.feeds_norm.get(leaf.path, False)
-    info = ParamInfo(leaf.path, leaf.shape, leaf.dtype, kind, role, len(axes), feeds, module_type_name(cls),
-                     "type", "", stacked_axes=axes)
-    return with_usage(info, trace.usage.get(leaf.path) if trace is not None else None,
-                      (trace.contract_axes or {}).get(leaf.path) if trace is not None else None)
+    return {"layer": kind, "role": role, "stacked_axes": axes, "source": "type", "module_type": module_type_name(cls),
+            "feeds_norm": None if trace is None else trace.feeds_norm.get(leaf.path, False)}

@@ -16,9 +16,8 @@ table is as likely a position or segment table.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wdmask._jax._classes import _ATTENTION_CHILDREN, _stacked_from_ndim, expected_ndim, strip_lift
@@ -32,7 +31,8 @@ from wdmask._kinds import (
     names_tokens,
     role_from_name,
 )
-from wdmask._types import Inventory, ParamInfo, Path
+from wdmask._types import Inventory, Path
+from wdmask._usage import param_info
 
 
 class _NameMemo:
@@ -93,16 +93,18 @@ def _classify(path: Path, shape: tuple[int, ...], declared: bool, memo: _NameMem
     return kind, role, stacked, "name", declared_
 
 
-def describe_tree(leaves: Sequence[Leaf]) -> Inventory:
+def describe_tree(leaves: Sequence[Leaf], stacked: Mapping[Path, tuple[int, ...]] | None = None) -> Inventory:
     """Inventory from names alone (Flax auto-names and leaf names).
 
     A leaf's entry depends only on its owner's and its own name (and the grandparent's under an attention
     child), its rank, dtype and declaration, so a stack of identical blocks is described once per distinct
-    leaf: an ``Inventory`` of those kinds.
+    leaf: an ``Inventory`` of those kinds. ``stacked``: the stacked axes of the leaves whose partition metadata
+    states them (``_stacks.stacked_by_metadata``), instead of the rank inference.
     """
+    stacked = stacked or {}
     memo = _NameMemo()
     seen: dict[tuple[Any, ...], int] = {}
-    kinds: list[ParamInfo] = []
+    kinds: list[dict[str, Any]] = []
     kind_of: list[int] = []
     paths: list[Path] = []
     shapes: list[tuple[int, ...]] = []
@@ -110,43 +112,42 @@ def describe_tree(leaves: Sequence[Leaf]) -> Inventory:
         if not leaf.trainable:
             continue
         path, shape = leaf.path, leaf.shape
+        axes = stacked.get(path)
         # the grandparent matters only under an attention child (``query`` of ``MultiHeadDotProductAttention_0``)
         key = (path[-3:] if len(path) >= 2 and path[-2] in _ATTENTION_CHILDREN else path[-2:], len(shape),
-               leaf.dtype, leaf.declared)
+               leaf.dtype, leaf.declared, axes)
         kind = seen.get(key)
         if kind is None:
-            layer, role, stacked, source, declared = _classify(path, shape, leaf.declared, memo)
+            layer, role, n, source, declared = _classify(path, shape, leaf.declared, memo)
             kind = seen[key] = len(kinds)
-            kinds.append(ParamInfo(path, shape, leaf.dtype, layer, role, stacked, source=source, declared=declared))
+            kinds.append({"path": path, "shape": shape, "dtype": leaf.dtype, "layer": layer, "role": role,
+                          "stacked_axes": tuple(range(n)) if axes is None else axes, "source": source,
+                          "declared": declared})
         kind_of.append(kind)
         paths.append(path)
         shapes.append(shape)
-    _guess_extra_tables(kinds, kind_of)
-    return Inventory(kinds, kind_of, paths, shapes)
+    for k in extra_tables(kinds, [kind_of.count(k) for k in range(len(kinds))]):
+        kinds[k]["role"] = "other"
+    return Inventory([param_info(**facts) for facts in kinds], kind_of, paths, shapes)
 
 
-def guess_extra_tables(inventory: Sequence[ParamInfo]) -> list[ParamInfo]:
-    """An inventory described without a graph (classes known, no ``sample``) with every embedding table but one
-    a guess unless its owner's name says tokens (``_guess_extra_tables``): a class tells a table, not what indexes it.
+def extra_tables(facts: Sequence[Mapping[str, Any]], counts: Sequence[int] | None = None) -> list[int]:
+    """Without a graph, the embedding tables whose role is a guess: with more than one table (an entry standing for
+    ``counts[k]`` leaves), every table whose owner does not say it holds tokens (``word_embeddings``, ``wte``): a
+    class or a name tells a table, not what indexes it -- a position or segment table looks the same.
+
+    Args:
+      facts: per leaf (or kind of leaf), at least ``path``, ``layer`` and ``role``.
+      counts: how many leaves each entry stands for (default one each).
 
     Examples:
-      >>> inv = [ParamInfo(("tok_embeddings", "weight"), (9, 4), layer="embedding", role="embedding"),
-      ...        ParamInfo(("extra", "weight"), (9, 4), layer="embedding", role="embedding")]
-      >>> [i.role for i in guess_extra_tables(inv)]
-      ['embedding', 'other']
+      >>> facts = [{"path": ("tok_embeddings", "weight"), "layer": "embedding", "role": "embedding"},
+      ...          {"path": ("extra", "weight"), "layer": "embedding", "role": "embedding"}]
+      >>> extra_tables(facts)
+      [1]
     """
-    kinds = list(inventory)
-    _guess_extra_tables(kinds, list(range(len(kinds))))
-    return kinds
-
-
-def _guess_extra_tables(kinds: list[ParamInfo], kind_of: list[int]) -> None:
-    """With more than one embedding table, the tables whose owner does not say tokens get role ``other`` (the kind
-    is known, the role is a guess: token, position or segment table), in place."""
-    tables = {k for k, info in enumerate(kinds) if info.layer == "embedding" and info.role == "embedding"}
-    if not tables or sum(1 for k in kind_of if k in tables) < 2:
-        return
-    for k in tables:
-        path = kinds[k].path
-        if not names_tokens(strip_lift(path[-2]) if len(path) >= 2 else ""):
-            kinds[k] = dataclasses.replace(kinds[k], role="other")
+    tables = [k for k, f in enumerate(facts) if f["layer"] == "embedding" and f["role"] == "embedding"]
+    if sum(counts[k] if counts is not None else 1 for k in tables) < 2:
+        return []
+    return [k for k in tables
+            if not names_tokens(strip_lift(facts[k]["path"][-2]) if len(facts[k]["path"]) >= 2 else "")]

@@ -34,7 +34,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from wdmask._jax._tree import Leaf, PyTree, _flax_boxes, is_box, is_variables, key_str
-from wdmask._types import ParamInfo, Path
+from wdmask._types import Path
 
 #: Partition / sharding names that mark a layer-stacking axis (lower-cased), besides ``_STACK_NAME``.
 STACK_NAMES = frozenset({"layers", "layer", "stage", "stages", "scan", "stack"})
@@ -181,39 +181,30 @@ def metadata_axes(shape: tuple[int, ...], meta: Names | None, learned: Collectio
     return None
 
 
-def with_axes(info: ParamInfo, axes: tuple[int, ...] | None) -> ParamInfo:
-    """``info`` with ``stacked``/``stacked_axes`` replaced by ``axes`` (unchanged when ``None``)."""
-    import dataclasses
-
-    if axes is None or (info.stacked == len(axes) and info.stacked_axes == tuple(axes)):
-        return info
-    return dataclasses.replace(info, stacked=len(axes), stacked_axes=tuple(axes))
-
-
-def refine_from_metadata(inventory: Sequence[ParamInfo], tree: PyTree,
-                         leaves: Sequence[Leaf]) -> Sequence[ParamInfo]:
-    """Params-only describe: partition names in ``tree``'s boxes (``leaves = flatten(tree)[0]``) override the
-    rank inference; a leaf without names under a module whose named leaves are all stacked alike takes their
-    axes (``agree_with_siblings``)."""
+def stacked_by_metadata(tree: PyTree, leaves: Sequence[Leaf]) -> dict[Path, tuple[int, ...]]:
+    """Params-only describe: the stacked axes partition names in ``tree``'s boxes state (``leaves =
+    flatten(tree)[0]``), by path; a leaf without names under a module whose named leaves are all stacked alike
+    takes their axes (``agree_with_siblings``). Leaves absent from the result keep the rank inference."""
     if not any(leaf.boxed for leaf in leaves):
-        return inventory
+        return {}
     meta = box_metadata(tree)
     if not meta:
-        return inventory
-    named = [metadata_axes(info.shape, meta.get(info.path)) for info in inventory]
-    axes = [n if n is not None else info.stacked_axes for n, info in zip(named, inventory, strict=True)]
+        return {}
+    mine = [leaf for leaf in leaves if leaf.trainable]
+    named = [metadata_axes(leaf.shape, meta.get(leaf.path)) for leaf in mine]
     trusted = [bool(n) for n in named]  # a stacking name seen: the leaf's axes are known, not inferred from rank
     if any(trusted):
-        axes = agree_with_siblings([i.path for i in inventory], [i.shape for i in inventory], axes, trusted)
-    return [with_axes(info, a) for info, a in zip(inventory, axes, strict=True)]
+        named = agree_with_siblings([leaf.path for leaf in mine], [leaf.shape for leaf in mine], named, trusted)
+    return {leaf.path: axes for leaf, axes in zip(mine, named, strict=True) if axes is not None}
 
 
-def agree_with_siblings(paths: Sequence[Path], shapes: Sequence[tuple[int, ...]], axes: Sequence[tuple[int, ...]],
-                        trusted: Sequence[bool]) -> list[tuple[int, ...]]:
+def agree_with_siblings(paths: Sequence[Path], shapes: Sequence[tuple[int, ...]],
+                        axes: Sequence[tuple[int, ...] | None],
+                        trusted: Sequence[bool]) -> list[tuple[int, ...] | None]:
     """Stacked axes of the leaves without evidence (``trusted[i]`` false) from the trusted leaves under their
     nearest common module (a non-empty path prefix): when every such leaf is stacked at the same axes with the same
     sizes, and the leaf has those sizes there, it is stacked there too (``nnx.vmap`` stacks every parameter of
-    a layer alike). Otherwise, and for a group that is not stacked, the leaf keeps its axes.
+    a layer alike). Otherwise, and for a group that is not stacked, the leaf keeps its axes (``None``: unknown).
 
     Examples:
       >>> paths = [("layers", "fc", "kernel"), ("layers", "gate"), ("head", "w")]
@@ -228,7 +219,7 @@ def agree_with_siblings(paths: Sequence[Path], shapes: Sequence[tuple[int, ...]]
         stamp = (tuple(ax), tuple(shape[a] for a in ax))
         for n in range(1, len(path)):
             groups.setdefault(path[:n], set()).add(stamp)
-    out = [tuple(a) for a in axes]
+    out = [None if a is None else tuple(a) for a in axes]
     for i, (path, shape, ok) in enumerate(zip(paths, shapes, trusted, strict=True)):
         if ok:
             continue
