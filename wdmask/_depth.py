@@ -197,8 +197,8 @@ def with_depth(infos: Sequence[ParamInfo], order: Sequence[Path] | None = None, 
         if strict:
             raise RuleError(msg)
         warnings.warn(msg, UnclassifiedWarning, stacklevel=4)
-    return _stamped([info if info.depth is not None else dataclasses.replace(info, depth=depth_of[n])
-                     for n, info in enumerate(infos)], depth_max)
+    return [dataclasses.replace(info, depth=depth_of[n] if info.depth is None else info.depth, depth_max=depth_max)
+            for n, info in enumerate(infos)]
 
 
 def largest_depth(infos: Sequence[ParamInfo]) -> int:
@@ -214,13 +214,8 @@ def largest_depth(infos: Sequence[ParamInfo]) -> int:
 
 
 def _stamped(infos: list[ParamInfo], depth_max: int) -> list[ParamInfo]:
-    """Copies of ``infos`` that know the inventory's ``depth_max`` (``ParamInfo.depth_max``)."""
-    out = []
-    for info in infos:
-        copy = dataclasses.replace(info)
-        copy.__dict__["_depth_max"] = depth_max
-        out.append(copy)
-    return out
+    """``infos`` with the inventory's ``depth_max``."""
+    return [info if info.depth_max == depth_max else dataclasses.replace(info, depth_max=depth_max) for info in infos]
 
 
 def _positions(infos: Sequence[ParamInfo], order: Sequence[Path] | None, registration: bool) -> list[float] | None:

@@ -70,6 +70,9 @@ class ParamInfo:
     #: ``(reduction, output)``: the per-layer kernel axes the forward contracts and the axes it produces
     #: (stacked axes excluded, numbered in the full shape); ``None`` when unknown.
     contract_axes: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    #: The depth of what runs after the last block in the inventory this leaf belongs to (set with ``depth`` by
+    #: ``wdmask._depth.with_depth``); ``None`` when depths are unknown.
+    depth_max: int | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.path, tuple) and all(isinstance(p, str) for p in self.path)):
@@ -102,12 +105,6 @@ class ParamInfo:
     def layer_shape(self) -> tuple[int, ...]:
         """The per-layer shape: ``shape`` without the stacked axes."""
         return tuple(d for a, d in enumerate(self.shape) if a not in self.stacked_axes)
-
-    @property
-    def depth_max(self) -> int | None:
-        """The depth of what runs after the last block, as known to the inventory this leaf was described in
-        (set by ``wdmask._depth.with_depth``; ``None`` when depths are unknown)."""
-        return self.__dict__.get("_depth_max")
 
     @property
     def in_block(self) -> bool | None:
