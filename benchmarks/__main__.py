@@ -14,7 +14,7 @@ from typing import Any
 
 from benchmarks._common import GLIBC_TUNABLES, Row, fmt_time
 
-MODULES = ("jax_step", "torch_step", "construction", "scaling", "memory", "usage_torch")
+MODULES = ("jax_step", "torch_step", "construction", "scaling", "memory", "usage_torch", "usage_jax")
 
 
 def machine(threads: int) -> dict[str, Any]:

@@ -1,11 +1,16 @@
-"""Cost of roles from usage on the JAX side: ``describe(model, sample=...)`` vs one plain abstract trace.
+"""Cost of roles from usage on the JAX side: ``describe(model, sample)`` against the plain trace it cannot avoid.
 
-For a ResNet-50-like and a GPT-2-like linen model, in one run: the time of ``wdmask.describe(model, x)``
-(abstract ``model.init`` with the class interceptor + one ``jax.make_jaxpr`` of ``model.apply`` with the
-feeds_norm tags and the usage walk) against one plain ``jax.make_jaxpr`` of ``model.apply`` on abstract
-variables (target: <= 3x); then ``describe`` of a several-billion-parameter GPT from abstract inputs
-only (``jax.ShapeDtypeStruct``: nothing is allocated; target: < 2 s). Medians of ``--repeats`` runs,
-interleaved. Run: ``python -m benchmarks.usage_jax [--repeats N]``.
+Goal (issue 22): describing with a graph <= 1.5x the plain work, medians of per-round ratios, interleaved rounds.
+
+* NNX and Equinox models hold their params: the floor is one plain ``jax.make_jaxpr`` of the forward pass;
+  ``describe`` traces it once (abstract params) and walks the jaxpr.
+* A linen module holds none: before any forward pass can be traced its params must be made, so the floor of
+  describing ``(model, sample)`` is one abstract ``model.init`` (``jax.eval_shape``) plus one plain
+  ``make_jaxpr`` of ``model.apply``; ``describe`` runs exactly those two traces (the class interceptor on the
+  first, the usage walk on the second). The ratio against ``make_jaxpr(apply)`` alone is reported too.
+
+Then ``describe`` of a several-billion-parameter GPT from abstract inputs only (``jax.ShapeDtypeStruct``: nothing
+is allocated). Run: ``python -m benchmarks --only usage_jax`` (rows) or ``python -m benchmarks.usage_jax``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from benchmarks._common import Row, fmt_time, interleaved, paired_ratio
 
 
 class Block(nn.Module):
@@ -102,6 +109,67 @@ def compare(name: str, model: nn.Module, x: Any, repeats: int) -> tuple[float, f
     p, d = statistics.median(t_plain), statistics.median(t_desc)
     print(f"{name:<28} plain make_jaxpr(apply) {p * 1e3:8.1f} ms   describe {d * 1e3:8.1f} ms   ratio {d / p:5.2f}x")
     return p, d
+
+
+SECTION = "7 usage (JAX)"
+
+
+def _rows(label: str, plain: Callable[[], Any], described: Callable[[], Any], rounds: int, floor: str,
+          extra: dict[str, Callable[[], Any]] | None = None) -> list[Row]:
+    plain()
+    described()  # warm caches of both (flax/jax import-time work)
+    fns = {"describe": described, "floor": plain, **(extra or {})}
+    samples = interleaved(fns, rounds=rounds)
+    ratio = paired_ratio(samples, "describe", "floor")
+    d, f = min(samples["describe"]), min(samples["floor"])
+    rows = [Row(SECTION, f"{label}: describe with graph / {floor}", f"{fmt_time(d)} vs {fmt_time(f)}", ratio,
+                f"describe / {floor}", "<= 1.5x", ratio <= 1.5,
+                note=f"best-of-{rounds} times: {d / f:.2f}x; median of per-round ratios: {ratio:.2f}x")]
+    for name in extra or {}:
+        r = paired_ratio(samples, "describe", name)
+        rows.append(Row(SECTION, f"{label}: describe with graph / {name}", fmt_time(min(samples[name])), r,
+                        f"describe / {name}", "report", None))
+    return rows
+
+
+def run(quick: bool = False) -> list[Row]:
+    import equinox as eqx
+    from flax import nnx
+
+    import wdmask
+    from wdmask import models
+
+    rounds = 3 if quick else 9
+    rows: list[Row] = []
+    img = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+    ids = jax.ShapeDtypeStruct((2, 128), jnp.int32)
+    for label, model, x in (("linen ResNet-50", models.resnet50(num_classes=1000), img),
+                            (f"linen GPT-2 ({4 if quick else 12} L)", GPT(layers=4 if quick else 12), ids)):
+        apply_only = plain_trace(model, x)
+
+        def init_and_apply(model: nn.Module = model, x: Any = x, apply_only: Callable[[], Any] = apply_only) -> Any:
+            jax.eval_shape(model.init, jax.random.key(0), x)
+            return apply_only()
+
+        rows += _rows(label, init_and_apply, lambda model=model, x=x: wdmask.describe(model, x), rounds,
+                      "abstract init + make_jaxpr(apply)", {"make_jaxpr(apply) alone": apply_only})
+    net = nnx.eval_shape(lambda: models.nnx_resnet50(num_classes=1000, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(net)
+
+    def nnx_plain() -> Any:
+        return jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x))(state, img)
+
+    rows += _rows("NNX ResNet-50", nnx_plain, lambda: wdmask.describe(net, img), rounds, "make_jaxpr(forward)")
+    mlp = eqx.filter_eval_shape(lambda: eqx.nn.MLP(512, 512, 2048, 8, key=jax.random.key(0)))
+    vec = jax.ShapeDtypeStruct((512,), jnp.float32)
+    params, static = eqx.partition(mlp, lambda v: isinstance(v, (jax.Array, jax.ShapeDtypeStruct)))
+
+    def eqx_plain() -> Any:
+        return jax.make_jaxpr(lambda p, x: eqx.combine(p, static)(x))(params, vec)
+
+    rows += _rows("Equinox MLP (8 layers)", eqx_plain, lambda: wdmask.describe(mlp, vec), rounds,
+                  "make_jaxpr(forward)")
+    return rows
 
 
 def main() -> None:
