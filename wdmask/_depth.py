@@ -28,12 +28,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from wdmask._errors import RuleError, UnclassifiedWarning
 from wdmask._types import ParamInfo, Path
 
-__all__ = ["blocks_of", "largest_depth", "with_depth"]
+__all__ = ["blocks_of", "largest_depth", "owner_index", "with_depth"]
 
 _AUTO = re.compile(r"(.+)_(\d+)")
 #: Names of what runs before the first block, for leaves whose position no order tells (a params pytree).
@@ -219,28 +219,38 @@ def _stamped(infos: list[ParamInfo], depth_max: int) -> list[ParamInfo]:
 
 
 def _positions(infos: Sequence[ParamInfo], order: Sequence[Path] | None, registration: bool) -> list[float] | None:
-    """Each leaf's position in the forward: its owner's index in ``order``, else its inventory index.
+    """Each leaf's position in the forward: its owner's index in ``order``, else its ``call_index`` (the trace
+    described it), else its inventory index (registration order).
 
     A parameter held directly by the root module (a cls token, a position table: ``cls_token``, ``pos_embed``)
     comes first: the root runs before everything, and torch lists its own parameters first too.
     """
-    if order is None:
-        if not registration:
-            return None
-        return [-1.0 if len(info.path) == 1 else float(n) for n, info in enumerate(infos)]
-    index: dict[Path, int] = {}
-    for k, p in enumerate(order):
-        index.setdefault(tuple(p), k)
-    out = []
-    for info in infos:
-        pos = float("inf")  # its module never ran
-        for cut in range(len(info.path) - 1, 0 if len(info.path) > 1 else -1, -1):
-            k = index.get(info.path[:cut])
-            if k is not None:
-                pos = float(k)
-                break
-        out.append(pos)
-    return out
+    never = float("inf")  # its module never ran
+    if order is not None:
+        index: dict[Path, int] = {}
+        for k, p in enumerate(order):
+            index.setdefault(tuple(p), k)
+        return [float(k) if (k := owner_index(info.path, index)) is not None else never for info in infos]
+    if any(info.call_index is not None for info in infos):
+        return [float(info.call_index) if info.call_index is not None else never for info in infos]
+    if not registration:
+        return None
+    return [-1.0 if len(info.path) == 1 else float(n) for n, info in enumerate(infos)]
+
+
+def owner_index(path: Path, index: Mapping[Path, int]) -> int | None:
+    """The call index (``index``: module path -> position in the call order) of the nearest module owning the leaf at
+    ``path`` (the root ``()`` for a leaf it holds directly); ``None`` when no owner ran.
+
+    Examples:
+      >>> owner_index(("blocks", "0", "fc", "weight"), {(): 0, ("blocks", "0"): 3})
+      3
+    """
+    for cut in range(len(path) - 1, 0 if len(path) > 1 else -1, -1):
+        k = index.get(path[:cut])
+        if k is not None:
+            return k
+    return None
 
 
 def _stage_of(units: Sequence[_Unit]):  # type: ignore[no-untyped-def]

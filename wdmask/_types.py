@@ -73,6 +73,9 @@ class ParamInfo:
     #: The depth of what runs after the last block in the inventory this leaf belongs to (set with ``depth`` by
     #: ``wdmask._depth.with_depth``); ``None`` when depths are unknown.
     depth_max: int | None = None
+    #: Where the leaf's module first runs in the traced forward pass (its index in the module call order, first
+    #: call first); ``None`` without a trace, or when the module never ran. Orders the blocks for ``depth``.
+    call_index: int | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.path, tuple) and all(isinstance(p, str) for p in self.path)):

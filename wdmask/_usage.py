@@ -399,10 +399,11 @@ def param_info(path: Path, shape: tuple[int, ...], dtype: str = "float32", *, la
                role: str = "other", source: str = "shape", stacked_axes: Sequence[int] = (),
                feeds_norm: bool | None = None, module_type: str = "", declared: str = "",
                aliases: tuple[str, ...] = (), uses: Iterable[Use] | None = None,
-               contract_axes: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> ParamInfo:
+               contract_axes: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+               call_index: int | None = None) -> ParamInfo:
     """The one constructor of a described leaf: every fact known first (what the class or names say, the stacked
-    axes, feeds_norm, the declaration, the trace's ``uses`` and ``contract_axes``), the graph's evidence applied
-    by ``from_graph``; no stage patches it afterwards.
+    axes, feeds_norm, the declaration, the trace's ``uses``, ``contract_axes`` and ``call_index``), the graph's
+    evidence applied by ``from_graph``; no stage patches it afterwards.
 
     Examples:
       >>> info = param_info(("blk", "lambda1"), (8,), source="type", uses=(Use("mul"),))
@@ -411,4 +412,4 @@ def param_info(path: Path, shape: tuple[int, ...], dtype: str = "float32", *, la
     """
     layer, role, source, usage = from_graph(layer, role, source, uses)
     return ParamInfo(path, shape, dtype, layer, role, len(stacked_axes), feeds_norm, module_type, source, declared,
-                     aliases, tuple(stacked_axes), usage, contract_axes=contract_axes)
+                     aliases, tuple(stacked_axes), usage, contract_axes=contract_axes, call_index=call_index)

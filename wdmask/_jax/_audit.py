@@ -33,7 +33,7 @@ from typing import Any
 from wdmask import presets
 from wdmask._audit import AuditReport, audit_inventory
 from wdmask._errors import MaskError
-from wdmask._infer import Inferred, infer_inventory
+from wdmask._infer import Inferred, infer_inventory, infer_policy
 from wdmask._jax._describe import inventory_for
 from wdmask._jax._tree import Leaf, _unbox, first_difference, flatten, is_box, key_str
 from wdmask._optional import JAX, require
@@ -242,9 +242,95 @@ def _read(tx_or_mask: Any, params: PyTree) -> tuple[list[Leaf], dict[Path, float
 
 
 
+def _labels(tx_or_mask: Any, params: PyTree, labels: Any) -> dict[Path, str] | None:
+    """Each trainable leaf's optimizer label: ``labels`` (a pytree of str like ``params``, or a callable ``params ->
+    labels``, as ``optax.partition`` takes), else the labels of the outermost ``optax.partition`` /
+    ``multi_transform`` in the transform (``partition_labels``); ``None`` when there are none."""
+    import jax
+
+    from wdmask._jax._usage import leaf_paths
+
+    if labels is None:
+        return partition_labels(tx_or_mask, params) if _is_transform(tx_or_mask) else None
+    tree = labels(params) if callable(labels) else labels
+    try:
+        flat = jax.tree_util.tree_structure(params).flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise MaskError(f"wdmask: `labels` must have the structure of `params` (a label per leaf, as optax.partition "
+                        f"takes): {str(e)[:300]}") from e
+    bad = next((v for v in flat if not isinstance(v, str)), None)
+    if bad is not None:
+        raise TypeError(f"wdmask: `labels` leaves must be str optimizer labels (e.g. 'muon', 'adamw'), got "
+                        f"{_what(bad)}")
+    return dict(zip(leaf_paths(params), flat, strict=True))
+
+
+def partition_labels(tx: Any, params: PyTree) -> dict[Path, str] | None:
+    """The labels of the outermost ``optax.partition``/``multi_transform`` in ``tx``, read from its initial state
+    (abstractly: nothing is computed): each label's inner state holds ``optax.MaskedNode`` at the leaves of the
+    other labels. A label whose optimizer keeps no per-leaf state (``sgd`` without momentum) takes the leaves no
+    other label claims; ``None`` when ``tx`` partitions nothing.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax
+      >>> params = {"w": jnp.ones((3, 3)), "b": jnp.ones(3)}
+      >>> tx = optax.partition({"adamw": optax.adamw(1e-3), "sgd": optax.sgd(1e-3)}, {"w": "adamw", "b": "sgd"})
+      >>> partition_labels(tx, params)
+      {('b',): 'sgd', ('w',): 'adamw'}
+    """
+    import jax
+    import optax
+
+    from wdmask._jax._usage import leaf_paths
+
+    state = jax.eval_shape(tx.init, params)
+    part = next(_states(state, optax.PartitionState), None)
+    if part is None:
+        return None
+    target = jax.tree_util.tree_structure(params)
+    paths = leaf_paths(params)
+    owner: dict[int, set[str]] = {}
+    for label, inner in part.inner_states.items():
+        for sub in _states(inner, None, target):
+            flat = jax.tree_util.tree_leaves(sub, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+            for k, v in enumerate(flat):
+                if not isinstance(v, optax.MaskedNode):
+                    owner.setdefault(k, set()).add(str(label))
+    silent = [str(label) for label in part.inner_states if not any(str(label) in o for o in owner.values())]
+    free = [k for k in range(len(paths)) if k not in owner]
+    if free and len(silent) > 1:
+        raise ValueError(f"wdmask: cannot tell which leaves the partition labels {silent} train (their optimizers keep "
+                         "no per-leaf state); pass the labels tree given to optax.partition: labels=...")
+    out = {}
+    for k, path in enumerate(paths):
+        got = owner.get(k) or set(silent)
+        if len(got) != 1:  # pragma: no cover - optax masks each leaf out of every other label
+            raise ValueError(f"wdmask: leaf {'.'.join(path)} is trained under labels {sorted(got)}")
+        out[path] = next(iter(got))
+    return out
+
+
+def _states(obj: Any, kind: type | None, target: Any = None) -> Any:
+    """The sub-states of an optax state that are ``kind`` instances, or (``kind=None``) shaped like ``params``
+    (``target``: their treedef, ``optax.MaskedNode`` counting as a leaf), outermost first."""
+    import jax
+    import optax
+
+    if kind is not None and isinstance(obj, kind):
+        yield obj
+        return
+    if kind is None and isinstance(obj, (dict, tuple, list)):
+        if jax.tree_util.tree_structure(obj, is_leaf=lambda x: isinstance(x, optax.MaskedNode)) == target:
+            yield obj
+            return
+    children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (tuple, list)) else ()
+    for child in children:
+        yield from _states(child, kind, target)
+
+
 def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | None = None, *,
           model: Any = None, sample: Any = None, ratios: bool | None = None,
-          inventory: Sequence[ParamInfo] | None = None) -> AuditReport:
+          inventory: Sequence[ParamInfo] | None = None, labels: Any = None) -> AuditReport:
     r"""Where an Optax transform's (or a mask's) weight decay disagrees with ``rules``, leaf by leaf.
 
     A transform is read by one zero-gradient probe step from a fresh state (see the module
@@ -267,6 +353,9 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | N
         again (checked against ``params``' paths and shapes); not together with ``model``/``sample``.
       ratios: compare decay ratios, not only which leaves are decayed; default: ``True`` for a
         transform, ``False`` for a mask.
+      labels: each leaf's optimizer label (a pytree of str like ``params`` or a callable, as ``optax.partition``
+        takes); default: read from the outermost ``optax.partition``/``multi_transform`` of a transform. Audited
+        when the rules set ``optimizer`` (``presets.muon``): a Muon/AdamW split made by hand.
 
     Returns:
       An ``AuditReport``: ``report.ok``, ``report.assert_ok()``, ``print(report)``.
@@ -290,13 +379,16 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | N
     leaves, actual, magnitudes, step = _read(tx_or_mask, params)
     inventory = inventory_for(params, leaves, model=model, sample=sample, given=inventory, fn="audit")
     compare = magnitudes if ratios is None else bool(ratios)
+    found = _labels(tx_or_mask, params, labels)
     return audit_inventory(inventory, {p: [v] for p, v in actual.items()}, rules, ratios=compare,
                            subject="transform" if magnitudes else "mask",
-                           measure=MEASURE if not step else f"{MEASURE} at step {step}")
+                           measure=MEASURE if not step else f"{MEASURE} at step {step}",
+                           actual_optimizer=None if found is None else {i.path: found.get(i.path) for i in inventory})
 
 
 def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: Any = None,
-                ratios: bool | None = None, inventory: Sequence[ParamInfo] | None = None) -> Inferred:
+                ratios: bool | None = None, inventory: Sequence[ParamInfo] | None = None,
+                labels: Any = None) -> Inferred:
     """The shortest rules reproducing which leaves an Optax transform (or a mask) decays, and how much.
 
     The search is ``wdmask_torch.infer_rules``' (vocabulary first, paths only when needed, exact
@@ -313,6 +405,8 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
       inventory: An inventory built already (``wdmask.describe(model, sample=x)``), used instead of describing
         again (checked against ``params``' paths and shapes); not together with ``model``/``sample``.
       ratios: infer multipliers from decay ratios (default: ``True`` for a transform, ``False`` for a mask).
+      labels: each leaf's optimizer label, as ``audit`` takes (default: read from an ``optax.partition``); the
+        rules then set ``optimizer`` too, so ``wdmask.labels(params, result.rules)`` rebuilds the partition.
 
     Returns:
       ``Inferred(rules, weight_decay)``.
@@ -330,4 +424,10 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
     require(*JAX, by="wdmask.infer_rules")
     leaves, actual, magnitudes, _ = _read(tx_or_mask, params)
     inventory = inventory_for(params, leaves, model=model, sample=sample, given=inventory, fn="infer_rules")
-    return infer_inventory(inventory, actual, ratios=magnitudes if ratios is None else bool(ratios))
+    inferred = infer_inventory(inventory, actual, ratios=magnitudes if ratios is None else bool(ratios))
+    found = _labels(tx_or_mask, params, labels)
+    extra = infer_policy(inventory, labels={i.path: found.get(i.path) for i in inventory}) if found else []
+    if not extra:
+        return inferred
+    return Inferred(Rules([*inferred.rules, *extra], default=inferred.rules.default, name="inferred"),
+                    inferred.weight_decay)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from wdmask._depth import owner_index
 from wdmask._errors import MaskError
 from wdmask._jax._classes import LINEN_KINDS, NNX_KINDS, kind_from_class, module_type_name
 from wdmask._jax._fallback import (
@@ -208,6 +209,7 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
     meta = {**box_metadata(trace.variables), **box_metadata(params)}  # partition names: which axis is stacked
     tables = linen_bridges(model, trace)
     usage, contract = trace.usage, trace.contract_axes or {}
+    called = {path: k for k, path in enumerate(trace.owners)}  # module path -> position in the call order
     out = []
     for leaf in leaves:
         if not leaf.trainable:
@@ -231,7 +233,8 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
             stacked_axes=slice_axes(leaf.shape, trace.slice_shapes.get(leaf.path), meta.get(leaf.path)),
             feeds_norm=feeds, module_type=module_type_name(cls),
             declared="no_decay" if leaf.declared or leaf.path in declared_paths else "",
-            uses=None if usage is None else usage.get(leaf.path), contract_axes=contract.get(leaf.path)))
+            uses=None if usage is None else usage.get(leaf.path), contract_axes=contract.get(leaf.path),
+            call_index=owner_index(leaf.path, called) if usage is not None else None))
     warn_unbuilt_bridges(tables, [info.path for info in out])
     return out, list(trace.owners)
 

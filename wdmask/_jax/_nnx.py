@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from wdmask._depth import owner_index
 from wdmask._errors import MaskError, UnclassifiedWarning
 from wdmask._jax._classes import (
     LINEN_KINDS,
@@ -215,8 +216,10 @@ def describe_nnx_traced(model: Any, params: PyTree | None, sample: Any = None, *
     if trace is None:  # no graph: a second embedding table may hold positions
         for k in extra_tables(facts):
             facts[k]["role"] = "other"
+    called = {path: k for k, path in enumerate(trace.order)} if trace is not None else {}
     out = [param_info(**f, uses=None if trace is None else trace.usage.get(f["path"]),
-                      contract_axes=None if trace is None else (trace.contract_axes or {}).get(f["path"]))
+                      contract_axes=None if trace is None else (trace.contract_axes or {}).get(f["path"]),
+                      call_index=owner_index(f["path"], called) if trace is not None else None)
            for f in facts]
     if unknown:
         warn(
