@@ -1,16 +1,16 @@
-"""Which kernel axes a layer's forward contracts (reduction) and which it produces (output), from layout
-conventions when no traced forward pass gave them (``ParamInfo.contract_axes``).
+"""Which kernel axes a layer's forward contracts (reduction) and which it produces (output): the traced
+contraction's (``ParamInfo.contract_axes``, read by the adapter's trace), else, for a params pytree described
+without a forward pass, layout conventions.
 
 Axes are numbered in the leaf's full shape; stacked axes (``nn.scan``) are neither (Muon treats them as batch).
 
 * Flax ``Dense``/NNX ``Linear`` kernel ``(in, out)``: ``(0,), (1,)``;
-* Flax ``DenseGeneral`` kernel ``(*batch_dims, *in, *features)``: from its ``axis``/``batch_dims`` attributes;
 * Flax ``Conv`` kernel ``(*window, in, out)``: ``(0, ..., n-2), (n-1,)``;
 * torch/equinox ``Linear`` weight ``(out, in)``: ``(1,), (0,)``; ``Conv`` weight ``(out, in, *window)``:
   ``(1, ..., n-1), (0,)``; Hugging Face ``Conv1D`` weight ``(in, out)``: ``(0,), (1,)``.
 
-A kernel of more than two per-layer axes without layout attributes (an expert stack, an einsum kernel) is
-unknown: ``None``.
+A linear kernel of more than two per-layer axes (``DenseGeneral``, an expert stack, an einsum kernel) has no
+convention: ``None`` (its axes need the traced forward pass).
 
 Examples:
   >>> from wdmask import ParamInfo
@@ -22,9 +22,6 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from wdmask._types import ParamInfo
 
 __all__ = ["contract_axes"]
@@ -32,7 +29,7 @@ __all__ = ["contract_axes"]
 Axes = tuple[tuple[int, ...], tuple[int, ...]]
 
 
-def contract_axes(info: ParamInfo, attrs: Mapping[str, Any] | None = None) -> Axes | None:
+def contract_axes(info: ParamInfo) -> Axes | None:
     """``info.contract_axes`` when known, else the layout convention of its layer (module docstring)."""
     if info.contract_axes is not None:
         return info.contract_axes
@@ -47,13 +44,6 @@ def contract_axes(info: ParamInfo, attrs: Mapping[str, Any] | None = None) -> Ax
         if flax_layout:
             return tuple(per[:-1]), (per[-1],)
         return tuple(per[1:]), (per[0],)
-    if attrs is not None and "axis" in attrs:
-        axis = attrs["axis"]
-        n_in = 1 if isinstance(axis, int) else len(tuple(axis))
-        nb = len(tuple(attrs.get("batch_dims") or ()))
-        if nb + n_in >= n:
-            return None
-        return tuple(per[nb:nb + n_in]), tuple(per[nb + n_in:])
     if n != 2:
         return None
     if flax_layout or info.module_type.endswith(".Conv1D"):

@@ -34,7 +34,6 @@ def _traced(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) ->
 
 def decisions_of(params: PyTree, rules: Rules, *, model: Any = None, sample: Any = None, strict: bool = False,
                  sample_kwargs: Mapping[str, Any] | None = None,
-                 attrs: Mapping[Any, Mapping[str, Any]] | None = None,
                  ) -> tuple[list[Leaf], Any, list[tuple[ParamInfo, Decision] | None]]:
     """``(leaves, treedef, [(info, decision) or None per leaf])``: ``None`` for leaves that are not trainable."""
     refuse_torch(params, "partition", "params")
@@ -324,7 +323,6 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
         params = model_or_params
     else:
         model = model_or_params
-    attrs = _module_attrs(model, sample, sample_kwargs) if model is not None and sample is not None else {}
     _, treedef, decided = decisions_of(params, rules, model=model, sample=sample, strict=strict,
                                        sample_kwargs=sample_kwargs)
     out, unknown = [], []
@@ -332,9 +330,10 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
         if d is None or d[1].optimizer != label:
             out.append(None)
             continue
-        axes = contract_axes(d[0], _owner_attrs(attrs, d[0].path))
+        info = d[0]
+        axes = info.contract_axes if info.usage else contract_axes(info)  # layout conventions: no traced graph
         if axes is None:
-            unknown.append(d[0].dotted)
+            unknown.append(info.dotted)
             out.append(None)
             continue
         out.append(MuonDimensionNumbers(reduction_axis=axes[0], output_axis=axes[1]))
@@ -368,43 +367,3 @@ def _abstract_params(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] |
 
     variables = trace_linen(model, sample, feeds_norm=False, sample_kwargs=sample_kwargs).variables
     return variables["params"]
-
-
-def _module_attrs(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) -> dict[tuple[str, ...], dict]:
-    """linen: module path -> the layout attributes of each ``DenseGeneral``/``Einsum``-like module (``axis``,
-    ``features``, ``batch_dims``), recorded by an interceptor during an abstract ``init``. The traced resolver
-    may supply ``ParamInfo.contract_axes`` instead."""
-    try:
-        import flax.linen as nn
-    except ImportError:  # pragma: no cover
-        return {}
-    if not isinstance(model, nn.Module):
-        return {}
-    import jax
-
-    from wdmask._jax._sample import Sample
-    from wdmask._jax._usage import abstract
-
-    found: dict[tuple[str, ...], dict] = {}
-
-    def interceptor(next_fun: Any, args: Any, kwargs: Any, ctx: Any) -> Any:
-        m = ctx.module
-        if hasattr(m, "features") and hasattr(m, "axis"):
-            found.setdefault(tuple(str(p) for p in m.path), {
-                "type": f"{type(m).__module__}.{type(m).__qualname__}", "axis": m.axis, "features": m.features,
-                "batch_dims": getattr(m, "batch_dims", ())})
-        return next_fun(*args, **kwargs)
-
-    s = Sample.of(sample, sample_kwargs)
-
-    def init(arrays: Any) -> Any:
-        args, kwargs = s.rebuild(arrays)
-        return model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, *args, **kwargs)
-
-    with nn.intercept_methods(interceptor):
-        jax.eval_shape(init, abstract(s.arrays))
-    return found
-
-
-def _owner_attrs(attrs: Mapping[tuple[str, ...], dict], path: tuple[str, ...]) -> dict | None:
-    return attrs.get(path[:-1])
