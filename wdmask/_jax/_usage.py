@@ -9,7 +9,10 @@ primitive* (``_FAMILY``, plus a few operand checks: a ``dot_general`` summing no
 product, a ``select_n`` on a parameter's own values is piecewise) and *what are the facts*
 (``wdmask._usage.Facts``); ``wdmask._usage.resolve`` decides (the one table, in ``wdmask._usage``).
 A producer's output (the kernel / bias resolved there) is then followed with
-``wdmask._usage.feeds_step`` for ``feeds_norm``.
+``wdmask._usage.feeds_step`` for ``feeds_norm``. The walk also carries which axes of the parameter leaf each
+axis of the followed value comes from: at a contraction with the activations, the leaf axes it sums over and
+the ones it produces are the parameter's ``contract_axes`` (Muon's dimension numbers); axes a loop slices or a
+contraction batches over (stacked layers, experts) are neither.
 
 Facts come from a forward flag pass over every value (``_Analysis``, per call context): **data**
 (depends on the inputs), **positions** (depends only on inputs read as position ids,
@@ -489,7 +492,7 @@ class _Walker:
         self.an = an
         self.uses: set[Use] = set()
         self.unknown = False
-        self.seen: set[tuple[int, bool, bool]] = set()
+        self.seen: set[tuple[Any, ...]] = set()
         self.calls: dict[int, tuple[bool, bool]] = {}  # producing equation -> (reached a norm, escaped)
         self.gathered = False  # rows of the parameter were picked by a data index
         self.contracts: set[Contract | None] = set()  # (reduction, output) leaf axes at each contraction
