@@ -246,6 +246,18 @@ def test_a_kernel_contracted_two_ways_is_unknown_and_raises():
         muon_axes(TwoWays(), X)
 
 
+class WeightNormed(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.WeightNorm(nn.Dense(F, name="dense"), name="wn")(x)
+        v = self.param("v", init, (F, D))  # reaches the contraction whole and through its own column norms
+        return x @ (v / jnp.linalg.norm(v, axis=0, keepdims=True))
+
+
+def test_weight_norm_reads_the_kernel_once():
+    assert muon_axes(WeightNormed(), X) == {"dense.kernel": ((0,), (1,)), "v": ((0,), (1,))}
+
+
 def test_without_a_forward_pass_only_layout_conventions():
     params = {"Dense_0": {"kernel": jnp.zeros((D, F))}, "Conv_0": {"kernel": jnp.zeros((3, 3, 3, 4))},
               "DenseGeneral_0": {"kernel": jnp.zeros((D, H, HD))}}

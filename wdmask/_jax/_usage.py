@@ -485,6 +485,13 @@ def _read_contract(eqn: Any, k: int, axes: LeafAxes) -> Contract | None:
     return tuple(sorted(r)), tuple(sorted(o))
 
 
+def _merge(reads: Sequence[Contract | None]) -> Contract | None:
+    known = [r for r in reads if r is not None]
+    red = {a for r, _ in known for a in r}
+    out = {a for _, o in known for a in o}
+    return None if len(known) < len(reads) or red & out else (tuple(sorted(red)), tuple(sorted(out)))
+
+
 class _Walker:
     """Follows one parameter from its invar to its first real consumers."""
 
@@ -495,7 +502,7 @@ class _Walker:
         self.seen: set[tuple[Any, ...]] = set()
         self.calls: dict[int, tuple[bool, bool]] = {}  # producing equation -> (reached a norm, escaped)
         self.gathered = False  # rows of the parameter were picked by a data index
-        self.contracts: set[Contract | None] = set()  # (reduction, output) leaf axes at each contraction
+        self.contracts: dict[tuple[int, int], list[Contract | None]] = {}  # (eqn, operand) -> what each path read
 
     def follow(self, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...], batched: bool,
                nonlinear: bool, gathered: bool = False, axes: LeafAxes = None) -> None:
@@ -589,7 +596,8 @@ class _Walker:
             self.uses.add(use)
             if use.usage == "contract":
                 read = family == "contract" and len(positions) == 1
-                self.contracts.add(_read_contract(eqn, positions[0], axes) if read else None)
+                self.contracts.setdefault((id(eqn), positions[0]), []).append(
+                    _read_contract(eqn, positions[0], axes) if read else None)
             if (use.usage == "contract" and act) or (use.usage == "add" and f.from_contraction):
                 if id(eqn) not in self.calls:  # a producer: its kernel and its bias get feeds_norm
                     self.calls[id(eqn)] = _Feeds(self.an).follow(eqn.outvars[0], jaxpr, chain)
@@ -639,8 +647,10 @@ class _Walker:
         return False
 
     def contract_axes(self) -> Contract | None:
-        """The ``(reduction, output)`` leaf axes of every contraction, when all are known and agree."""
-        return next(iter(self.contracts)) if len(self.contracts) == 1 else None
+        """The ``(reduction, output)`` leaf axes of every contraction, when all are known and agree (the paths
+        into one contraction are merged: ``v / ||v||`` reaches it whole and reduced)."""
+        found = {_merge(reads) for reads in self.contracts.values()}
+        return found.pop() if len(found) == 1 else None
 
     def feeds_norm(self) -> bool:
         """Every call of the contraction this parameter produces reached a norm and nothing else."""
@@ -768,7 +778,11 @@ def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, .
     axes: dict[Path, set[Contract | None]] = {}
     for path, c in zip(paths, contracts, strict=True):
         axes.setdefault(path, set()).add(c)
-    known = {path: next(iter(c)) for path, c in axes.items() if len(c) == 1 and None not in c}
+    known: dict[Path, Contract] = {}
+    for path, found in axes.items():
+        one = found.pop() if len(found) == 1 else None
+        if one is not None:
+            known[path] = one
     return UsageTrace(closed, merge_uses(paths, uses), merged, known)
 
 
