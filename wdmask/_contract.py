@@ -18,6 +18,9 @@ Examples:
   ((1,), (2,))
   >>> contract_axes(ParamInfo(("fc", "weight"), (16, 8), layer="linear", role="kernel"))
   ((1,), (0,))
+  >>> contract_axes(ParamInfo(("ens", "kernel"), (3, 4, 8), layer="linear", role="kernel", stacked=1,
+  ...                         usage=("contract",), contract_axes=((1,), (0, 2))))
+  ((1,), (2,))
 """
 
 from __future__ import annotations
@@ -30,9 +33,14 @@ Axes = tuple[tuple[int, ...], tuple[int, ...]]
 
 
 def contract_axes(info: ParamInfo) -> Axes | None:
-    """``info.contract_axes`` when known, else the layout convention of its layer (module docstring)."""
+    """``info.contract_axes`` when known (its stacked axes dropped: a ``vmap`` over layers whose input is not
+    batched contracts them as free axes), else, when no forward pass was traced (``info.usage`` empty), the
+    layout convention of its layer (module docstring)."""
     if info.contract_axes is not None:
-        return info.contract_axes
+        red, out = (tuple(a for a in axes if a not in info.stacked_axes) for axes in info.contract_axes)
+        return (red, out) if red and out else None
+    if info.usage:
+        return None  # traced, but its contractions were not read (or disagree): no guess
     if info.role != "kernel" or info.layer not in ("linear", "conv"):
         return None
     per = [a for a in range(len(info.shape)) if a not in info.stacked_axes]

@@ -228,6 +228,18 @@ def test_expert_stacks_and_loop_slices_are_batch_axes():
     assert muon_axes(Loops(), X) == {"lead": ((1,), (2,)), "mid": ((0,), (2,))}
 
 
+class Ensemble(nn.Module):
+    @nn.compact
+    def __call__(self, x):  # the input is not batched: the vmapped dot_general keeps the stacked axis free
+        dense = nn.vmap(nn.Dense, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None,
+                        axis_size=L)
+        return dense(F, name="members")(x)
+
+
+def test_a_vmapped_stack_of_unbatched_input_keeps_its_stacked_axis_out():
+    assert muon_axes(Ensemble(), X) == {"members.kernel": ((1,), (2,))}  # kernel (members, in, out)
+
+
 class TwoWays(nn.Module):
     @nn.compact
     def __call__(self, x):

@@ -350,7 +350,7 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
             out.append(None)
             continue
         info = d[0]
-        axes = info.contract_axes if info.usage else contract_axes(info)  # layout conventions: no traced graph
+        axes = contract_axes(info)
         if axes is None:
             unknown.append(info.dotted)
             out.append(None)
