@@ -818,7 +818,9 @@ class UsageTrace(NamedTuple):
     usage: dict[Path, tuple[Use, ...]]
     feeds_norm: dict[Path, bool]
     #: kernel leaf path -> (reduction axes, output axes) in the leaf's full shape, as the traced contraction
-    #: with the activations reads them (stacked axes are neither); absent when unknown or inconsistent
+    #: with the activations reads them (axes a loop slices or the contraction batches over are neither; a
+    #: ``vmap``-stacked axis of an unbatched input is free here, dropped by ``wdmask._contract``); absent when
+    #: unknown or inconsistent
     contract_axes: dict[Path, tuple[tuple[int, ...], tuple[int, ...]]]
 
 
