@@ -34,7 +34,6 @@ def _traced(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) ->
 
 def decisions_of(params: PyTree, rules: Rules, *, model: Any = None, sample: Any = None, strict: bool = False,
                  sample_kwargs: Mapping[str, Any] | None = None,
-                 attrs: Mapping[Any, Mapping[str, Any]] | None = None,
                  ) -> tuple[list[Leaf], Any, list[tuple[ParamInfo, Decision] | None]]:
     """``(leaves, treedef, [(info, decision) or None per leaf])``: ``None`` for leaves that are not trainable."""
     refuse_torch(params, "partition", "params")
@@ -285,13 +284,19 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
     """A tree of ``optax.contrib.MuonDimensionNumbers`` (``None`` where the label is not ``label``) for
     ``optax.contrib.muon(..., muon_weight_dimension_numbers=...)``.
 
-    Each Muon leaf's reduction axes are the kernel axes its forward contracts and its output axes the ones it
-    produces (``ParamInfo.contract_axes``: from a traced forward pass when known, else from the layout
-    conventions of its layer: Flax ``Dense`` ``(in, out)``, ``DenseGeneral`` from its ``axis``/``features``,
-    ``Conv`` ``(*window, in, out)``, torch-style ``(out, in)``); stacked axes (``nn.scan``) are batch axes.
+    With a model and its ``sample``, each Muon leaf's axes are read from the traced forward pass (the one
+    ``describe`` does, ``ParamInfo.contract_axes``): the reduction axes are the kernel axes its contraction
+    with the activations sums over (a ``dot_general``'s contracting axes, a convolution's input-feature and
+    window axes) and the output axes the ones it produces, followed back through transposes, reshapes and
+    slices to the leaf's own axes. Axes the forward loops or batches over are neither (Muon's batch axes): the
+    stacked axis of ``nn.scan``/``nnx.vmap`` layers, an expert axis of a MoE stack. A Muon leaf contracted in
+    two ways that disagree, or through an op whose axes cannot be followed, raises. Without a forward pass (a
+    params pytree) the layout conventions of the layer apply: Flax ``Dense`` ``(in, out)``, ``Conv``
+    ``(*window, in, out)``, torch/Equinox-style ``(out, in)``; other kernels (``DenseGeneral``, expert stacks)
+    raise.
 
     Args:
-      model_or_params: a linen / NNX module (with ``sample``) or a params pytree.
+      model_or_params: a linen / NNX / Equinox module (with ``sample``) or a params pytree.
       sample: example inputs of the module.
       rules: rules labelling the leaves (default ``None``: ``presets.muon``).
       params: the params (default: the module's own, from an abstract init).
@@ -313,6 +318,17 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
       >>> dims = wdmask.muon_dimension_numbers(params)
       >>> dims["blocks_0"]["Dense_0"]["kernel"], dims["head"]["kernel"]
       (MuonDimensionNumbers(reduction_axis=(0,), output_axis=(1,)), None)
+
+      A kernel stored ``(out, in)`` and contracted as ``einsum("btd,fd->btf")``, read from the trace:
+
+      >>> import flax.linen as nn
+      >>> class Layer(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         return nn.Einsum((16, 8), "btd,fd->btf", use_bias=False, name="proj")(x)
+      >>> rules = [wdmask.Rule(optimizer="adamw"), wdmask.Rule(role="kernel", optimizer="muon")]
+      >>> wdmask.muon_dimension_numbers(Layer(), jnp.zeros((2, 3, 8)), rules)["proj"]["kernel"]
+      MuonDimensionNumbers(reduction_axis=(1,), output_axis=(0,))
     """
     from optax.contrib import MuonDimensionNumbers
 
@@ -320,11 +336,12 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
     model = None
     if params is None and _is_module(model_or_params):
         params = _abstract_params(model_or_params, sample, sample_kwargs)
+    elif params is None and is_equinox(model_or_params) and (sample is not None or sample_kwargs):
+        params = model_or_params  # traced with its sample, as a linen / NNX module
     if params is None:
         params = model_or_params
     else:
         model = model_or_params
-    attrs = _module_attrs(model, sample, sample_kwargs) if model is not None and sample is not None else {}
     _, treedef, decided = decisions_of(params, rules, model=model, sample=sample, strict=strict,
                                        sample_kwargs=sample_kwargs)
     out, unknown = [], []
@@ -332,9 +349,10 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
         if d is None or d[1].optimizer != label:
             out.append(None)
             continue
-        axes = contract_axes(d[0], _owner_attrs(attrs, d[0].path))
+        info = d[0]
+        axes = contract_axes(info)
         if axes is None:
-            unknown.append(d[0].dotted)
+            unknown.append(info.dotted)
             out.append(None)
             continue
         out.append(MuonDimensionNumbers(reduction_axis=axes[0], output_axis=axes[1]))
@@ -368,43 +386,3 @@ def _abstract_params(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] |
 
     variables = trace_linen(model, sample, feeds_norm=False, sample_kwargs=sample_kwargs).variables
     return variables["params"]
-
-
-def _module_attrs(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) -> dict[tuple[str, ...], dict]:
-    """linen: module path -> the layout attributes of each ``DenseGeneral``/``Einsum``-like module (``axis``,
-    ``features``, ``batch_dims``), recorded by an interceptor during an abstract ``init``. The traced resolver
-    may supply ``ParamInfo.contract_axes`` instead."""
-    try:
-        import flax.linen as nn
-    except ImportError:  # pragma: no cover
-        return {}
-    if not isinstance(model, nn.Module):
-        return {}
-    import jax
-
-    from wdmask._jax._sample import Sample
-    from wdmask._jax._usage import abstract
-
-    found: dict[tuple[str, ...], dict] = {}
-
-    def interceptor(next_fun: Any, args: Any, kwargs: Any, ctx: Any) -> Any:
-        m = ctx.module
-        if hasattr(m, "features") and hasattr(m, "axis"):
-            found.setdefault(tuple(str(p) for p in m.path), {
-                "type": f"{type(m).__module__}.{type(m).__qualname__}", "axis": m.axis, "features": m.features,
-                "batch_dims": getattr(m, "batch_dims", ())})
-        return next_fun(*args, **kwargs)
-
-    s = Sample.of(sample, sample_kwargs)
-
-    def init(arrays: Any) -> Any:
-        args, kwargs = s.rebuild(arrays)
-        return model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, *args, **kwargs)
-
-    with nn.intercept_methods(interceptor):
-        jax.eval_shape(init, abstract(s.arrays))
-    return found
-
-
-def _owner_attrs(attrs: Mapping[tuple[str, ...], dict], path: tuple[str, ...]) -> dict | None:
-    return attrs.get(path[:-1])

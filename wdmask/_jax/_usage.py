@@ -9,7 +9,10 @@ primitive* (``_FAMILY``, plus a few operand checks: a ``dot_general`` summing no
 product, a ``select_n`` on a parameter's own values is piecewise) and *what are the facts*
 (``wdmask._usage.Facts``); ``wdmask._usage.resolve`` decides (the one table, in ``wdmask._usage``).
 A producer's output (the kernel / bias resolved there) is then followed with
-``wdmask._usage.feeds_step`` for ``feeds_norm``.
+``wdmask._usage.feeds_step`` for ``feeds_norm``. The walk also carries which axes of the parameter leaf each
+axis of the followed value comes from: at a contraction with the activations, the leaf axes it sums over and
+the ones it produces are the parameter's ``contract_axes`` (Muon's dimension numbers); axes a loop slices or a
+contraction batches over (stacked layers, experts) are neither.
 
 Facts come from a forward flag pass over every value (``_Analysis``, per call context): **data**
 (depends on the inputs), **positions** (depends only on inputs read as position ids,
@@ -382,6 +385,113 @@ def _non_singleton(var: Any) -> int:
     return sum(1 for d in _shape(var) if d != 1)
 
 
+#: per axis of a followed value, the parameter leaf's axes it comes from (``None``: not known)
+LeafAxes = tuple[tuple[int, ...], ...] | None
+Contract = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def _union(axes: Sequence[tuple[int, ...]], dims: Collection[int]) -> set[int]:
+    return {a for d in dims for a in axes[d]}
+
+
+def _regroup(src: tuple[int, ...], dst: tuple[int, ...], axes: tuple[tuple[int, ...], ...]) -> LeafAxes:
+    """The leaf axes of a reshape's output axes: input and output dims grouped by equal cumulative products."""
+    out: list[tuple[int, ...]] = []
+    i = j = 0
+    while i < len(src) or j < len(dst):
+        if i < len(src) and j < len(dst) and src[i] == dst[j] == 1:
+            out.append(axes[i])
+            i, j = i + 1, j + 1
+        elif j < len(dst) and dst[j] == 1:
+            out.append(())
+            j += 1
+        elif i < len(src) and src[i] == 1:
+            i += 1
+        elif i == len(src) or j == len(dst):
+            return None
+        else:
+            group, n_out, a, b = [i], 1, src[i], dst[j]
+            i, j = i + 1, j + 1
+            while a != b:
+                if a < b and i < len(src):
+                    a, i = a * src[i], i + 1
+                    group.append(i - 1)
+                elif b < a and j < len(dst):
+                    b, j, n_out = b * dst[j], j + 1, n_out + 1
+                else:
+                    return None
+            out.extend([tuple(sorted(_union(axes, group)))] * n_out)
+    return tuple(out)
+
+
+def _carry_axes(eqn: Any, axes: LeafAxes, out: Any) -> LeafAxes:
+    """The leaf axes of ``out``, an output of ``eqn`` followed from its operand 0 (or an operand of the output's
+    shape) whose leaf axes are ``axes``."""
+    if axes is None:
+        return None
+    name, params, shape = eqn.primitive.name, eqn.params, _shape(out)
+    src = _shape(eqn.invars[0])
+    if name == "transpose":
+        return tuple(axes[d] for d in params["permutation"])
+    if name == "reshape":
+        return axes if src == shape else _regroup(src, shape, axes)
+    if name == "squeeze":
+        return tuple(a for d, a in enumerate(axes) if d not in {k % len(axes) for k in params["dimensions"]})
+    if name == "broadcast_in_dim":
+        new: list[tuple[int, ...]] = [()] * len(shape)
+        for k, d in enumerate(params["broadcast_dimensions"]):
+            new[d] = axes[k] if src[k] == shape[d] else ()
+        return tuple(new)
+    if name == "gather":
+        dn = params["dimension_numbers"]
+        gone = set(dn.collapsed_slice_dims) | set(dn.operand_batching_dims)
+        kept = [a for d, a in enumerate(axes) if d not in gone]
+        if len(kept) != len(dn.offset_dims):
+            return None
+        new = [()] * len(shape)
+        for d, a in zip(dn.offset_dims, kept, strict=True):
+            new[d] = a
+        return tuple(new)
+    if "axes" in params and name.startswith(("reduce_", "arg")):
+        return tuple(a for d, a in enumerate(axes) if d not in params["axes"])
+    if _FAMILY.get(name) == "contract" or len(shape) != len(axes):
+        return None
+    return axes  # elementwise, slices, padding, concatenation, a loop's slice (dynamic_slice), ...
+
+
+def _read_contract(eqn: Any, k: int, axes: LeafAxes) -> Contract | None:
+    """``(reduction, output)`` leaf axes of operand ``k`` of a contraction: its contracting (conv: input feature
+    and window) axes and its free (conv: output feature) axes; batch and group axes are neither."""
+    if axes is None:
+        return None
+    name, params = eqn.primitive.name, eqn.params
+    if name == _CONV:
+        if k != 1:
+            return None
+        spec = params["dimension_numbers"].rhs_spec
+        red, free, batch = set(spec[1:]), {spec[0]}, set()
+    else:
+        if name == "dot_general":
+            dims, group = params["dimension_numbers"], ()
+        else:
+            rd = params["ragged_dot_dimension_numbers"]
+            dims, group = rd.dot_dimension_numbers, rd.rhs_group_dimensions if k == 1 else ()
+        (contracting, batched) = dims[0][k], dims[1][k]
+        red, batch = set(contracting), set(batched) | set(group)
+        free = set(range(len(axes))) - red - batch
+    r, o, b = _union(axes, red), _union(axes, free), _union(axes, batch)
+    if r & o or (r | o) & b:
+        return None
+    return tuple(sorted(r)), tuple(sorted(o))
+
+
+def _merge(reads: Sequence[Contract | None]) -> Contract | None:
+    known = [r for r in reads if r is not None]
+    red = {a for r, _ in known for a in r}
+    out = {a for _, o in known for a in o}
+    return None if len(known) < len(reads) or red & out else (tuple(sorted(red)), tuple(sorted(out)))
+
+
 class _Walker:
     """Follows one parameter from its invar to its first real consumers."""
 
@@ -389,13 +499,14 @@ class _Walker:
         self.an = an
         self.uses: set[Use] = set()
         self.unknown = False
-        self.seen: set[tuple[int, bool, bool]] = set()
+        self.seen: set[tuple[Any, ...]] = set()
         self.calls: dict[int, tuple[bool, bool]] = {}  # producing equation -> (reached a norm, escaped)
         self.gathered = False  # rows of the parameter were picked by a data index
+        self.contracts: dict[tuple[int, int], list[Contract | None]] = {}  # (eqn, operand) -> what each path read
 
     def follow(self, var: Any, jaxpr: Any, chain: tuple[tuple[Any, Any], ...], batched: bool,
-               nonlinear: bool, gathered: bool = False) -> None:
-        key = (id(var), batched, nonlinear, gathered)
+               nonlinear: bool, gathered: bool = False, axes: LeafAxes = None) -> None:
+        key = (id(var), batched, nonlinear, gathered, axes)
         if key in self.seen:
             return
         self.seen.add(key)
@@ -403,28 +514,28 @@ class _Walker:
         for i, out in enumerate(jaxpr.outvars):
             if out is var and chain:
                 parent, call = chain[-1]
+                stacked = call.primitive.name == "scan" and i >= call.params["num_carry"]  # ys: a new axis
                 for j, o in _Links.outputs(call, jaxpr):
                     if j == i:
-                        self.follow(call.outvars[o], parent, chain[:-1], batched, nonlinear, gathered)
+                        self.follow(call.outvars[o], parent, chain[:-1], batched, nonlinear, gathered,
+                                    None if stacked else axes)
         for eqn in an.uses(jaxpr, var):
-            self._eqn(eqn, var, jaxpr, chain, batched, nonlinear, gathered)
-
-    def _next(self, eqn: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool) -> None:
-        for out in eqn.outvars:
-            self.follow(out, jaxpr, chain, batched, nonlinear)
+            self._eqn(eqn, var, jaxpr, chain, batched, nonlinear, gathered, axes)
 
     def _eqn(self, eqn: Any, var: Any, jaxpr: Any, chain: Any, batched: bool, nonlinear: bool,
-             gathered: bool) -> None:
+             gathered: bool, axes: LeafAxes = None) -> None:
         """Family and facts of one equation consuming ``var``; ``wdmask._usage.resolve`` decides."""
         an = self.an
         name = eqn.primitive.name
         positions = [k for k, v in enumerate(eqn.invars) if v is var]
         links = _Links.inputs(eqn)
         if links:  # a call: follow into the sub-jaxprs
+            xs = eqn.params["num_consts"] + eqn.params["num_carry"] if name == "scan" else len(eqn.invars)
             for sub, mapping in links:
                 for k, i in mapping:
-                    if k in positions:
-                        self.follow(sub.invars[i], sub, (*chain, (jaxpr, eqn)), batched, nonlinear, gathered)
+                    if k in positions:  # a scan's xs: the body gets one slice (the leading axis is the loop's)
+                        inner = axes[1:] if k >= xs and axes is not None else axes
+                        self.follow(sub.invars[i], sub, (*chain, (jaxpr, eqn)), batched, nonlinear, gathered, inner)
             return
         family = _FAMILY.get(name, "unknown")
         act = any(an.flag(v) & ACT for v in eqn.invars if v is not var)
@@ -478,11 +589,15 @@ class _Walker:
             picked = gathered or facts.get("index") == "data"
             self.gathered = self.gathered or picked
             for out in eqn.outvars:
-                self.follow(out, jaxpr, chain, batched, follow_nonlinear(f), picked)
+                self.follow(out, jaxpr, chain, batched, follow_nonlinear(f), picked, _carry_axes(eqn, axes, out))
         elif use is None:
             self.unknown = True
         else:
             self.uses.add(use)
+            if use.usage == "contract":
+                read = family == "contract" and len(positions) == 1
+                self.contracts.setdefault((id(eqn), positions[0]), []).append(
+                    _read_contract(eqn, positions[0], axes) if read else None)
             if (use.usage == "contract" and act) or (use.usage == "add" and f.from_contraction):
                 if id(eqn) not in self.calls:  # a producer: its kernel and its bias get feeds_norm
                     self.calls[id(eqn)] = _Feeds(self.an).follow(eqn.outvars[0], jaxpr, chain)
@@ -530,6 +645,12 @@ class _Walker:
                 if uname == "convert_element_type":
                     todo.extend(use.outvars)
         return False
+
+    def contract_axes(self) -> Contract | None:
+        """The ``(reduction, output)`` leaf axes of every contraction, when all are known and agree (the paths
+        into one contraction are merged: ``v / ||v||`` reaches it whole and reduced)."""
+        found = {_merge(reads) for reads in self.contracts.values()}
+        return found.pop() if len(found) == 1 else None
 
     def feeds_norm(self) -> bool:
         """Every call of the contraction this parameter produces reached a norm and nothing else."""
@@ -602,24 +723,27 @@ class _Feeds:
 def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequence[Any],
                      position_vars: Sequence[Any] = (), *, abstract_ids: bool = False,
                      slots: Sequence[str] = (),
-                     norm_codes: frozenset[Any] = frozenset()) -> tuple[list[tuple[Use, ...]], list[bool], set[int]]:
+                     norm_codes: frozenset[Any] = frozenset(),
+                     ) -> tuple[list[tuple[Use, ...]], list[bool], set[int], list[Contract | None]]:
     """The uses of each of ``param_invars`` (vars of ``closed.jaxpr.invars``), given which vars are inputs
     (``position_vars``: inputs read as position ids), and the indices of the params whose table reading is a
     guess (gathered by an integer input whose values were not seen, ``abstract_ids``); feeds_norm of each
-    parameter is the second list. ``norm_codes``: the code objects of norm modules' ``__call__``, whose first
-    equations consuming a value from outside them take norm inputs (``eqn.source_info``: no tagging)."""
+    parameter is the second list, its contraction axes (``UsageTrace.contract_axes``) the fourth.
+    ``norm_codes``: the code objects of norm modules' ``__call__``, whose first equations consuming a value from
+    outside them take norm inputs (``eqn.source_info``: no tagging)."""
     an = _Analysis(closed, param_invars, data_vars, position_vars)
     an.norm_codes = norm_codes
     an.slots = {id(v): slot for v, slot in zip(param_invars, slots, strict=False) if slot}
-    out, feeds, guessed = [], [], set()
+    out, feeds, guessed, contracts = [], [], set(), []
     for k, v in enumerate(param_invars):
         walker = _Walker(an)
-        walker.follow(v, an.root, (), False, False)
+        walker.follow(v, an.root, (), False, False, axes=tuple((a,) for a in range(len(_shape(v)))))
         out.append(walker.result())
         feeds.append(walker.feeds_norm())
+        contracts.append(walker.contract_axes())
         if abstract_ids and Use("gather_data") in walker.uses:
             guessed.add(k)
-    return out, feeds, guessed
+    return out, feeds, guessed, contracts
 
 
 def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, ...], sample: Any,
@@ -643,7 +767,7 @@ def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, .
     data = invars[len(invars) - n_data:] if n_data else []
     found, abstract_ids = sample.positions()
     paths = leaf_paths(params)
-    uses, feeds, guessed = usage_from_jaxpr(closed, invars[:n_params], data, [data[k] for k in found],
+    uses, feeds, guessed, contracts = usage_from_jaxpr(closed, invars[:n_params], data, [data[k] for k in found],
                                             abstract_ids=abstract_ids,
                                             slots=[(slots or {}).get(p, "") for p in paths],
                                             norm_codes=frozenset(norm_codes))  # filled while tracing
@@ -651,7 +775,15 @@ def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, .
     merged: dict[Path, bool] = {}
     for path, f in zip(paths, feeds, strict=True):
         merged[path] = merged.get(path, True) and f
-    return UsageTrace(closed, merge_uses(paths, uses), merged, {})
+    axes: dict[Path, set[Contract | None]] = {}
+    for path, c in zip(paths, contracts, strict=True):
+        axes.setdefault(path, set()).add(c)
+    known: dict[Path, Contract] = {}
+    for path, found in axes.items():
+        one = found.pop() if len(found) == 1 else None
+        if one is not None:
+            known[path] = one
+    return UsageTrace(closed, merge_uses(paths, uses), merged, known)
 
 
 def first_uses(closed: Any, n_params: int) -> list[float]:
@@ -686,7 +818,9 @@ class UsageTrace(NamedTuple):
     usage: dict[Path, tuple[Use, ...]]
     feeds_norm: dict[Path, bool]
     #: kernel leaf path -> (reduction axes, output axes) in the leaf's full shape, as the traced contraction
-    #: with the activations reads them (stacked axes are neither); absent when unknown or inconsistent
+    #: with the activations reads them (axes a loop slices or the contraction batches over are neither; a
+    #: ``vmap``-stacked axis of an unbatched input is free here, dropped by ``wdmask._contract``); absent when
+    #: unknown or inconsistent
     contract_axes: dict[Path, tuple[tuple[int, ...], tuple[int, ...]]]
 
 
@@ -765,7 +899,7 @@ def trace_usage(fn: Callable[..., Any], params: PyTree, *, sample: Any = None) -
     if len(invars) != len(paths):
         raise ValueError(f"trace_usage: `fn` was traced with {len(paths)} param leaves but its jaxpr has "
                          f"{len(invars)} inputs; `fn` must take exactly the params pytree")
-    uses, _, _ = usage_from_jaxpr(closed, invars, list(closed.jaxpr.constvars))
+    uses, _, _, _ = usage_from_jaxpr(closed, invars, list(closed.jaxpr.constvars))
     return merge_uses(paths, uses)
 
 
