@@ -107,8 +107,9 @@ def _by_class(optimizers: list[Any] | tuple[Any, ...]) -> list[tuple[str | None,
     parameters or groups), empty, or two of one class (their labels would clash: a dict names them)."""
     kind = type(optimizers).__name__
     if not optimizers:
-        raise ValueError(f"`optimizer` is an empty {kind}; pass the optimizers that train the model, e.g. "
-                         "[torch.optim.Muon(hidden, ...), torch.optim.AdamW(rest, ...)]")
+        raise TypeError(NOT_OPTIMIZER_MSG.format(
+            what=f"{kind}; pass the optimizer itself (torch.optim.SGD(...)) or a list of the optimizers that train "
+                 f"the model ([torch.optim.Muon(hidden, ...), torch.optim.AdamW(rest, ...)]), not an empty {kind}"))
     inner = [_innermost(o) for o in optimizers]
     for k, o in enumerate(inner):
         if not _has_groups(o):
@@ -196,10 +197,9 @@ def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] | 
       An ``AuditReport``: ``report.ok``, ``report.assert_ok()``, ``print(report)``.
 
     Raises:
-      TypeError: ``optimizer`` has no ``param_groups`` (or a list holds something that is not an optimizer), or
-        ``model`` is not an ``nn.Module``.
-      ValueError: a list/tuple of optimizers is empty or holds two of one class (pass a ``{label: optimizer}``
-        dict).
+      TypeError: ``optimizer`` has no ``param_groups`` (or is an empty list, or a list holding something that is
+        not an optimizer), or ``model`` is not an ``nn.Module``.
+      ValueError: a list/tuple of optimizers holds two of one class (pass a ``{label: optimizer}`` dict).
 
     Examples:
       >>> net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))

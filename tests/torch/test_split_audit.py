@@ -67,5 +67,5 @@ def test_list_errors():
         wdmask_torch.infer_rules((a, b), model)
     with pytest.raises(TypeError, match=r"a list whose item \[0\] is Parameter; a list must hold optimizers"):
         wdmask_torch.audit(list(model.parameters()), model, RULES)
-    with pytest.raises(ValueError, match=r"`optimizer` is an empty tuple"):
+    with pytest.raises(TypeError, match=r"got tuple; pass the optimizer itself .*not an empty tuple"):
         wdmask_torch.audit((), model, RULES)
