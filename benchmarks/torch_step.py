@@ -14,6 +14,16 @@ Layouts, sharing the same parameter tensors and gradients (each optimizer has it
   ``two groups / single`` is the floor of any two-group layout, wdmask or not; ``wdmask / two groups`` is
   what wdmask adds on top (nothing: the same groups).
 
+Per-parameter policy (issue #24 item 6: "torch steps with wdmask's groups within 1.05 of the same groups written
+by hand"), on a GPT-2-style decoder (``usage_torch.gpt2``: HF ``Conv1D`` projections, tied head; 6 blocks,
+d = 384 (12 heads); 2 blocks, d = 192 with ``--quick``):
+
+* ``standard + layer_decay(0.8)``, AdamW (foreach): ``wdmask_torch.groups(..., weight_decay=, lr=)`` against the
+  same (weight decay, lr) groups written by hand from names as MAE's ``param_groups_lrd`` does;
+* ``standard + muon``: ``wdmask_torch.optimizers`` (Muon for the blocks' matrices, AdamW for the rest, one
+  ``Optimizers`` stepping both) against a hand-built ``torch.optim.Muon`` + ``torch.optim.AdamW`` pair stepped
+  one after the other. Both layouts are checked to give every parameter the same settings before timing.
+
 Runs in a subprocess with ``GLIBC_TUNABLES`` set (see ``_common.GLIBC_TUNABLES``) and a fixed
 number of torch threads; ratios are medians of per-round ratios over interleaved rounds.
 """
@@ -114,6 +124,98 @@ def measure(quick: bool, threads: int) -> list[Row]:
                                     speedup, "per-param / wdmask", "report", None))
                 del opts
         del model, params
+    return rows + policy_rows(quick)
+
+
+GPT_BLOCKS = 6
+
+
+def _hand_layer_decay(model: Any, wd: float, lr: float, decay: float) -> list[dict[str, Any]]:
+    """MAE-style ``param_groups_lrd`` for GPT names, by hand: layer id 0 for the embeddings, ``i + 1`` for
+    ``h.i``, ``n + 1`` after; no decay for 1-D tensors and the position table; ``lr = lr * decay ** (n + 1 - id)``."""
+    n = len(model.h)
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        layer = 0 if name.startswith(("wte", "wpe")) else int(name.split(".")[1]) + 1 if name.startswith("h.") \
+            else n + 1
+        decayed = p.ndim >= 2 and name != "wpe.weight"
+        g = groups.setdefault((layer, decayed), {"params": [], "weight_decay": wd if decayed else 0.0,
+                                                 "lr": lr * decay ** (n + 1 - layer)})
+        g["params"].append(p)
+    return list(groups.values())
+
+
+def _hand_muon(model: Any, wd: float, lr: float) -> list[Any]:
+    """Muon for the 2-D matrices inside the blocks, AdamW for the rest (decay only on the token table)."""
+    import torch
+
+    named = list(model.named_parameters())
+    hidden = [p for n, p in named if n.startswith("h.") and p.ndim == 2]
+    decayed = [p for n, p in named if n == "wte.weight"]
+    rest = [p for n, p in named if not (n.startswith("h.") and p.ndim == 2) and n != "wte.weight"]
+    return [torch.optim.Muon([{"params": hidden, "weight_decay": wd}], lr=lr),
+            torch.optim.AdamW([{"params": rest, "weight_decay": 0.0}, {"params": decayed, "weight_decay": wd}],
+                              lr=lr, foreach=True)]
+
+
+def _settings(optimizers: list[Any]) -> dict[int, tuple[str, float, float]]:
+    return {id(p): (type(o).__name__, g["weight_decay"], g["lr"]) for o in optimizers for g in o.param_groups
+            for p in g["params"]}
+
+
+def policy_rows(quick: bool) -> list[Row]:
+    """Steps with wdmask's policy groups vs the same groups written by hand (GPT-2-style decoder)."""
+    import torch
+
+    import wdmask_torch
+    from benchmarks.usage_torch import gpt2
+    from wdmask import presets
+
+    rounds, reps = (5, 1) if quick else (20, 2)
+    torch.manual_seed(0)
+    model = gpt2(layers=2 if quick else GPT_BLOCKS, d=192 if quick else 384, vocab=4096, ctx=128)
+    ids = torch.zeros(2, 16, dtype=torch.long)
+    params = list(model.parameters())
+    for p in params:
+        torch.nn.init.normal_(p, std=0.02)
+        p.grad = torch.randn_like(p) * 1e-3
+    n = len(params)
+    wd, lr = 0.1, 1e-3
+    ld = wdmask_torch.groups(model, presets.standard + presets.layer_decay(0.8), weight_decay=wd, lr=lr,
+                             example_inputs=ids)
+    cases = {
+        "standard + layer_decay(0.8), AdamW foreach": (
+            [torch.optim.AdamW(ld, lr=lr, foreach=True)],
+            [torch.optim.AdamW(_hand_layer_decay(model, wd, lr, 0.8), lr=lr, foreach=True)]),
+        "standard + muon, Muon + AdamW": (
+            list(wdmask_torch.optimizers(model, presets.standard + presets.muon, {
+                "muon": lambda g: torch.optim.Muon(g, lr=lr),
+                "adamw": lambda g: torch.optim.AdamW(g, lr=lr, foreach=True)},
+                weight_decay=wd, lr=lr, example_inputs=ids).optimizers.values()),
+            _hand_muon(model, wd, lr)),
+    }
+    rows = []
+    for label, (ours, hand) in cases.items():
+        if _settings(ours) != _settings(hand):
+            raise AssertionError(f"{label}: wdmask's groups and the hand-written ones differ")
+
+        def step(opts: list[Any] = ours) -> None:
+            for o in opts:
+                o.step()
+
+        def step_hand(opts: list[Any] = hand) -> None:
+            for o in opts:
+                o.step()
+
+        for _ in range(2):  # allocate state, warm up
+            step(), step_hand()
+        samples = interleaved({"wdmask": step, "hand": step_hand}, rounds=rounds, reps=reps)
+        ratio = paired_ratio(samples, "wdmask", "hand")
+        groups = sum(len(o.param_groups) for o in ours)
+        rows.append(Row(SECTION, f"GPT-2-style ({len(model.h)} blocks, {n} tensors), {label}: vs same groups by hand",
+                        fmt_time(median(samples["wdmask"])), ratio, "wdmask / hand-written groups", "≤ 1.05",
+                        ratio <= 1.05, f"{groups} groups in {len(ours)} optimizer(s); step wdmask / hand = "
+                                       f"{fmt_time(median(samples['wdmask']))} / {fmt_time(median(samples['hand']))}"))
     return rows
 
 

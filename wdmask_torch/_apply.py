@@ -178,9 +178,8 @@ def groups(model: nn.Module, rules: Rules | Iterable[RuleLike] | None = None, *,
     items = checked_inventory(model, example_inputs, include_frozen=include_frozen, fn="groups", given=inventory)
     rules = as_rules(rules)
     infos = [info for _, _, info in items]
-    if needs_depth(rules):
-        infos = with_depth(infos, call_order(model, example_inputs) if example_inputs is not None else None,
-                           registration=True, strict=strict)
+    if needs_depth(rules) and any(info.depth is None for info in infos):  # traced inventories have depths
+        infos = with_depth(infos, None, registration=True, strict=strict)
     decisions = decide(infos, rules, strict=strict)
     scaled = any(r.sets("lr") or r.sets("lr_decay") for r in rules)
     by_key: dict[tuple[float, float, str], list[tuple[str, nn.Parameter]]] = {}
@@ -259,39 +258,19 @@ def _lr_scale(lr: float | tuple[float, ...], info: Any) -> float:
 def call_order(model: nn.Module, example_inputs: Any) -> list[tuple[str, ...]]:
     """Module paths (canonical, ``()`` for the root) in the order their ``forward`` first runs on ``example_inputs``.
 
-    One forward pass with forward pre-hooks, driven like every traced pass (``_snapshot.untouched``: eval
-    modes by assignment, parameters, buffers, modes and RNG states restored, hooks removed even on error).
-    Used to order blocks for depths; the usage trace may supply it instead.
+    Read from the usage trace ``describe(model, example_inputs=...)`` runs (one forward pass, driven like
+    every traced pass: eval modes by assignment, parameters, buffers, modes and RNG states restored, hooks
+    removed even on error); the depths of a traced inventory come from this order, so ``groups`` with
+    ``presets.layer_decay`` and ``example_inputs`` runs the model once.
 
     Examples:
       >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
       >>> call_order(net, torch.zeros(1, 2))
       [(), ('0',), ('1',), ('2',)]
     """
-    from wdmask_torch._describe import canonical_path, unwrap
-    from wdmask_torch._feeds_norm import _split
-    from wdmask_torch._snapshot import untouched
+    from wdmask_torch._describe import canonical_path, check_model
+    from wdmask_torch._usage import trace
 
-    inner = unwrap(model)
-    order: list[tuple[str, ...]] = []
-    seen: set[int] = set()
-
-    def hook_for(name: str) -> Any:
-        def hook(module: nn.Module, args: Any) -> None:
-            if id(module) not in seen:
-                seen.add(id(module))
-                order.append(canonical_path(name) if name else ())
-        return hook
-
-    handles = []
-    args, kwargs = _split(example_inputs)
-    with untouched(inner):  # eval modes by assignment; tensors, modes and RNG states restored, one pass at a time
-        try:
-            for name, module in inner.named_modules():
-                handles.append(module.register_forward_pre_hook(hook_for(name)))
-            inner(*args, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
-    return order
-
+    inner = check_model(model, "call_order")
+    graph = trace(inner, example_inputs, params=list(inner.parameters()))
+    return [canonical_path(name) if name else () for name in graph.order]

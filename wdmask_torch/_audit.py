@@ -56,13 +56,7 @@ def param_groups(optimizer: Any) -> list[dict[str, Any]]:
     Raises:
       TypeError: nothing with ``param_groups`` (a list of dicts holding ``params``).
     """
-    obj, seen = optimizer, set()
-    while not isinstance(obj, torch.optim.Optimizer) and id(obj) not in seen:
-        seen.add(id(obj))
-        inner = _inner(obj)
-        if inner is None:
-            break
-        obj = inner
+    obj = _innermost(optimizer)
     what = type(optimizer).__name__
     if isinstance(optimizer, (list, tuple)):
         what += "; pass the optimizer itself (torch.optim.SGD(...)), not its parameters or groups"
@@ -81,16 +75,58 @@ def param_groups(optimizer: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _innermost(optimizer: Any) -> Any:
+    """The optimizer a wrapper holds (``.optimizer``/``._optimizer``, any depth), else ``optimizer`` itself."""
+    obj, seen = optimizer, set()
+    while not isinstance(obj, torch.optim.Optimizer) and id(obj) not in seen:
+        seen.add(id(obj))
+        inner = _inner(obj)
+        if inner is None:
+            break
+        obj = inner
+    return obj
+
+
 def _labelled(optimizer: Any) -> list[tuple[str | None, Any]]:
     """``[(label, optimizer)]``: a ``{label: optimizer}`` mapping (a hand-made Muon + AdamW split), a
-    ``wdmask_torch.Optimizers``, or one optimizer (label ``None``)."""
+    ``wdmask_torch.Optimizers``, a list/tuple of optimizers (each labelled by its class name lower-cased:
+    ``Muon`` -> ``"muon"``), or one optimizer (label ``None``)."""
     from wdmask_torch._optimizers import Optimizers
 
     if isinstance(optimizer, Mapping):
         return list(optimizer.items())
     if isinstance(optimizer, Optimizers):
         return list(optimizer.optimizers.items())
+    if isinstance(optimizer, (list, tuple)):
+        return _by_class(optimizer)
     return [(None, optimizer)]
+
+
+def _by_class(optimizers: list[Any] | tuple[Any, ...]) -> list[tuple[str | None, Any]]:
+    """A list/tuple of optimizers labelled by class name lower-cased, or a clear error: not optimizers (its
+    parameters or groups), empty, or two of one class (their labels would clash: a dict names them)."""
+    kind = type(optimizers).__name__
+    if not optimizers:
+        raise TypeError(NOT_OPTIMIZER_MSG.format(
+            what=f"{kind}; pass the optimizer itself (torch.optim.SGD(...)) or a list of the optimizers that train "
+                 f"the model ([torch.optim.Muon(hidden, ...), torch.optim.AdamW(rest, ...)]), not an empty {kind}"))
+    inner = [_innermost(o) for o in optimizers]
+    for k, o in enumerate(inner):
+        if not _has_groups(o):
+            raise TypeError(NOT_OPTIMIZER_MSG.format(
+                what=f"a {kind} whose item [{k}] is {type(optimizers[k]).__name__}; a {kind} must hold optimizers "
+                     "(e.g. [torch.optim.Muon(hidden, ...), torch.optim.AdamW(rest, ...)], each labelled by its "
+                     "class name lower-cased), not parameters or param groups: pass the optimizer itself "
+                     "(torch.optim.SGD(...))"))
+    labels = [type(o).__name__.lower() for o in inner]
+    for k, label in enumerate(labels):
+        if label in labels[:k]:
+            j = labels.index(label)
+            raise ValueError(f"`optimizer` holds two {type(inner[k]).__name__} optimizers (items [{j}] and [{k}]): "
+                             f"a {kind} labels each optimizer by its class name lower-cased, so both would be "
+                             f"{label!r}; pass a {{label: optimizer}} dict naming them instead, e.g. "
+                             f"{{'{label}_a': opts[{j}], '{label}_b': opts[{k}]}}, with rules whose labels match")
+    return list(zip(labels, optimizers, strict=True))
 
 
 def policy_of(optimizer: Any) -> tuple[dict[int, float], dict[int, str | None]]:
@@ -143,7 +179,10 @@ def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] | 
     Args:
       optimizer: A ``torch.optim.Optimizer``, a wrapper holding one (accelerate's
         ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``), any object with
-        ``param_groups`` (DeepSpeed ZeRO), a ``wdmask_torch.Optimizers``, or a ``{label: optimizer}`` dict.
+        ``param_groups`` (DeepSpeed ZeRO), a ``wdmask_torch.Optimizers``, a ``{label: optimizer}`` dict, or a
+        list/tuple of optimizers of distinct classes, each labelled by its class name lower-cased
+        (``[torch.optim.Muon(hidden, ...), torch.optim.AdamW(rest, ...)]``: ``"muon"``, ``"adamw"``, the
+        labels of ``presets.muon``).
       model: The model it trains (wrappers allowed).
       rules: The rules it should follow (default ``None``: ``wdmask.presets.standard``).
       example_inputs: The inputs the optimizer's groups were built with (``groups(model, rules,
@@ -158,7 +197,9 @@ def audit(optimizer: Any, model: nn.Module, rules: Rules | Iterable[RuleLike] | 
       An ``AuditReport``: ``report.ok``, ``report.assert_ok()``, ``print(report)``.
 
     Raises:
-      TypeError: ``optimizer`` has no ``param_groups`` or ``model`` is not an ``nn.Module``.
+      TypeError: ``optimizer`` has no ``param_groups`` (or is an empty list, or a list holding something that is
+        not an optimizer), or ``model`` is not an ``nn.Module``.
+      ValueError: a list/tuple of optimizers holds two of one class (pass a ``{label: optimizer}`` dict).
 
     Examples:
       >>> net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))

@@ -452,10 +452,30 @@ def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = 
         memo = _Memo()
         norms = [m for m in inner.modules() if (k := module_kind(m, memo)) is not None and k[0].startswith("norm.")]
         graph = trace(inner, example_inputs, params=list(inner.parameters()), norms=norms)
-    out = list(iter_params(inner, include_frozen=include_frozen, graph=graph))
+    # With a trace, depths come from structure and the traced call order, over every parameter (frozen ones
+    # too: a block's depth does not change when it is frozen, as in MAE/timm layer ids).
+    out = list(iter_params(inner, include_frozen=include_frozen or graph is not None, graph=graph))
     if graph is not None:
+        infos = traced_depths([info for _, _, info in out], graph.order)
+        out = [(name, p, info) for (name, p, _), info in zip(out, infos, strict=True)
+               if include_frozen or p.requires_grad]
         note_positions(graph.positions, [info.dotted for _, p, info in out if id(p) in graph.guessed])
     return out
+
+
+def traced_depths(infos: list[ParamInfo], order: Iterable[str]) -> list[ParamInfo]:
+    """``infos`` with ``depth`` from structure and ``order`` (``named_modules()`` names in call order, as the
+    trace records them). A parameter whose module never ran (unused by the pass) is placed by registration
+    order without a warning: nothing trains it through this forward, so its learning rate is immaterial."""
+    import warnings
+
+    from wdmask._depth import with_depth
+    from wdmask._errors import UnclassifiedWarning
+
+    paths = [canonical_path(name) if name else () for name in order]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnclassifiedWarning)
+        return with_depth(infos, paths, registration=True)
 
 
 def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bool = False) -> list[ParamInfo]:
@@ -467,8 +487,10 @@ def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bo
       example_inputs: Optional inputs for one forward pass (a tuple is unpacked into positional
         arguments, a dict into keyword arguments, anything else is the single argument; meta tensors
         for a meta-device model). The pass records how each parameter is consumed (its role then
-        comes from usage, ``source="graph"``) and detects ``feeds_norm``. ``None``: nothing runs,
-        roles come from classes and names, and ``feeds_norm`` is ``None``.
+        comes from usage, ``source="graph"``), detects ``feeds_norm`` and orders the modules: ``depth`` is
+        filled from the repeated blocks and that call order (``presets.layer_decay``, ``in_block``), so
+        ``groups``/``audit``/``infer_rules`` given this inventory run nothing again. ``None``: nothing runs,
+        roles come from classes and names, ``feeds_norm`` and ``depth`` are ``None``.
       include_frozen: Also describe parameters with ``requires_grad=False``.
 
     Returns:

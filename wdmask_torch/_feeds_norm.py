@@ -101,11 +101,14 @@ def _eager(model: nn.Module) -> Iterator[None]:
 
 
 def run(model: nn.Module, example_inputs: Any, tracker: _Tracker, *, producers: Sequence[nn.Module],
-        norms: Sequence[nn.Module], before: Callable[[], None] | None = None) -> dict[nn.Module, bool | None]:
+        norms: Sequence[nn.Module], before: Callable[[], None] | None = None,
+        order: list[str] | None = None) -> dict[nn.Module, bool | None]:
     """One probing forward pass of ``model`` under ``tracker``; returns the producers' ``feeds_norm``.
 
     ``before`` runs inside the pass's context (no grad, eval, ``untouched``) right before the forward,
-    once the hooks are in place (usage tracing registers the parameters and inputs there).
+    once the hooks are in place (usage tracing registers the parameters and inputs there). ``order``: a list
+    this pass fills with the ``named_modules()`` name of each module when its ``forward`` first runs (the
+    call order depths are read from; ``""`` for the root).
     """
     producer_set = list(dict.fromkeys(producers))
     mha = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
@@ -139,6 +142,18 @@ def run(model: nn.Module, example_inputs: Any, tracker: _Tracker, *, producers: 
     args, kwargs = _split(example_inputs)
     with untouched(model):
         try:
+            if order is not None:
+                entered: set[int] = set()
+
+                def entry_hook(name: str) -> Callable[..., None]:
+                    def hook(module: nn.Module, _args: Any) -> None:
+                        if id(module) not in entered:
+                            entered.add(id(module))
+                            order.append(name)
+                    return hook
+
+                for name, m in model.named_modules():
+                    handles.append(m.register_forward_pre_hook(entry_hook(name)))
             for m in producer_set:
                 handles.append(m.register_forward_hook(on_output))
             for m in mha if producer_set else ():

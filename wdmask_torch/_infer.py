@@ -25,7 +25,10 @@ def infer_rules(optimizer: Any, model: nn.Module, *, example_inputs: Any = None,
     """The shortest rules (vocabulary first, paths only when needed) reproducing ``optimizer``'s decay.
 
     Then its learning-rate multipliers (``lr_decay`` when they are layer-wise decay, else per-path ``lr``)
-    and its optimizer labels (a ``{label: optimizer}`` dict, ``wdmask_torch.Optimizers``, groups' ``optimizer``).
+    and its optimizer labels (a ``{label: optimizer}`` dict, ``wdmask_torch.Optimizers``, groups' ``optimizer``, or
+    a list/tuple of optimizers labelled by class name lower-cased: ``[Muon(...), AdamW(...)]`` -> ``"muon"``,
+    ``"adamw"``; rebuild such a split with ``wdmask_torch.optimizers(model, result.rules, {"muon": ..., "adamw":
+    ...}, weight_decay=result.weight_decay)``).
 
     Targets are multipliers relative to the optimizer's most common non-zero weight decay,
     returned as ``result.weight_decay``: rebuild with
@@ -34,7 +37,9 @@ def infer_rules(optimizer: Any, model: nn.Module, *, example_inputs: Any = None,
 
     Args:
       optimizer: An optimizer built over (some of) ``model``'s parameters: a ``torch.optim.Optimizer``,
-        a wrapper holding one (``.optimizer``/``._optimizer``) or any object with ``param_groups``.
+        a wrapper holding one (``.optimizer``/``._optimizer``) or any object with ``param_groups``; or several
+        as a ``{label: optimizer}`` dict, a ``wdmask_torch.Optimizers`` or a list/tuple (labels: class names
+        lower-cased, as in ``audit``).
       model: The model (wrappers allowed).
       example_inputs: Inputs for one traced forward pass, as for ``groups``: the inferred rules may then
         use what only the graph knows (``feeds_norm``, roles from usage). Nothing about the model changes.

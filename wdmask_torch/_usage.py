@@ -224,13 +224,15 @@ class _Derived:
 @dataclasses.dataclass
 class Trace:
     """What one traced forward pass found: each parameter's uses (by ``id`` of the tensor), the
-    ``feeds_norm`` of each (``id``) and which example inputs were read as position ids."""
+    ``feeds_norm`` of each (``id``), which example inputs were read as position ids, and the module call order."""
 
     uses: dict[int, tuple[Use, ...]]
     touched: set[int]
     feeds: dict[int, bool]
     positions: tuple[str, ...] = ()
     guessed: set[int] = dataclasses.field(default_factory=set)
+    #: ``named_modules()`` names (``""``: the root) in the order each module's ``forward`` first ran.
+    order: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -688,10 +690,12 @@ def _batch_of_two(example_inputs: Any) -> Any:
 
 def _trace(model: nn.Module, example_inputs: Any, params: Sequence[torch.Tensor], norms: Sequence[nn.Module]) -> Trace:
     tracker = _UsageTracker(params, follow_feeds=True)
-    run(model, example_inputs, tracker, producers=(), norms=norms, before=lambda: tracker.start(example_inputs))
+    order: list[str] = []
+    run(model, example_inputs, tracker, producers=(), norms=norms, before=lambda: tracker.start(example_inputs),
+        order=order)
     tracker.finish()
     feeds = {id(tracker.params[i]): v for i, v in tracker.verdicts().items()}
     uses = {id(p): tuple(sorted(tracker.uses[i])) for i, p in enumerate(tracker.params)}
     touched = {id(tracker.params[i]) for i in tracker.touched}
     guessed = {id(tracker.params[i]) for i in tracker.guessed}
-    return Trace(uses, touched, feeds, tuple(tracker.positions), guessed)
+    return Trace(uses, touched, feeds, tuple(tracker.positions), guessed, tuple(order))
