@@ -24,6 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from wdmask._depth import owner_index
 from wdmask._errors import check_bool
 from wdmask._kinds import kind_from_name, role_from_name
 from wdmask._types import LAYER_KINDS, SOURCES, ParamInfo
@@ -364,6 +365,7 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
     class says nothing, its layer kind) from ``wdmask._usage.classify`` and ``source="graph"``.
     """
     owners: dict[int, list[tuple[nn.Module, str]]] = {}
+    called = {canonical_path(n) if n else (): k for k, n in enumerate(graph.order)} if graph is not None else None
     names: dict[int, list[str]] = {}  # every dotted name of each tensor, first (canonical) first
     tensors: dict[int, tuple[str, nn.Parameter]] = {}  # first name (as `named_parameters()` gives it) and tensor
     for mname, module in model.named_modules(remove_duplicate=False):
@@ -425,7 +427,8 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
         declared = "no_decay" if declared_by.any_of((dotted, *all_names), p) else ""
         info = param_info(tuple(dotted.split(".")), tuple(p.shape), memo.dtype_name(p.dtype), layer=layer, role=role,
                           source=source, feeds_norm=feeds_norm, module_type=module_type, declared=declared,
-                          aliases=aliases, uses=uses)
+                          aliases=aliases, uses=uses,
+                          call_index=owner_index(tuple(dotted.split(".")), called) if called is not None else None)
         yield name, p, info
 
 
@@ -456,26 +459,25 @@ def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = 
     # too: a block's depth does not change when it is frozen, as in MAE/timm layer ids).
     out = list(iter_params(inner, include_frozen=include_frozen or graph is not None, graph=graph))
     if graph is not None:
-        infos = traced_depths([info for _, _, info in out], graph.order)
+        infos = traced_depths([info for _, _, info in out])
         out = [(name, p, info) for (name, p, _), info in zip(out, infos, strict=True)
                if include_frozen or p.requires_grad]
         note_positions(graph.positions, [info.dotted for _, p, info in out if id(p) in graph.guessed])
     return out
 
 
-def traced_depths(infos: list[ParamInfo], order: Iterable[str]) -> list[ParamInfo]:
-    """``infos`` with ``depth`` from structure and ``order`` (``named_modules()`` names in call order, as the
-    trace records them). A parameter whose module never ran (unused by the pass) is placed by registration
-    order without a warning: nothing trains it through this forward, so its learning rate is immaterial."""
+def traced_depths(infos: list[ParamInfo]) -> list[ParamInfo]:
+    """``infos`` (traced: each has its ``call_index``) with ``depth`` from structure and the call order. A parameter
+    whose module never ran (unused by the pass) is placed by registration order without a warning: nothing trains
+    it through this forward, so its learning rate is immaterial."""
     import warnings
 
     from wdmask._depth import with_depth
     from wdmask._errors import UnclassifiedWarning
 
-    paths = [canonical_path(name) if name else () for name in order]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnclassifiedWarning)
-        return with_depth(infos, paths, registration=True)
+        return with_depth(infos, registration=True)
 
 
 def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bool = False) -> list[ParamInfo]:
