@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from wdmask._rules import RuleLike, Rules, as_rules
+from wdmask._types import ParamInfo
 from wdmask_torch._apply import groups
 
 __all__ = ["Optimizers", "Rerouted", "optimizers"]
@@ -110,7 +111,7 @@ def optimizers(model: nn.Module, rules: Rules | Iterable[RuleLike],
                factories: Mapping[str, Callable[[list[dict[str, Any]]], torch.optim.Optimizer]], *,
                weight_decay: float | None = None, lr: float | None = None, example_inputs: Any = None,
                matrix_only: Iterable[str] = MATRIX_ONLY, fallback: str | None = "adamw", strict: bool = False,
-               **group_options: Any) -> Optimizers:
+               inventory: Sequence[ParamInfo] | None = None, **group_options: Any) -> Optimizers:
     r"""One optimizer per optimizer label the rules decide, combined into one ``Optimizers``.
 
     ``groups(model, rules, weight_decay=, lr=)`` are split by their ``optimizer`` label and each label's
@@ -126,6 +127,8 @@ def optimizers(model: nn.Module, rules: Rules | Iterable[RuleLike],
       weight_decay: base weight decay (each group gets ``weight_decay * multiplier``).
       lr: base learning rate (each group gets ``lr * lr_scale``).
       example_inputs: inputs for one forward pass (usage, call order for depths).
+      inventory: an inventory built already (``wdmask_torch.describe(model, example_inputs=x)``), used instead of
+        describing again; not together with ``example_inputs``.
       matrix_only: labels whose optimizer takes 2-D parameters only.
       fallback: label for parameters a ``matrix_only`` optimizer cannot take (``None``: raise instead).
       strict: raise ``RuleError`` instead of warning on rules matching nothing and guesses.
@@ -157,6 +160,7 @@ def optimizers(model: nn.Module, rules: Rules | Iterable[RuleLike],
                         "{'muon': lambda groups: torch.optim.Muon(groups), 'adamw': lambda groups: "
                         "torch.optim.AdamW(groups)}")
     named = groups(model, rules, weight_decay=weight_decay, lr=lr, example_inputs=example_inputs, strict=strict,
+                   inventory=inventory,
                    named=True, **group_options)
     unlabelled = [n for g in named if "optimizer" not in g for n, _ in g["params"]]
     if unlabelled:

@@ -56,3 +56,42 @@ def test_an_inventory_of_other_params_is_refused():
         wdmask.mask(other, presets.standard, inventory=inv)
     with pytest.raises(TypeError, match="`inventory=` or `model=`/`sample=`, not both"):
         wdmask.mask(PARAMS, presets.standard, inventory=inv, model=Head(), sample=X)
+
+
+def test_policy_entry_points_take_the_inventory_too():
+    """labels / lr_scales / partition / scale_lr / muon_dimension_numbers decide on a given inventory as on the
+    model described with its sample (cls and table are tokens and positions only the graph tells)."""
+    inv = wdmask.describe(Head(), sample=X)
+    rules = [wdmask.Rule(optimizer="adamw"), wdmask.Rule(role="kernel", optimizer="muon"),
+             wdmask.Rule(role=["token", "position"], lr=0.5)]
+    want_labels = {"cls": "adamw", "table": "adamw", "proj": {"bias": "adamw", "kernel": "muon"}}
+    assert wdmask.labels(PARAMS, rules, inventory=inv) == want_labels
+    assert wdmask.labels(PARAMS, rules, model=Head(), sample=X) == want_labels
+    assert wdmask.lr_scales(PARAMS, rules, inventory=inv) == {"cls": 0.5, "table": 0.5,
+                                                              "proj": {"bias": 1.0, "kernel": 1.0}}
+    ones = jax.tree.map(np.ones_like, PARAMS)
+    tx = wdmask.scale_lr(rules, inventory=inv)
+    updates, _ = tx.update(ones, tx.init(PARAMS), PARAMS)
+    assert jax.tree.map(lambda u: float(np.asarray(u).ravel()[0]), updates) == {
+        "cls": 0.5, "table": 0.5, "proj": {"bias": 1.0, "kernel": 1.0}}
+    part = wdmask.partition(rules, {"muon": optax.sgd(1.0), "adamw": optax.set_to_zero()}, inventory=inv)
+    updates, _ = part.update(ones, part.init(PARAMS), PARAMS)
+    assert jax.tree.map(lambda u: float(np.asarray(u).ravel()[0]), updates) == {
+        "cls": 0.0, "table": 0.0, "proj": {"bias": 0.0, "kernel": -1.0}}
+    dims = wdmask.muon_dimension_numbers(PARAMS, rules=rules, inventory=inv)
+    assert dims["proj"]["kernel"] == optax.contrib.MuonDimensionNumbers((0,), (1,)) and dims["cls"] is None
+
+
+def test_every_entry_point_takes_a_model_with_the_same_options_or_an_inventory():
+    import inspect
+
+    import wdmask_torch
+
+    jax_fns = [wdmask.mask, wdmask.decay, wdmask.audit, wdmask.infer_rules, wdmask.partition, wdmask.scale_lr,
+               wdmask.labels, wdmask.lr_scales, wdmask.muon_dimension_numbers]
+    missing = {f.__name__: {"sample", "sample_kwargs", "inventory"} - set(inspect.signature(f).parameters)
+               for f in jax_fns}
+    torch_fns = [wdmask_torch.groups, wdmask_torch.audit, wdmask_torch.infer_rules, wdmask_torch.optimizers]
+    missing |= {f"torch.{f.__name__}": {"example_inputs", "inventory"} - set(inspect.signature(f).parameters)
+                for f in torch_fns}
+    assert {k: v for k, v in missing.items() if v} == {}

@@ -27,7 +27,7 @@ sync) is read as decaying them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from wdmask import presets
@@ -330,7 +330,8 @@ def _states(obj: Any, kind: type | None, target: Any = None) -> Any:
 
 def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | None = None, *,
           model: Any = None, sample: Any = None, ratios: bool | None = None,
-          inventory: Sequence[ParamInfo] | None = None, labels: Any = None) -> AuditReport:
+          inventory: Sequence[ParamInfo] | None = None, labels: Any = None,
+          sample_kwargs: Mapping[str, Any] | None = None) -> AuditReport:
     r"""Where an Optax transform's (or a mask's) weight decay disagrees with ``rules``, leaf by leaf.
 
     A transform is read by one zero-gradient probe step from a fresh state (see the module
@@ -349,6 +350,7 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | N
       rules: the rules the transform should follow (default ``None``: ``wdmask.presets.standard``).
       model: the linen or NNX module of ``params`` (exact layer kinds, scan axes).
       sample: example inputs of a linen ``model``.
+      sample_kwargs: keyword arguments of the forward pass (e.g. ``{"train": False}``).
       inventory: An inventory built already (``wdmask.describe(model, sample=x)``), used instead of describing
         again (checked against ``params``' paths and shapes); not together with ``model``/``sample``.
       ratios: compare decay ratios, not only which leaves are decayed; default: ``True`` for a
@@ -377,7 +379,8 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | N
     require(*JAX, by="wdmask.audit")
     rules = presets.standard if rules is None else rules
     leaves, actual, magnitudes, step = _read(tx_or_mask, params)
-    inventory = inventory_for(params, leaves, model=model, sample=sample, given=inventory, fn="audit")
+    inventory = inventory_for(params, leaves, model=model, sample=sample, sample_kwargs=sample_kwargs,
+                              given=inventory, fn="audit")
     compare = magnitudes if ratios is None else bool(ratios)
     found = _labels(tx_or_mask, params, labels)
     return audit_inventory(inventory, {p: [v] for p, v in actual.items()}, rules, ratios=compare,
@@ -388,7 +391,7 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | N
 
 def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: Any = None,
                 ratios: bool | None = None, inventory: Sequence[ParamInfo] | None = None,
-                labels: Any = None) -> Inferred:
+                labels: Any = None, sample_kwargs: Mapping[str, Any] | None = None) -> Inferred:
     """The shortest rules reproducing which leaves an Optax transform (or a mask) decays, and how much.
 
     The search is ``wdmask_torch.infer_rules``' (vocabulary first, paths only when needed, exact
@@ -402,6 +405,7 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
       params: the params pytree.
       model: the linen or NNX module of ``params``: the rules may then use exact kinds and per-layer ndim.
       sample: example inputs of a linen ``model``.
+      sample_kwargs: keyword arguments of the forward pass (e.g. ``{"train": False}``).
       inventory: An inventory built already (``wdmask.describe(model, sample=x)``), used instead of describing
         again (checked against ``params``' paths and shapes); not together with ``model``/``sample``.
       ratios: infer multipliers from decay ratios (default: ``True`` for a transform, ``False`` for a mask).
@@ -423,7 +427,8 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
     """
     require(*JAX, by="wdmask.infer_rules")
     leaves, actual, magnitudes, _ = _read(tx_or_mask, params)
-    inventory = inventory_for(params, leaves, model=model, sample=sample, given=inventory, fn="infer_rules")
+    inventory = inventory_for(params, leaves, model=model, sample=sample, sample_kwargs=sample_kwargs,
+                              given=inventory, fn="infer_rules")
     inferred = infer_inventory(inventory, actual, ratios=magnitudes if ratios is None else bool(ratios))
     found = _labels(tx_or_mask, params, labels)
     extra = infer_policy(inventory, labels={i.path: found.get(i.path) for i in inventory}) if found else []

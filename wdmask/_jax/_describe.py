@@ -46,6 +46,9 @@ _TORCH_FIX = {
     "mask": "wdmask_torch.groups(model, rules, weight_decay=...): param groups for torch.optim",
     "decay": "wdmask_torch.groups(model, rules, weight_decay=...): param groups for torch.optim",
     "describe": "wdmask_torch.describe(model), or wdmask.explain(model, rules), which takes torch modules",
+    **dict.fromkeys(("partition", "labels", "lr_scales", "scale_lr", "muon_dimension_numbers"),
+                    "wdmask_torch.optimizers(model, rules, {label: factory}) or wdmask_torch.groups(model, rules, "
+                    "lr=...): one optimizer per label, param groups with their lr"),
 }
 
 
@@ -137,7 +140,7 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
     if is_equinox(params_or_model):
         return describe_equinox(params_or_model, params, sample=sample, sample_kwargs=sample_kwargs)
     if _is_linen(params_or_model):
-        inventory, order = describe_linen_traced(params_or_model, sample, params, sample_kwargs=sample_kwargs)
+        inventory, order, _ = describe_linen_traced(params_or_model, sample, params, sample_kwargs=sample_kwargs)
         return in_call_order(inventory, order) if order else inventory
     if _is_nnx(params_or_model):
         inventory, nnx_order = describe_nnx_traced(params_or_model, params, sample, sample_kwargs=sample_kwargs)

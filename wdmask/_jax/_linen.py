@@ -182,13 +182,15 @@ def describe_linen(model: Any, sample: Any, params: PyTree | None, *,
 
 
 def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
-                          sample_kwargs: Mapping[str, Any] | None = None) -> tuple[list[ParamInfo], list[Path]]:
-    """``describe_linen`` and the module call order, from the same two traces."""
+                          sample_kwargs: Mapping[str, Any] | None = None
+                          ) -> tuple[list[ParamInfo], list[Path], PyTree | None]:
+    """``describe_linen``, the module call order and the abstract variables of ``model.init`` (``None`` when the
+    model could not be traced), from the same two traces."""
     if sample is None and not sample_kwargs:
         raise ValueError(NEEDS_SAMPLE_MSG)
     trace, error = traced_or_error(lambda: trace_linen(model, sample, feeds_norm=True, sample_kwargs=sample_kwargs))
     if trace is None:  # never raise from deep inside flax: describe what can be read, and say so
-        return describe_untraced(model, sample, params, error, sample_kwargs=sample_kwargs), []
+        return describe_untraced(model, sample, params, error, sample_kwargs=sample_kwargs), [], None
     model_leaves, _ = flatten(trace.variables)
     if params is None:
         leaves = model_leaves
@@ -236,7 +238,7 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
             uses=None if usage is None else usage.get(leaf.path), contract_axes=contract.get(leaf.path),
             call_index=owner_index(leaf.path, called) if usage is not None else None))
     warn_unbuilt_bridges(tables, [info.path for info in out])
-    return out, list(trace.owners)
+    return out, list(trace.owners), trace.variables
 
 
 def linen_call_order(model: Any, sample: Any, *, sample_kwargs: Mapping[str, Any] | None = None) -> list[Path]:

@@ -16,6 +16,7 @@ table is as likely a position or segment table.
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -126,7 +127,8 @@ def describe_tree(leaves: Sequence[Leaf], stacked: Mapping[Path, tuple[int, ...]
         kind_of.append(kind)
         paths.append(path)
         shapes.append(shape)
-    for k in extra_tables(kinds, [kind_of.count(k) for k in range(len(kinds))]):
+    counts = collections.Counter(kind_of)
+    for k in extra_tables(kinds, [counts[k] for k in range(len(kinds))]):
         kinds[k]["role"] = "other"
     return Inventory([param_info(**facts) for facts in kinds], kind_of, paths, shapes)
 

@@ -8,15 +8,14 @@ to a jitted step beyond the ones the transforms themselves do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from wdmask import presets
 from wdmask._contract import contract_axes
-from wdmask._depth import with_depth
 from wdmask._engine import decide
 from wdmask._errors import MaskError
-from wdmask._jax._describe import describe, describe_flattened, refuse_torch
+from wdmask._jax._describe import inventory_for, refuse_torch
 from wdmask._jax._equinox import flatten_params, is_equinox
 from wdmask._jax._tree import Leaf, flatten
 from wdmask._rules import RuleLike, Rules, as_rules
@@ -27,31 +26,22 @@ __all__ = ["labels", "muon_dimension_numbers", "partition", "scale_lr"]
 PyTree = Any
 
 
-def _traced(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) -> bool:
-    """Whether ``describe`` lists ``model``'s leaves in call order (a linen / NNX module with a sample)."""
-    return model is not None and (sample is not None or bool(sample_kwargs)) and not is_equinox(model)
-
-
 def decisions_of(params: PyTree, rules: Rules, *, model: Any = None, sample: Any = None, strict: bool = False,
-                 sample_kwargs: Mapping[str, Any] | None = None,
-                 ) -> tuple[list[Leaf], Any, list[tuple[ParamInfo, Decision] | None]]:
+                 sample_kwargs: Mapping[str, Any] | None = None, inventory: Sequence[ParamInfo] | None = None,
+                 fn: str = "partition") -> tuple[list[Leaf], Any, list[tuple[ParamInfo, Decision] | None]]:
     """``(leaves, treedef, [(info, decision) or None per leaf])``: ``None`` for leaves that are not trainable."""
-    refuse_torch(params, "partition", "params")
-    refuse_torch(model, "partition", "model")
+    refuse_torch(params, fn, "params")
+    refuse_torch(model, fn, "model")
     if params is None:
         raise MaskError("wdmask: `params` is None; pass the params pytree (or nnx.state(model, nnx.Param))")
     flat = None
     if is_equinox(params) or is_equinox(model):
         params, flat = flatten_params(params)
     leaves, treedef = flat if flat is not None else flatten(params)
-    if model is not None:
-        inventory = list(describe(model, sample, params=params, sample_kwargs=sample_kwargs))
-    else:
-        inventory = list(describe_flattened(params, leaves))
-    if any(r.sets("lr_decay") or r.in_block is not None for r in rules):
-        inventory = with_depth(inventory, registration=_traced(model, sample, sample_kwargs), strict=strict)
-    decisions = decide(inventory, rules, strict=strict)
-    by_path = {i.path: i for i in inventory}
+    found = list(inventory_for(params, leaves, model=model, sample=sample, sample_kwargs=sample_kwargs, fn=fn,
+                               given=inventory))
+    decisions = decide(found, rules, strict=strict)
+    by_path = {i.path: i for i in found}
     out: list[tuple[ParamInfo, Decision] | None] = []
     for leaf in leaves:
         info = by_path.get(leaf.path)
@@ -66,12 +56,12 @@ def _key(tree: PyTree) -> Any:
 
 def labels(params: PyTree, rules: Rules | Iterable[RuleLike] | None = None, *, model: Any = None,
            sample: Any = None, default: str | None = None, strict: bool = False,
-           sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
+           sample_kwargs: Mapping[str, Any] | None = None, inventory: Sequence[ParamInfo] | None = None) -> PyTree:
     """The optimizer label of every leaf (a pytree of strings with ``params``' structure).
 
     Leaves no rule labels (and leaves outside the trainable params) get ``default``; with ``default=None`` a
     trainable leaf without a label raises ``MaskError`` naming it. ``rules`` default (``None``):
-    ``wdmask.presets.muon``.
+    ``wdmask.presets.muon``. ``model``/``sample``/``sample_kwargs`` or ``inventory`` as for ``wdmask.mask``.
 
     Examples:
       >>> import jax.numpy as jnp, wdmask
@@ -81,7 +71,7 @@ def labels(params: PyTree, rules: Rules | Iterable[RuleLike] | None = None, *, m
     """
     rules = as_rules(presets.muon if rules is None else rules)
     leaves, treedef, decided = decisions_of(params, rules, model=model, sample=sample, strict=strict,
-                                            sample_kwargs=sample_kwargs)
+                                            sample_kwargs=sample_kwargs, inventory=inventory, fn="labels")
     out, missing = [], []
     for leaf, d in zip(leaves, decided, strict=True):
         label = d[1].optimizer if d is not None else None
@@ -98,7 +88,7 @@ def labels(params: PyTree, rules: Rules | Iterable[RuleLike] | None = None, *, m
 
 def partition(rules: Rules | Iterable[RuleLike], transforms: Mapping[str, Any], *, model: Any = None,
               sample: Any = None, default: str | None = None, strict: bool = False,
-              sample_kwargs: Mapping[str, Any] | None = None) -> Any:
+              sample_kwargs: Mapping[str, Any] | None = None, inventory: Sequence[ParamInfo] | None = None) -> Any:
     """``optax.partition(transforms, labels)`` with each leaf's label decided by ``rules`` (``optimizer=``).
 
     The label tree is built from the params' structure at ``init`` (and looked up by structure at ``update``),
@@ -113,6 +103,8 @@ def partition(rules: Rules | Iterable[RuleLike], transforms: Mapping[str, Any], 
       default: label for leaves no rule labels (``None``: such a leaf raises ``MaskError``).
       strict: a rule that matches nothing, or a guessed depth, raises instead of warning.
       sample_kwargs: keyword arguments of the forward pass.
+      inventory: an inventory built already (``wdmask.describe(model, sample)``), used instead of describing again
+        (checked against the params' paths and shapes); not together with ``model``/``sample``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -143,7 +135,7 @@ def partition(rules: Rules | Iterable[RuleLike], transforms: Mapping[str, Any], 
         found = cache.get(key)
         if found is None:
             found = cache[key] = labels(tree, rules, model=model, sample=sample, default=default, strict=strict,
-                                        sample_kwargs=sample_kwargs)
+                                        sample_kwargs=sample_kwargs, inventory=inventory)
             import jax
 
             unknown = sorted(set(jax.tree.leaves(found)) - set(transforms))
@@ -187,11 +179,13 @@ def _scale_of(info: ParamInfo, lr: float | tuple[float, ...]) -> Any:
 
 
 def lr_scales(params: PyTree, rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: Any = None,
-              strict: bool = False, sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
+              strict: bool = False, sample_kwargs: Mapping[str, Any] | None = None,
+              inventory: Sequence[ParamInfo] | None = None) -> PyTree:
     """Every leaf's learning-rate multiplier (``1.0`` for leaves outside the trainable params): floats, and
-    NumPy arrays along the stacked axis for a stacked leaf with one multiplier per slice."""
+    NumPy arrays along the stacked axis for a stacked leaf with one multiplier per slice.
+    ``model``/``sample``/``sample_kwargs`` or ``inventory`` as for ``wdmask.mask``."""
     _, treedef, decided = decisions_of(params, as_rules(rules), model=model, sample=sample, strict=strict,
-                                       sample_kwargs=sample_kwargs)
+                                       sample_kwargs=sample_kwargs, inventory=inventory, fn="lr_scales")
     return treedef.unflatten([1.0 if d is None else _scale_of(d[0], d[1].lr) for d in decided])
 
 
@@ -220,7 +214,7 @@ def _register() -> None:
 
 
 def scale_lr(rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: Any = None, strict: bool = False,
-             sample_kwargs: Mapping[str, Any] | None = None) -> Any:
+             sample_kwargs: Mapping[str, Any] | None = None, inventory: Sequence[ParamInfo] | None = None) -> Any:
     r"""Scale each leaf's update by its learning-rate multiplier $s_i$ (``lr``, ``lr_decay`` actions).
 
     $$u_i \leftarrow s_i \, u_i$$
@@ -229,7 +223,8 @@ def scale_lr(rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: An
     (``presets.layer_decay`` on an ``nn.scan`` stack) is multiplied by a constant array along its stacked
     axis. Place it after the decay and before the final ``scale(-lr)``, which is where torch's per-group
     ``lr`` acts: ``chain(scale_by_adam(), decay(wd), scale_lr(rules), scale(-lr))`` is torch's AdamW with
-    ``groups(model, rules, weight_decay=wd, lr=lr)``.
+    ``groups(model, rules, weight_decay=wd, lr=lr)``. ``model``/``sample``/``sample_kwargs`` or ``inventory``
+    as for ``wdmask.decay``.
 
     Examples:
       >>> import jax.numpy as jnp, optax, wdmask
@@ -250,7 +245,7 @@ def scale_lr(rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: An
         spec = cache.get(key)
         if spec is None:
             _, treedef, decided = decisions_of(params, rules, model=model, sample=sample, strict=strict,
-                                               sample_kwargs=sample_kwargs)
+                                               sample_kwargs=sample_kwargs, inventory=inventory, fn="scale_lr")
             spec = cache[key] = ScaleSpec(treedef, tuple(1.0 if d is None else _scale_of(d[0], d[1].lr)
                                                          for d in decided))
         return ScaleState(spec)
@@ -280,7 +275,8 @@ def scale_lr(rules: Rules | Iterable[RuleLike], *, model: Any = None, sample: An
 
 def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rules | Iterable[RuleLike] | None = None,
                            *, params: PyTree | None = None, label: str = "muon", strict: bool = False,
-                           sample_kwargs: Mapping[str, Any] | None = None) -> PyTree:
+                           sample_kwargs: Mapping[str, Any] | None = None,
+                           inventory: Sequence[ParamInfo] | None = None) -> PyTree:
     """A tree of ``optax.contrib.MuonDimensionNumbers`` (``None`` where the label is not ``label``) for
     ``optax.contrib.muon(..., muon_weight_dimension_numbers=...)``.
 
@@ -303,6 +299,8 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
       label: the label that means Muon.
       strict: raise instead of warning on rules matching nothing / guessed depths.
       sample_kwargs: keyword arguments of the forward pass.
+      inventory: an inventory built already (``wdmask.describe(model, sample)``, whose ``contract_axes`` the
+        trace filled), with ``model_or_params`` the params it describes.
 
     Returns:
       A pytree with the params' structure.
@@ -334,16 +332,21 @@ def muon_dimension_numbers(model_or_params: Any, sample: Any = None, rules: Rule
 
     rules = as_rules(presets.muon if rules is None else rules)
     model = None
-    if params is None and _is_module(model_or_params):
-        params = _abstract_params(model_or_params, sample, sample_kwargs)
+    if inventory is None and params is None and _is_module(model_or_params):
+        params, inventory = _described(model_or_params, sample, sample_kwargs)  # one describe: params and axes
+        if inventory is None:  # NNX: its own params, described with the sample below
+            model = model_or_params
+        else:
+            sample = sample_kwargs = None
     elif params is None and is_equinox(model_or_params) and (sample is not None or sample_kwargs):
-        params = model_or_params  # traced with its sample, as a linen / NNX module
-    if params is None:
+        params, model = model_or_params, model_or_params  # traced with its sample, as a linen / NNX module
+    elif params is None:
         params = model_or_params
     else:
         model = model_or_params
     _, treedef, decided = decisions_of(params, rules, model=model, sample=sample, strict=strict,
-                                       sample_kwargs=sample_kwargs)
+                                       sample_kwargs=sample_kwargs, inventory=inventory,
+                                       fn="muon_dimension_numbers")
     out, unknown = [], []
     for d in decided:
         if d is None or d[1].optimizer != label:
@@ -372,17 +375,22 @@ def _is_module(obj: Any) -> bool:
     return isinstance(obj, (nn.Module, nnx.Module))
 
 
-def _abstract_params(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None) -> PyTree:
-    """The params of ``model``: an NNX module's own state, a linen module's abstract init on ``sample``."""
+def _described(model: Any, sample: Any, sample_kwargs: Mapping[str, Any] | None
+               ) -> tuple[PyTree, list[ParamInfo] | None]:
+    """The params of ``model`` and, for a linen module, its inventory from the same traces (an NNX module's own
+    state and ``None``: it is described with its params)."""
     from flax import nnx
 
     if isinstance(model, nnx.Module):
-        return nnx.state(model, nnx.Param)
+        return nnx.state(model, nnx.Param), None
     if sample is None and not sample_kwargs:
         from wdmask._jax._linen import NEEDS_SAMPLE_MSG
 
         raise ValueError(NEEDS_SAMPLE_MSG)
-    from wdmask._jax._linen import trace_linen
+    from wdmask._jax._linen import describe_linen_traced, trace_linen
+    from wdmask._jax._tree import in_call_order
 
-    variables = trace_linen(model, sample, feeds_norm=False, sample_kwargs=sample_kwargs).variables
-    return variables["params"]
+    inventory, order, variables = describe_linen_traced(model, sample, None, sample_kwargs=sample_kwargs)
+    if variables is None:  # traced by names only: the model's own variables
+        variables = trace_linen(model, sample, feeds_norm=False, sample_kwargs=sample_kwargs).variables
+    return variables["params"], in_call_order(inventory, order) if order else inventory
