@@ -125,7 +125,7 @@ def _natural(path: Path) -> tuple[tuple[object, ...], ...]:
 
 
 def with_depth(infos: Sequence[ParamInfo], order: Sequence[Path] | None = None, *, registration: bool | None = None,
-               strict: bool = False) -> list[ParamInfo]:
+               strict: bool = False, guess: bool = True) -> list[ParamInfo]:
     """``infos`` with ``depth`` filled where it is ``None`` (see the module docstring).
 
     Args:
@@ -135,6 +135,8 @@ def with_depth(infos: Sequence[ParamInfo], order: Sequence[Path] | None = None, 
         NNX); ``None``: assumed for torch-style paths (with index segments such as ``blocks.0``), not for
         linen-style ones (``blocks_0``, sorted pytree keys).
       strict: raise ``RuleError`` instead of warning about guessed depths.
+      guess: place the leaves no order tells (their module never ran) by name, and say so; ``False``: leave their
+        depth ``None`` (a describe fills what it knows; the guess is made, and reported, when rules need it).
 
     Returns:
       A new list, one ``ParamInfo`` per leaf, in the same order.
@@ -157,7 +159,7 @@ def with_depth(infos: Sequence[ParamInfo], order: Sequence[Path] | None = None, 
         units.sort(key=lambda u: _natural(u.prefix))
     else:
         units.sort(key=lambda u: min(position[n] for n in u.leaves))
-    depth_of: dict[int, int | tuple[int, ...]] = {}
+    depth_of: dict[int, int | tuple[int, ...] | None] = {}
     starts: list[tuple[float, int]] = []  # (first position, first depth) of each unit, in order
     d = 1
     for u in units:
@@ -181,22 +183,26 @@ def with_depth(infos: Sequence[ParamInfo], order: Sequence[Path] | None = None, 
             stage = stage_of(info.path)
             if stage is not None:  # inside a stage, outside its blocks: within the stage's depths
                 depth_of[n] = min(max(depth_of[n], stage[0]), stage[1])
-        else:
+        elif guess:
             stage = stage_of(info.path)
             if stage is not None:
                 depth_of[n] = stage[0]
             else:
                 depth_of[n] = 0 if _BEFORE.fullmatch(info.dotted) else depth_max
             guessed.append(info.dotted)
+        else:
+            depth_of[n] = None
     if guessed:
         listed = ", ".join(guessed[:10]) + (f" and {len(guessed) - 10} more" if len(guessed) > 10 else "")
-        msg = (f"the depth of {len(guessed)} parameter(s) outside the repeated blocks is a guess (no forward order "
-               f"known; placed by name): {listed}. Fix: pass the model with its sample "
-               "(`model=..., sample=...`) or `example_inputs=` so the call order is traced, or set their lr with a "
-               "rule (Rule(path=..., lr=...))")
+        why = ("their modules did not run in the traced forward pass" if position is not None
+               else "no forward order known")
+        msg = (f"the depth of {len(guessed)} parameter(s) outside the repeated blocks is a guess ({why}; placed by "
+               f"name): {listed}. Fix: pass the model with its sample (`model=..., sample=...`) or `example_inputs=` "
+               "that run them so the call order is traced, or set their lr with a rule (Rule(path=..., lr=...))")
         if strict:
             raise RuleError(msg)
         warnings.warn(msg, UnclassifiedWarning, stacklevel=4)
+    depth_max = next((i.depth_max for i in infos if i.depth_max is not None), depth_max)  # a describe's, kept
     return [dataclasses.replace(info, depth=depth_of[n] if info.depth is None else info.depth, depth_max=depth_max)
             for n, info in enumerate(infos)]
 

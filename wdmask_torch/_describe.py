@@ -467,17 +467,13 @@ def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = 
 
 
 def traced_depths(infos: list[ParamInfo]) -> list[ParamInfo]:
-    """``infos`` (traced: each has its ``call_index``) with ``depth`` from structure and the call order. A parameter
-    whose module never ran (unused by the pass) is placed by registration order without a warning: nothing trains
-    it through this forward, so its learning rate is immaterial."""
-    import warnings
-
+    """``infos`` (traced: each has its ``call_index``) with ``depth`` from structure and the call order, over every
+    parameter given (frozen ones too: a block's depth does not change when it is frozen, as in MAE/timm layer
+    ids). A parameter whose module never ran keeps ``depth=None``: placing it is a guess, made and reported when
+    rules read depths (``with_depth`` at decide time)."""
     from wdmask._depth import with_depth
-    from wdmask._errors import UnclassifiedWarning
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnclassifiedWarning)
-        return with_depth(infos, registration=True)
+    return with_depth(infos, registration=True, guess=False)
 
 
 def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bool = False) -> list[ParamInfo]:

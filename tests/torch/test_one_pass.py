@@ -92,3 +92,34 @@ def test_vit_depths_are_mae_layer_ids_and_frozen_blocks_keep_their_depth():
     # MAE's ids count blocks by index whether trained or not: a frozen first block still takes depth 1
     assert {i.dotted: i.depth for i in wdmask_torch.describe(model, x)} == {
         n: mae_layer_id(n, num_layers) for n, p in model.named_parameters() if p.requires_grad}
+
+
+class WithAux(Counted):
+    """An auxiliary head the traced forward never runs (used only in some training step, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux_head = nn.Linear(4, 2)
+
+
+def test_a_module_the_trace_never_ran_gets_a_reported_guess_not_a_silent_depth():
+    import warnings
+
+    import pytest
+
+    from wdmask import UnclassifiedWarning
+    from wdmask._errors import RuleError
+
+    model = WithAux()
+    inv = {str(i): i for i in wdmask_torch.describe(model, example_inputs=X)}
+    assert inv["aux_head.weight"].depth is None  # unknown: its module did not run
+    assert {p: inv[p].depth for p in DEPTHS} == DEPTHS  # the others come from the traced order
+    with pytest.warns(UnclassifiedWarning, match=r"did not run in the traced forward pass.*aux_head\.weight"):
+        groups = wdmask_torch.groups(model, RULES, weight_decay=0.1, lr=1.0, example_inputs=X)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert scale[id(model.aux_head.weight)] == 1.0  # placed by name after the blocks (depth_max): multiplier 1
+    with pytest.raises(RuleError, match="aux_head"):
+        wdmask_torch.groups(model, RULES, weight_decay=0.1, lr=1.0, example_inputs=X, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rules that read no depth: nothing to guess, nothing said
+        wdmask_torch.groups(model, presets.standard, weight_decay=0.1, example_inputs=X)
