@@ -4,10 +4,12 @@ Goal (issue 22): describing with a graph <= 1.5x the plain work, medians of per-
 
 * NNX and Equinox models hold their params: the floor is one plain ``jax.make_jaxpr`` of the forward pass;
   ``describe`` traces it once (abstract params) and walks the jaxpr.
-* A linen module holds none: before any forward pass can be traced its params must be made, so the floor of
+* A linen module with its params (what ``mask``/``decay``/``partition`` describe): the floor is one plain
+  ``make_jaxpr`` of ``model.apply``; ``describe`` traces ``apply`` once on the given params (the class
+  interceptor and the usage walk on that one trace).
+* A linen module alone holds no params: before any forward pass can be traced they must be made, so the floor of
   describing ``(model, sample)`` is one abstract ``model.init`` (``jax.eval_shape``) plus one plain
-  ``make_jaxpr`` of ``model.apply``; ``describe`` runs exactly those two traces (the class interceptor on the
-  first, the usage walk on the second). The ratio against ``make_jaxpr(apply)`` alone is reported too.
+  ``make_jaxpr`` of ``model.apply``; ``describe`` runs exactly those two traces.
 
 Then ``describe`` of a several-billion-parameter GPT from abstract inputs only (``jax.ShapeDtypeStruct``: nothing
 is allocated). Run: ``python -m benchmarks --only usage_jax`` (rows) or ``python -m benchmarks.usage_jax``.
@@ -151,8 +153,12 @@ def run(quick: bool = False) -> list[Row]:
             jax.eval_shape(model.init, jax.random.key(0), x)
             return apply_only()
 
-        rows += _rows(label, init_and_apply, lambda model=model, x=x: wdmask.describe(model, x), rounds,
-                      "abstract init + make_jaxpr(apply)", {"make_jaxpr(apply) alone": apply_only})
+        params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+        rows += _rows(f"{label} with its params", apply_only,
+                      lambda model=model, x=x, params=params: wdmask.describe(model, x, params=params), rounds,
+                      "make_jaxpr(apply)")
+        rows += _rows(f"{label} alone", init_and_apply, lambda model=model, x=x: wdmask.describe(model, x), rounds,
+                      "abstract init + make_jaxpr(apply)")
     net = nnx.eval_shape(lambda: models.nnx_resnet50(num_classes=1000, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(net)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import equinox as eqx
 import flax.linen as nn
+import jax
 import pytest
 from torch import nn as tnn
 
@@ -32,7 +33,7 @@ UNMAPPED = "?"  # the logical name of a described parameter no case path names
 
 
 def _twin(case: Case, framework: str) -> Twin:
-    twin = getattr(case, framework)
+    twin = getattr(case, "linen" if framework == "linen_given" else framework)
     assert twin is not None
     return twin
 
@@ -47,6 +48,9 @@ def observed(name: str, framework: str) -> dict[tuple[str, str], Row]:
         warnings.simplefilter("ignore")  # unclassified leaves are part of what is checked, not noise
         if framework == "torch":
             inventory = wdmask_torch.describe(model, example_inputs=sample)
+        elif framework == "linen_given":  # the params given: one trace of apply on them, no init
+            params = jax.eval_shape(lambda *a: model.init(jax.random.key(0), *a), *sample)["params"]
+            inventory = wdmask.describe(model, sample=sample, params=params)
         else:
             inventory = wdmask.describe(model, sample=sample)
         standard = wdmask.decide(inventory, presets.standard)
@@ -82,6 +86,12 @@ def test_torch(name: str) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_linen(name: str) -> None:
     assert observed(name, "linen") == expected(name, "linen")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_linen_with_its_params(name: str) -> None:
+    """Described with its params (``mask(params, model=, sample=)`` does): one trace of ``apply``, same answers."""
+    assert observed(name, "linen_given") == expected(name, "linen")
 
 
 #: Known gaps, each a strict xfail (it fails the run the day it passes). None today: a Linear whose output goes

@@ -12,13 +12,30 @@ declare the same thing and ``describe`` reads them.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from wdmask._optional import JAX, require
 
-__all__ = ["is_no_decay", "no_decay"]
+__all__ = ["is_no_decay", "no_decay", "watch_declarations"]
+
+#: Set while ``describe`` traces a linen ``apply`` on given params: each ``no_decay`` initializer flax evaluates
+#: (to check a given parameter's shape) adds one, so a declaration the given (unboxed) params lost is noticed.
+_SEEN: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("wdmask_no_decay_seen", default=None)
+
+
+@contextlib.contextmanager
+def watch_declarations() -> Iterator[list[bool]]:
+    """A list that gets an entry each time a ``no_decay`` initializer runs in this context (see ``_SEEN``)."""
+    seen: list[bool] = []
+    token = _SEEN.set(seen)
+    try:
+        yield seen
+    finally:
+        _SEEN.reset(token)
 
 
 @functools.cache
@@ -88,6 +105,9 @@ def no_decay(init_fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(init_fn)
     def init(*args: Any, **kwargs: Any) -> Any:
+        seen = _SEEN.get()
+        if seen is not None:
+            seen.append(True)
         return cls(init_fn(*args, **kwargs))
 
     return init

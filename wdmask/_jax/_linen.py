@@ -28,7 +28,7 @@ from wdmask._jax._fallback import (
 )
 from wdmask._jax._plain import describe_tree
 from wdmask._jax._sample import AxisEnv, Sample, bind_axes, trace_shapes
-from wdmask._jax._stacks import box_metadata, slice_axes
+from wdmask._jax._stacks import box_metadata, slice_axes, slice_fits
 from wdmask._jax._tree import PyTree, _unbox, first_difference, flatten, owner_of, shape_difference
 from wdmask._kinds import role_from_name
 from wdmask._types import ParamInfo, Path
@@ -66,14 +66,15 @@ def _is_lifted(cls: type) -> bool:
 def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, ...]] | None,
                  codes: set[Any] | None, *, bridges: dict[Path, Any] | None = None,
                  prefix: Callable[[], Path | None] | None = None,
-                 bridges_called: set[Path] | None = None) -> Callable[..., Any]:
+                 bridges_called: set[Path] | None = None, declared: set[Path] | None = None) -> Callable[..., Any]:
     """An ``nn.intercept_methods`` interceptor recording classes / per-slice shapes and, in ``codes``, the
     ``__call__`` code of every linen norm class that runs (its input is then read from the jaxpr: feeds_norm).
 
     ``bridges`` collects the ``nnx.bridge.ToLinen`` *instances* (also those made inside ``@nn.compact``);
     ``prefix`` (linen run inside an NNX ``ToNNX``) gives the path to put in front of every module path,
     or ``None`` for a module outside any bridge (left alone); ``bridges_called`` gets the path of each ``ToLinen``
-    that runs (its NNX norm inputs are then known from the jaxpr, ``_fallback.bridged_norm_codes``).
+    that runs (its NNX norm inputs are then known from the jaxpr, ``_fallback.bridged_norm_codes``);
+    ``declared`` gets the path of every parameter a module asks for (``self.param``: its scope's reservations).
     """
     from flax.linen import Module
     from flax.nnx.bridge import ToLinen
@@ -103,6 +104,8 @@ def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, 
             if code is not None:
                 codes.add(code)  # its inputs are read from the jaxpr's source info (``_feeds_norm.norm_codes``)
         out = next_fun(*args, **kwargs)
+        if declared is not None and module.scope is not None:
+            declared.update((*path, str(n)) for n, cols in module.scope.reservations.items() if "params" in cols)
         if slices is not None:
             params = module.variables.get("params", {}) if module.scope is not None else {}
             for name, value in params.items():
@@ -114,12 +117,69 @@ def _interceptor(owners: dict[Path, type] | None, slices: dict[Path, tuple[int, 
 
 
 def trace_linen(model: Any, sample: Any, *, feeds_norm: bool = True,
-                sample_kwargs: Mapping[str, Any] | None = None) -> LinenTrace:
+                sample_kwargs: Mapping[str, Any] | None = None, params: PyTree | None = None) -> LinenTrace:
     """Trace ``model.init`` abstractly (classes, per-slice shapes); with ``feeds_norm`` also ``model.apply``
-    (one ``jax.make_jaxpr``: norm feeding and every parameter's usage). Two abstract traces at most; collective
-    axis names the model leaves unbound (``nn.BatchNorm(axis_name="batch")``) are bound to size 1 (``bind_axes``)."""
+    (one ``jax.make_jaxpr``: norm feeding and every parameter's usage). Given ``params``, ``model.apply`` on them
+    is the one trace (``_trace_given``). Collective axis names the model leaves unbound
+    (``nn.BatchNorm(axis_name="batch")``) are bound to size 1 (``bind_axes``)."""
     s = Sample.of(sample, sample_kwargs)
+    if params is not None and feeds_norm:
+        given = _trace_given(model, s, params)
+        if given is not None:
+            return given
     return bind_axes(lambda env: _trace_linen(model, s, env, feeds_norm))
+
+
+def _trace_given(model: Any, s: Sample, params: PyTree) -> LinenTrace | None:
+    """One abstract trace of ``model.apply`` on the given ``params`` (other collections made on the fly), the class
+    interceptor recording classes and per-slice shapes during it: no ``init`` trace.
+
+    ``None`` (trace ``init`` as well) when the given params cannot stand for what ``init`` tells: the trace fails
+    (other shapes, another model: ``init`` gives the error), a parameter is missing or one no module asks for is
+    given, the model declares
+    ``wdmask.no_decay`` on params given without their boxes, a stacked axis only partition names could place, or
+    an ``nnx.bridge.ToLinen`` (its NNX classes are read before the walk).
+    """
+    import flax.linen as nn
+    import jax
+
+    from wdmask._jax._declare import watch_declarations
+    from wdmask._jax._fallback import _bridges
+    from wdmask._jax._usage import abstract, trace_sample
+
+    if _bridges(model):
+        return None
+    owners: dict[Path, type] = {}
+    slices: dict[Path, tuple[int, ...]] = {}
+    bridges: dict[Path, Any] = {}
+    codes: set[Any] = set()
+    asked: set[Path] = set()  # the parameters the modules ask for
+    made: dict[str, Any] = {}
+
+    def forward(params: Any, arrays: Any) -> Any:
+        rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+        args, kwargs = s.rebuild(arrays)
+        out, variables = model.apply({"params": params}, *args, rngs=rngs, mutable=True, **kwargs)
+        made["variables"] = abstract(variables)
+        return out
+
+    try:
+        with watch_declarations() as declared, nn.intercept_methods(_interceptor(owners, slices, codes,
+                                                                                 bridges=bridges, declared=asked)):
+            traced = bind_axes(lambda env: trace_sample(forward, params, (), s, lambda: _slots(params, owners),
+                                                        axis_env=list(env), norm_codes=codes))
+    except Exception:
+        return None
+    variables = made["variables"]
+    leaves = [leaf for leaf in flatten(params)[0] if leaf.trainable]
+    meta = box_metadata(params)
+    if (bridges or any(leaf.path not in asked for leaf in leaves)
+            or [leaf.path for leaf in flatten(variables.get("params", {}))[0]] != [leaf.path for leaf in leaves]
+            or (declared and not any(leaf.declared for leaf in leaves))
+            or any(len(slice_fits(leaf.shape, slices[leaf.path])) > 1 for leaf in leaves
+                   if leaf.path in slices and meta.get(leaf.path) is None)):
+        return None
+    return LinenTrace(owners, slices, variables, traced.feeds_norm, traced.usage, contract_axes=traced.contract_axes)
 
 
 def _trace_linen(model: Any, s: Sample, env: AxisEnv, feeds_norm: bool) -> LinenTrace:
@@ -188,7 +248,8 @@ def describe_linen_traced(model: Any, sample: Any, params: PyTree | None, *,
     model could not be traced), from the same two traces."""
     if sample is None and not sample_kwargs:
         raise ValueError(NEEDS_SAMPLE_MSG)
-    trace, error = traced_or_error(lambda: trace_linen(model, sample, feeds_norm=True, sample_kwargs=sample_kwargs))
+    trace, error = traced_or_error(lambda: trace_linen(model, sample, feeds_norm=True, sample_kwargs=sample_kwargs,
+                                                       params=params))
     if trace is None:  # never raise from deep inside flax: describe what can be read, and say so
         return describe_untraced(model, sample, params, error, sample_kwargs=sample_kwargs), [], None
     model_leaves, _ = flatten(trace.variables)

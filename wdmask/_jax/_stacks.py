@@ -91,6 +91,20 @@ def learn_stack_names(pairs: Sequence[tuple[tuple[int, ...], Names | None]]) -> 
     return frozenset(found)
 
 
+def slice_fits(full: tuple[int, ...], piece: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every choice of axes of ``full`` whose removal leaves ``piece`` (more than one: only names can tell).
+
+    Examples:
+      >>> slice_fits((8, 3, 16), (8, 16)), slice_fits((4, 4), (4,))
+      ([(1,)], [(0,), (1,)])
+    """
+    n = len(full) - len(piece)
+    if n < 0:
+        return []
+    return [axes for axes in itertools.combinations(range(len(full)), n)
+            if tuple(d for a, d in enumerate(full) if a not in axes) == tuple(piece)]
+
+
 def axes_from_slice(full: tuple[int, ...], piece: tuple[int, ...],
                     prefer: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
     """Which axes of ``full`` removed leave ``piece``; ``None`` if no choice does.
@@ -99,18 +113,12 @@ def axes_from_slice(full: tuple[int, ...], piece: tuple[int, ...],
       >>> axes_from_slice((8, 3, 16), (8, 16)), axes_from_slice((4, 4), (4,)), axes_from_slice((4, 4), (4,), (1,))
       ((1,), (0,), (1,))
     """
-    n = len(full) - len(piece)
-    if n < 0:
-        return None
-    if n == 0:
-        return () if tuple(full) == tuple(piece) else None
-    fits = [axes for axes in itertools.combinations(range(len(full)), n)
-            if tuple(d for a, d in enumerate(full) if a not in axes) == tuple(piece)]
+    fits = slice_fits(full, piece)
     if not fits:
         return None
     if prefer is not None and tuple(prefer) in fits:
         return tuple(prefer)
-    leading = tuple(range(n))
+    leading = tuple(range(len(full) - len(piece)))
     return leading if leading in fits else fits[0]
 
 

@@ -747,11 +747,13 @@ def usage_from_jaxpr(closed: Any, param_invars: Sequence[Any], data_vars: Sequen
 
 
 def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, ...], sample: Any,
-                 slots: Mapping[Path, str] | None = None, axis_env: Sequence[tuple[str, int]] = (),
+                 slots: Mapping[Path, str] | Callable[[], Mapping[Path, str]] | None = None,
+                 axis_env: Sequence[tuple[str, int]] = (),
                  norm_codes: Collection[Any] = ()) -> UsageTrace:
     """Usage of every leaf of ``params`` in ``forward(params, *rest, arrays)``, traced once with
     ``jax.make_jaxpr`` on abstract params and the ``Sample``'s arrays (a batch of one enlarged to two;
-    the sample as given if the model rejects that)."""
+    the sample as given if the model rejects that). ``slots`` may be a function, called once the forward pass
+    was traced (classes recorded while tracing)."""
     import jax
 
     from wdmask._usage import note_positions
@@ -767,6 +769,7 @@ def trace_sample(forward: Callable[..., Any], params: PyTree, rest: tuple[Any, .
     data = invars[len(invars) - n_data:] if n_data else []
     found, abstract_ids = sample.positions()
     paths = leaf_paths(params)
+    slots = slots() if callable(slots) else slots
     uses, feeds, guessed, contracts = usage_from_jaxpr(closed, invars[:n_params], data, [data[k] for k in found],
                                             abstract_ids=abstract_ids,
                                             slots=[(slots or {}).get(p, "") for p in paths],
