@@ -35,7 +35,7 @@ SOURCES: tuple[str, ...] = ("graph", "type", "name", "shape")
 DECLARATIONS: tuple[str, ...] = ("", "no_decay")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ParamInfo:
     """What the rule engine knows about one trainable leaf.
 
