@@ -187,7 +187,7 @@ def reference_weight_decay(pairs: Iterable[tuple[float, float]]) -> float | None
 def audit_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, Sequence[float]],
                     rules: Rules | Iterable[RuleLike], *, foreign: Iterable[str] = (), ratios: bool = True,
                     subject: str = "optimizer", measure: str = "weight_decay",
-                    rel_tol: float = 1e-6, actual_lr: Mapping[Path, float] | None = None,
+                    rel_tol: float = 1e-6, actual_lr: Mapping[Path, float | tuple[float, ...]] | None = None,
                     actual_optimizer: Mapping[Path, str | None] | None = None) -> AuditReport:
     """Compare the effective weight decay of each parameter with what ``rules`` decide.
 
@@ -206,7 +206,8 @@ def audit_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, Sequen
       subject: what ``actual`` was read from, for the report (``"optimizer"``, ``"transform"``, ``"mask"``).
       measure: the unit of ``actual``, for the report.
       rel_tol: relative tolerance of ``actual == reference * multiplier``.
-      actual_lr: per path, the optimizer's lr multiplier; audited when the rules set ``lr``/``lr_decay``.
+      actual_lr: per path, the optimizer's lr multiplier (a tuple, one per slice, for a stacked leaf); audited
+        when the rules set ``lr``/``lr_decay``.
       actual_optimizer: per path, the optimizer label; audited when the rules set ``optimizer``.
 
     Returns:
@@ -250,14 +251,35 @@ def audit_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, Sequen
                                           f"(x{got / reference:.6g} instead of x{m:g}); rules: {why}")  # type: ignore[operator]
         exp_lr = act_lr = exp_opt = act_opt = None
         if actual_lr is not None and check_lr and info.path in actual_lr:
-            exp_lr, act_lr = decision.lr, float(actual_lr[info.path])
-            if status == "ok" and not (isinstance(exp_lr, float) and math.isclose(act_lr, exp_lr, rel_tol=rel_tol)):
-                status, reason = "mismatch", f"lr x{act_lr:.6g}; rules: x{exp_lr}"
+            exp_lr, act_lr = decision.lr, actual_lr[info.path]
+            if status == "ok" and not same_lr(exp_lr, act_lr, rel_tol):
+                status, reason = "mismatch", f"lr x{_lr_text(act_lr)}; rules: x{_lr_text(exp_lr)}"
         if actual_optimizer is not None and check_optimizer and info.path in actual_optimizer:
             exp_opt, act_opt = decision.optimizer, actual_optimizer[info.path]
             if status == "ok" and exp_opt != act_opt:
                 status, reason = "mismatch", f"optimizer {act_opt!r} != {exp_opt!r}"
         rows.append(AuditRow(info.dotted, info.layer, info.role, m, got, len(seen), status, reason,
-                             exp_lr if isinstance(exp_lr, float) or exp_lr is None else None, act_lr, exp_opt,
-                             act_opt))
+                             exp_lr if isinstance(exp_lr, float) or exp_lr is None else None,
+                             act_lr if isinstance(act_lr, float) or act_lr is None else None, exp_opt, act_opt))
     return AuditReport(tuple(rows), reference, tuple(foreign), rules.name, ratios, subject, measure)
+
+
+def same_lr(expected: float | tuple[float, ...], actual: float | tuple[float, ...], rel_tol: float = 1e-6) -> bool:
+    """Whether two lr multipliers agree: numbers, or one per slice of a stacked leaf (a number stands for every
+    slice).
+
+    Examples:
+      >>> same_lr(0.5, (0.5, 0.5)), same_lr((0.25, 0.5), (0.25, 0.5)), same_lr((0.25, 0.5), 0.5)
+      (True, True, False)
+    """
+    e = expected if isinstance(expected, tuple) else (expected,)
+    a = actual if isinstance(actual, tuple) else (actual,)
+    if len(e) == 1:
+        e = e * len(a)
+    if len(a) == 1:
+        a = a * len(e)
+    return len(e) == len(a) and all(math.isclose(x, y, rel_tol=rel_tol) for x, y in zip(e, a, strict=True))
+
+
+def _lr_text(lr: float | tuple[float, ...]) -> str:
+    return f"{lr:.6g}" if not isinstance(lr, tuple) else "(" + ", ".join(f"{v:.6g}" for v in lr) + ")"

@@ -277,7 +277,7 @@ def infer_inventory(inventory: Sequence[ParamInfo], actual: Mapping[Path, float]
     return Inferred(result, reference if ratios else None)
 
 
-def infer_policy(inventory: Sequence[ParamInfo], lr: Mapping[Path, float] | None = None,
+def infer_policy(inventory: Sequence[ParamInfo], lr: Mapping[Path, float | tuple[float, ...]] | None = None,
                  labels: Mapping[Path, str | None] | None = None, *, rel_tol: float = 1e-9) -> list[Rule]:
     """Rules reproducing per-parameter lr multipliers and optimizer labels (added to the decay rules).
 
@@ -297,8 +297,8 @@ def infer_policy(inventory: Sequence[ParamInfo], lr: Mapping[Path, float] | None
     out: list[Rule] = []
     inventory = [i for i in inventory if lr is None or i.path in lr or labels is None or i.path in labels]
     if lr:
-        scales = {p: float(s) for p, s in lr.items()}
-        if any(not math.isclose(s, 1.0, rel_tol=rel_tol) for s in scales.values()):
+        scales = {p: tuple(map(float, s)) if isinstance(s, tuple) else (float(s),) for p, s in lr.items()}
+        if any(not math.isclose(v, 1.0, rel_tol=rel_tol) for s in scales.values() for v in s):
             rule = _layer_decay(with_depth([i for i in inventory if i.path in scales]), scales, rel_tol,
                                 largest_depth)
             if rule is not None:
@@ -307,8 +307,14 @@ def infer_policy(inventory: Sequence[ParamInfo], lr: Mapping[Path, float] | None
                 by_scale: dict[float, list[str]] = {}
                 for info in inventory:
                     s = scales.get(info.path)
-                    if s is not None and not math.isclose(s, 1.0, rel_tol=rel_tol):
-                        by_scale.setdefault(float(f"{s:.12g}"), []).append(info.dotted)
+                    if s is None:
+                        continue
+                    if len(set(s)) != 1:
+                        raise ValueError(f"{info.dotted}: one lr multiplier per slice {s} that is not a layer-wise "
+                                         "decay: rules set one lr per leaf (Rule(path=..., lr=...)); split the stack "
+                                         "or give its slices one multiplier")
+                    if not math.isclose(s[0], 1.0, rel_tol=rel_tol):
+                        by_scale.setdefault(float(f"{s[0]:.12g}"), []).append(info.dotted)
                 out += [Rule(path=paths, lr=s, why="inferred: lr multiplier") for s, paths in by_scale.items()]
     if labels:
         counts: dict[str, int] = {}
@@ -327,21 +333,22 @@ def infer_policy(inventory: Sequence[ParamInfo], lr: Mapping[Path, float] | None
     return out
 
 
-def _layer_decay(infos: Sequence[ParamInfo], scales: Mapping[Path, float], rel_tol: float,
+def _layer_decay(infos: Sequence[ParamInfo], scales: Mapping[Path, tuple[float, ...]], rel_tol: float,
                  largest: Any) -> Rule | None:
-    """``Rule(lr_decay=d)`` when every multiplier is ``d ** (depth_max - depth)``, else ``None``."""
+    """``Rule(lr_decay=d)`` when every multiplier is ``d ** (depth_max - depth)`` (per slice for a stacked leaf,
+    ``scales`` one entry per slice or one for all), else ``None``."""
     top = largest(infos)
-    d = None
+    pairs = []  # (depth, multiplier) of every leaf and slice
     for info in infos:
-        depth = info.depth
-        if isinstance(depth, int) and depth < top and scales[info.path] > 0:
-            d = scales[info.path] ** (1.0 / (top - depth))
-            break
+        depths = info.depth if isinstance(info.depth, tuple) else (info.depth,)
+        mults = scales[info.path] * (len(depths) if len(scales[info.path]) == 1 else 1)
+        if None in depths or len(mults) != len(depths):
+            return None
+        pairs += zip(depths, mults, strict=True)
+    d = next((m ** (1.0 / (top - depth)) for depth, m in pairs if depth < top and m > 0), None)
     if d is None or not 0 < d <= 1:
         return None
     d = float(f"{d:.12g}")
-    for info in infos:
-        if not isinstance(info.depth, int) or not math.isclose(scales[info.path], d ** (top - info.depth),
-                                                               rel_tol=1e-6):
-            return None
+    if not all(math.isclose(m, d ** (top - depth), rel_tol=1e-6) for depth, m in pairs):
+        return None
     return Rule(lr_decay=d, why="inferred: layer-wise lr decay")

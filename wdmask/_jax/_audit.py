@@ -246,23 +246,52 @@ def _labels(tx_or_mask: Any, params: PyTree, labels: Any) -> dict[Path, str] | N
     """Each trainable leaf's optimizer label: ``labels`` (a pytree of str like ``params``, or a callable ``params ->
     labels``, as ``optax.partition`` takes), else the labels of the outermost ``optax.partition`` /
     ``multi_transform`` in the transform (``partition_labels``); ``None`` when there are none."""
-    import jax
-
-    from wdmask._jax._usage import leaf_paths
-
     if labels is None:
         return partition_labels(tx_or_mask, params) if _is_transform(tx_or_mask) else None
-    tree = labels(params) if callable(labels) else labels
-    try:
-        flat = jax.tree_util.tree_structure(params).flatten_up_to(tree)
-    except (ValueError, TypeError) as e:
-        raise MaskError(f"wdmask: `labels` must have the structure of `params` (a label per leaf, as optax.partition "
-                        f"takes): {str(e)[:300]}") from e
-    bad = next((v for v in flat if not isinstance(v, str)), None)
+    found = _per_leaf(params, labels, "labels", "a label per leaf, as optax.partition takes")
+    bad = next((v for v in found.values() if not isinstance(v, str)), None)
     if bad is not None:
         raise TypeError(f"wdmask: `labels` leaves must be str optimizer labels (e.g. 'muon', 'adamw'), got "
                         f"{_what(bad)}")
-    return dict(zip(leaf_paths(params), flat, strict=True))
+    return found
+
+
+def _per_leaf(params: PyTree, tree_or_fn: Any, arg: str, what: str) -> dict[Path, Any]:
+    """``{path: value}`` of a pytree with ``params``' structure (boxes as leaves), or of ``tree_or_fn(params)``."""
+    leaves, treedef = flatten(params)
+    tree = tree_or_fn(params) if callable(tree_or_fn) else tree_or_fn
+    try:
+        flat = treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise MaskError(f"wdmask: `{arg}` must have the structure of `params` ({what}): {str(e)[:300]}") from e
+    return {leaf.path: v for leaf, v in zip(leaves, flat, strict=True) if leaf.trainable}
+
+
+def _lr_of(params: PyTree, lr_scales: Any, inventory: Sequence[ParamInfo]) -> dict[Path, float | tuple[float, ...]]:
+    """Each trainable leaf's lr multiplier from ``lr_scales``: a number, or for a stacked leaf one per slice (an
+    array along its stacked axis, as ``wdmask.lr_scales`` gives)."""
+    import numpy as np
+
+    found = _per_leaf(params, lr_scales, "lr_scales", "an lr multiplier per leaf, as wdmask.lr_scales gives")
+    out: dict[Path, float | tuple[float, ...]] = {}
+    for info in inventory:
+        if info.path not in found:
+            continue
+        try:
+            a = np.asarray(found[info.path], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"wdmask: `lr_scales` at {info.dotted}: expected a number or an array of numbers, got "
+                            f"{_what(found[info.path])}") from None
+        if a.size == 1:
+            out[info.path] = float(a.reshape(()))
+            continue
+        axis = info.stacked_axes[0] if len(info.stacked_axes) == 1 else None
+        if axis is None or a.ndim != len(info.shape) or a.shape[axis] != a.size or a.size != info.shape[axis]:
+            raise MaskError(f"wdmask: `lr_scales` at {info.dotted}: expected a number, or one per slice along the "
+                            f"stacked axis of the leaf of shape {info.shape} (stacked axes {info.stacked_axes}), got "
+                            f"an array of shape {a.shape}")
+        out[info.path] = tuple(float(v) for v in a.reshape(-1))
+    return out
 
 
 def partition_labels(tx: Any, params: PyTree) -> dict[Path, str] | None:
@@ -330,7 +359,7 @@ def _states(obj: Any, kind: type | None, target: Any = None) -> Any:
 
 def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | None = None, *,
           model: Any = None, sample: Any = None, ratios: bool | None = None,
-          inventory: Sequence[ParamInfo] | None = None, labels: Any = None,
+          inventory: Sequence[ParamInfo] | None = None, labels: Any = None, lr_scales: Any = None,
           sample_kwargs: Mapping[str, Any] | None = None) -> AuditReport:
     r"""Where an Optax transform's (or a mask's) weight decay disagrees with ``rules``, leaf by leaf.
 
@@ -358,6 +387,10 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | N
       labels: each leaf's optimizer label (a pytree of str like ``params`` or a callable, as ``optax.partition``
         takes); default: read from the outermost ``optax.partition``/``multi_transform`` of a transform. Audited
         when the rules set ``optimizer`` (``presets.muon``): a Muon/AdamW split made by hand.
+      lr_scales: each leaf's learning-rate multiplier in the optimizer audited (a pytree like ``params`` of
+        numbers, arrays along a stacked leaf's stacked axis, as ``wdmask.lr_scales`` gives; or a callable):
+        audited when the rules set ``lr``/``lr_decay`` (layer-wise decay written by hand). Optax transforms do not
+        expose their learning rates, so they are given, not read.
 
     Returns:
       An ``AuditReport``: ``report.ok``, ``report.assert_ok()``, ``print(report)``.
@@ -386,12 +419,13 @@ def audit(tx_or_mask: Any, params: PyTree, rules: Rules | Iterable[RuleLike] | N
     return audit_inventory(inventory, {p: [v] for p, v in actual.items()}, rules, ratios=compare,
                            subject="transform" if magnitudes else "mask",
                            measure=MEASURE if not step else f"{MEASURE} at step {step}",
-                           actual_optimizer=None if found is None else {i.path: found.get(i.path) for i in inventory})
+                           actual_optimizer=None if found is None else {i.path: found.get(i.path) for i in inventory},
+                           actual_lr=None if lr_scales is None else _lr_of(params, lr_scales, inventory))
 
 
 def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: Any = None,
                 ratios: bool | None = None, inventory: Sequence[ParamInfo] | None = None,
-                labels: Any = None, sample_kwargs: Mapping[str, Any] | None = None) -> Inferred:
+                labels: Any = None, lr_scales: Any = None, sample_kwargs: Mapping[str, Any] | None = None) -> Inferred:
     """The shortest rules reproducing which leaves an Optax transform (or a mask) decays, and how much.
 
     The search is ``wdmask_torch.infer_rules``' (vocabulary first, paths only when needed, exact
@@ -411,6 +445,8 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
       ratios: infer multipliers from decay ratios (default: ``True`` for a transform, ``False`` for a mask).
       labels: each leaf's optimizer label, as ``audit`` takes (default: read from an ``optax.partition``); the
         rules then set ``optimizer`` too, so ``wdmask.labels(params, result.rules)`` rebuilds the partition.
+      lr_scales: each leaf's learning-rate multiplier, as ``audit`` takes; the rules then set ``lr_decay`` (a
+        layer-wise decay) or ``lr``, so ``wdmask.lr_scales(params, result.rules)`` gives them back.
 
     Returns:
       ``Inferred(rules, weight_decay)``.
@@ -431,7 +467,8 @@ def infer_rules(tx_or_mask: Any, params: PyTree, *, model: Any = None, sample: A
                               given=inventory, fn="infer_rules")
     inferred = infer_inventory(inventory, actual, ratios=magnitudes if ratios is None else bool(ratios))
     found = _labels(tx_or_mask, params, labels)
-    extra = infer_policy(inventory, labels={i.path: found.get(i.path) for i in inventory}) if found else []
+    lr = None if lr_scales is None else _lr_of(params, lr_scales, inventory)
+    extra = infer_policy(inventory, lr, None if not found else {i.path: found.get(i.path) for i in inventory})
     if not extra:
         return inferred
     return Inferred(Rules([*inferred.rules, *extra], default=inferred.rules.default, name="inferred"),
