@@ -136,9 +136,8 @@ def _trace_given(model: Any, s: Sample, params: PyTree) -> LinenTrace | None:
 
     ``None`` (trace ``init`` as well) when the given params cannot stand for what ``init`` tells: the trace fails
     (other shapes, another model: ``init`` gives the error), a parameter is missing or one no module asks for is
-    given, the model declares
-    ``wdmask.no_decay`` on params given without their boxes, a stacked axis only partition names could place, or
-    an ``nnx.bridge.ToLinen`` (its NNX classes are read before the walk).
+    given, the model declares ``wdmask.no_decay`` on params given without their boxes, a stacked axis only
+    partition names could place, or an ``nnx.bridge.ToLinen`` (its NNX classes are read before the walk).
     """
     import flax.linen as nn
     import jax
