@@ -101,3 +101,13 @@ def test_bad_lr_scales_are_refused_by_name():
         wdmask.audit(optax.adamw(1e-3), params, RULES, lr_scales={"embed": 1.0})
     with pytest.raises(TypeError, match="expected a number"):
         wdmask.audit(optax.adamw(1e-3), params, RULES, lr_scales=jax.tree.map(lambda _: "fast", params))
+
+
+def test_a_traced_inventory_carries_its_depths_as_torch_does():
+    unrolled = {str(i): (i.depth, i.depth_max) for i in wdmask.describe(Unrolled(), IDS)}
+    assert unrolled == {"embed.embedding": (0, 4), "head.kernel": (4, 4), "head.bias": (4, 4),
+                        **{f"blocks_{k}.{leaf}": (k + 1, 4) for k in range(3)
+                           for leaf in ("norm.scale", "norm.bias", "fc.kernel", "fc.bias")}}
+    scanned = {str(i): i.depth for i in wdmask.describe(Scanned(), IDS)}
+    assert scanned["blocks.fc.kernel"] == (1, 2, 3) and scanned["head.kernel"] == 4
+    assert all(i.depth is None for i in wdmask.describe(_params(Unrolled())))  # no trace: no order, no depth
