@@ -101,14 +101,18 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
     a params pytree list them in pytree flatten order (sorted keys: ``Block_10`` before ``Block_2``).
 
     * linen ``nn.Module`` + ``sample`` (example inputs for ``model.init``): exact classes,
-      ``stacked`` axes of ``nn.scan``/``nn.vmap``, and ``feeds_norm``; one abstract trace, no FLOPs;
+      ``stacked`` axes of ``nn.scan``/``nn.vmap``, and ``feeds_norm``; abstract traces, no FLOPs (one
+      ``model.apply`` when ``params`` are given, else ``init`` and ``apply``);
     * NNX ``nnx.Module``: exact classes; with ``sample``, ``feeds_norm`` and roles from usage too
       (one abstract forward pass), else ``feeds_norm`` is ``None``;
     * params pytree (dict, ``FrozenDict``, ``{"params": ...}`` variables — only the ``params``
       collection is described —, ``nn.Partitioned``/``nnx.Param`` boxes unboxed): Flax auto-names
       of each leaf's immediate owner; explicit names (``bn1``) give ``layer="other"``.
 
-    Integer and bool leaves are listed with their dtype (the engine never decays them).
+    A traced model's leaves carry their roles from usage, ``contract_axes`` (Muon's dimension numbers),
+    ``call_index`` and ``depth`` (0 before the first repeated block, ``i`` in block ``i``, ``depth_max`` after
+    the last; ``None`` for a module the forward pass never ran). Integer and bool leaves are listed with their
+    dtype (the engine never decays them).
 
     Args:
       params_or_model: a linen module, an NNX module, or a params pytree.
