@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from wdmask._errors import RuleError, UnclassifiedWarning
 from wdmask._types import ParamInfo, Path
 
-__all__ = ["blocks_of", "largest_depth", "owner_index", "with_depth"]
+__all__ = ["blocks_of", "largest_depth", "owner_index", "traced_depths", "with_depth"]
 
 _AUTO = re.compile(r"(.+)_(\d+)")
 #: Names of what runs before the first block, for leaves whose position no order tells (a params pytree).
@@ -205,6 +205,20 @@ def with_depth(infos: Sequence[ParamInfo], order: Sequence[Path] | None = None, 
     depth_max = next((i.depth_max for i in infos if i.depth_max is not None), depth_max)  # a describe's, kept
     return [dataclasses.replace(info, depth=depth_of[n] if info.depth is None else info.depth, depth_max=depth_max)
             for n, info in enumerate(infos)]
+
+
+def traced_depths(infos: Sequence[ParamInfo]) -> list[ParamInfo]:
+    """The depths a traced describe gives (both adapters): from structure and the traced call order (``call_index``;
+    an inventory whose trace records none, Equinox's, is in its modules' registration order). A leaf whose module
+    never ran keeps ``depth=None``: placing it is a guess, made and reported when rules read depths.
+
+    Examples:
+      >>> inv = [ParamInfo(tuple(p.split(".")), (4, 4), call_index=k) for p, k in
+      ...        [("head.w", 3), ("embed.w", 0), ("blocks.0.w", 1), ("blocks.1.w", 2), ("aux.w", None)]]
+      >>> [i.depth for i in traced_depths(inv)]
+      [3, 0, 1, 2, None]
+    """
+    return with_depth(infos, registration=True, guess=False)
 
 
 def largest_depth(infos: Sequence[ParamInfo]) -> int:

@@ -24,7 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from wdmask._depth import owner_index
+from wdmask._depth import owner_index, traced_depths
 from wdmask._errors import check_bool
 from wdmask._kinds import kind_from_name, role_from_name
 from wdmask._types import LAYER_KINDS, SOURCES, ParamInfo
@@ -425,10 +425,10 @@ def iter_params(model: nn.Module, *, include_frozen: bool,
             uses = graph.uses.get(key, ()) or ((Use("unused"),) if key not in graph.touched else ())
         feeds_norm = None if graph is None else graph.feeds.get(key, False)
         declared = "no_decay" if declared_by.any_of((dotted, *all_names), p) else ""
-        info = param_info(tuple(dotted.split(".")), tuple(p.shape), memo.dtype_name(p.dtype), layer=layer, role=role,
-                          source=source, feeds_norm=feeds_norm, module_type=module_type, declared=declared,
-                          aliases=aliases, uses=uses,
-                          call_index=owner_index(tuple(dotted.split(".")), called) if called is not None else None)
+        path = tuple(dotted.split("."))
+        info = param_info(path, tuple(p.shape), memo.dtype_name(p.dtype), layer=layer, role=role, source=source,
+                          feeds_norm=feeds_norm, module_type=module_type, declared=declared, aliases=aliases,
+                          uses=uses, call_index=owner_index(path, called) if called is not None else None)
         yield name, p, info
 
 
@@ -464,16 +464,6 @@ def inventory(model: Any, example_inputs: Any = None, *, include_frozen: bool = 
                if include_frozen or p.requires_grad]
         note_positions(graph.positions, [info.dotted for _, p, info in out if id(p) in graph.guessed])
     return out
-
-
-def traced_depths(infos: list[ParamInfo]) -> list[ParamInfo]:
-    """``infos`` (traced: each has its ``call_index``) with ``depth`` from structure and the call order, over every
-    parameter given (frozen ones too: a block's depth does not change when it is frozen, as in MAE/timm layer
-    ids). A parameter whose module never ran keeps ``depth=None``: placing it is a guess, made and reported when
-    rules read depths (``with_depth`` at decide time)."""
-    from wdmask._depth import with_depth
-
-    return with_depth(infos, registration=True, guess=False)
 
 
 def describe(model: nn.Module, example_inputs: Any = None, *, include_frozen: bool = False) -> list[ParamInfo]:

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdmask._depth import with_depth
+from wdmask._depth import traced_depths
 from wdmask._errors import short_repr
 from wdmask._jax._equinox import describe_equinox, is_equinox
 from wdmask._jax._linen import describe_linen_traced
@@ -144,14 +144,13 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
                         f"{params_or_model.__name__}; instantiate it first")
     if is_equinox(params_or_model):
         inventory = describe_equinox(params_or_model, params, sample=sample, sample_kwargs=sample_kwargs)
-        traced = any(info.usage for info in inventory)  # flatten order is the attributes' (registration) order
-        return with_depth(inventory, registration=True, guess=False) if traced else inventory
+        return traced_depths(inventory) if any(info.usage for info in inventory) else inventory
     if _is_linen(params_or_model):
         inventory, order, _ = describe_linen_traced(params_or_model, sample, params, sample_kwargs=sample_kwargs)
-        return _traced_depths(in_call_order(inventory, order) if order else inventory)
+        return traced_depths(in_call_order(inventory, order)) if order else inventory
     if _is_nnx(params_or_model):
         inventory, nnx_order = describe_nnx_traced(params_or_model, params, sample, sample_kwargs=sample_kwargs)
-        return _traced_depths(in_call_order(inventory, nnx_order) if nnx_order else inventory)
+        return traced_depths(in_call_order(inventory, nnx_order)) if nnx_order else inventory
     if params is not None:
         raise TypeError("describe(): `params=` only goes with a model; pass the params pytree as the first argument")
     if sample is not None or sample_kwargs:
@@ -159,14 +158,6 @@ def describe(params_or_model: Any, sample: Any = None, *, params: PyTree | None 
                         "is described by its names (pass the module to get exact classes, usage and feeds_norm)")
     leaves, _ = flatten(params_or_model)
     return list(describe_tree(leaves, stacked_by_metadata(params_or_model, leaves)))
-
-
-def _traced_depths(inventory: list[ParamInfo]) -> list[ParamInfo]:
-    """A traced inventory carries its depths, as torch's does: from structure and the traced call order
-    (``call_index``); a leaf whose module never ran keeps ``None`` (guessed, and said, when rules read depths)."""
-    if not any(info.call_index is not None for info in inventory):
-        return inventory
-    return with_depth(inventory, guess=False)
 
 
 def describe_flattened(tree: PyTree, leaves: Sequence[Leaf]) -> Sequence[ParamInfo]:
